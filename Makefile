@@ -1,0 +1,62 @@
+# make build | run | test | unit | integration | clean
+# Builds the module against Debian's nginx (nginx-dev) unless NGINX_SRC points
+# at another configured-for-compat nginx source tree.
+
+SHELL := /bin/bash
+NGINX_SRC ?= /usr/share/nginx/src
+NGINX_BIN ?= /usr/sbin/nginx
+BUILD     := $(CURDIR)/build
+MODULE    := $(BUILD)/ngx_http_anomaly_module.so
+NGX_TREE  := $(BUILD)/nginx
+SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp)
+
+# Debian packages the build, the service and the tests need.
+PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
+             libgtest-dev perl libjson-pp-perl curl gettext-base procps
+
+.PHONY: all deps build run test unit integration clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps $(MODULE)
+
+# nginx's configure writes into its tree, so it runs on a copy under build/.
+$(NGX_TREE)/objs/Makefile: config
+	rm -rf $(NGX_TREE) && mkdir -p $(BUILD) && cp -a $(NGINX_SRC) $(NGX_TREE)
+	cd $(NGX_TREE) && \
+	  if [ -f conf_flags ]; then source ./conf_flags; else NGX_CONF_FLAGS=(--with-compat --with-threads); fi && \
+	  ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="-g -O2 -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2" \
+	    --with-ld-opt="-Wl,-z,relro -Wl,-z,now" \
+	    --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log 2>&1 \
+	  || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(NGX_TREE)/objs/Makefile $(SOURCES)
+	$(MAKE) -C $(NGX_TREE) -f objs/Makefile modules
+	cp $(NGX_TREE)/objs/ngx_http_anomaly_module.so $(MODULE)
+
+run: build
+	@conf/run.sh
+
+unit: deps
+	cmake -S t/unit -B $(BUILD)/unit -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(BUILD)/unit -j2
+	ctest --test-dir $(BUILD)/unit --output-on-failure
+
+integration: build
+	prove -I t/lib -j1 t/
+
+test: build unit integration
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,55 @@
+// Detectors: what a version of a series learned, and how a point is judged.
+// Everything here is trivially copyable so that it can sit in shared memory.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+namespace anomaly {
+
+// Stored on disk as a tag: never renumber, only add.
+enum class DetectorKind : std::uint8_t {
+    three_sigma = 1,  // mean and population standard deviation (the challenge's model)
+};
+
+// Which side of the mean counts as anomalous (directive anomaly_tail).
+enum class Tail : std::uint8_t {
+    both = 0,   // |value - mean| > k * std
+    upper = 1,  // value > mean + k * std   (the challenge's rule, exactly)
+    lower = 2,  // value < mean - k * std
+};
+
+struct TrainingData {
+    std::vector<std::int64_t> timestamps;  // Unix seconds, strictly increasing
+    std::vector<double> values;            // finite
+};
+
+// One trained version of one series.
+struct Model {
+    std::uint32_t version = 0;        // 1, 2, 3 ...
+    DetectorKind kind = DetectorKind::three_sigma;
+    std::uint8_t reserved[3] = {0, 0, 0};
+    std::uint64_t points = 0;         // training points used
+    double mean = 0;
+    double std = 0;                   // population standard deviation (divides by n)
+    std::int64_t first_timestamp = 0; // Unix seconds
+    std::int64_t last_timestamp = 0;  // Unix seconds
+    std::int64_t trained_at_ms = 0;   // Unix milliseconds, set by the server
+};
+static_assert(std::is_trivially_copyable<Model>::value, "Model lives in shared memory");
+
+struct Prediction {
+    bool anomaly = false;
+    double score = 0;  // z-score: (value - mean) / std
+};
+
+// Trains the three-sigma detector. Accurate for values with a large offset
+// and a tiny spread (two passes, compensated sums). data must be non-empty.
+// version and trained_at_ms are left 0 for the caller to fill.
+Model train_three_sigma(const TrainingData &data);
+
+// Judges one value. sigma is k (directive anomaly_sigma).
+Prediction predict(const Model &model, double value, double sigma, Tail tail) noexcept;
+
+}  // namespace anomaly

@@ -1,0 +1,35 @@
+// JSON responses, rendered into caller-provided buffers (the request pool on
+// the predict path): no allocation, no iostreams. Doubles use the shortest
+// representation that reads back exactly (std::to_chars).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "error.hpp"
+
+namespace anomaly {
+
+// Largest output of render_prediction().
+constexpr std::size_t kPredictionMaxLength = 128;
+// {"anomaly":true,"model_version":"v3","score":4.2}
+std::size_t render_prediction(char *buf, bool anomaly, std::uint32_t version, double score) noexcept;
+
+// {"series_id":"sensor_1","version":"v3","points_used":1000}
+std::string render_fit(std::string_view series_id, std::uint32_t version, std::uint64_t points);
+
+// {"detail":"...","code":"..."} with the detail escaped as a JSON string.
+std::string render_error(const Error &error);
+
+// Appends a double the way render_prediction writes it (finite values only;
+// non-finite values are written as null).
+void append_double(std::string *out, double value);
+// Writes a double into buf (at least 32 bytes); returns the length.
+std::size_t format_double(char *buf, double value) noexcept;
+
+// Appends s as a JSON string literal, quotes included.
+void append_json_string(std::string *out, std::string_view s);
+
+}  // namespace anomaly

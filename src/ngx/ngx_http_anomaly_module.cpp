@@ -1,0 +1,975 @@
+// ngx_http_anomaly_module: the nginx side. Directives, the handlers of each
+// endpoint, variables, and the path of a fit from the request body to a
+// durable version. The maths, parsing and formats live in src/core; the
+// store and its ownership in src/store and owner.cpp.
+
+#include "ngx/ngx.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unistd.h>
+#include <vector>
+
+#include "core/encoding.hpp"
+#include "core/render.hpp"
+#include "core/request.hpp"
+#include "core/series.hpp"
+#include "ngx/owner.hpp"
+#include "ngx/zone.hpp"
+#include "store/store.hpp"
+
+extern ngx_module_t ngx_http_anomaly_module;
+
+namespace anomaly {
+namespace {
+
+constexpr ngx_msec_t kFitPoll = 20;           // fallback when a wake-up is lost
+constexpr ngx_msec_t kFitGiveUp = 30000;      // a fit still not committed by then is withdrawn
+constexpr std::size_t kMaxPredictBody = 64 * 1024;
+
+enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck };
+
+struct MainConf {
+    ngx_shm_zone_t *shm_zone;
+    ngx_str_t store;
+    ngx_str_t thread_pool_name;
+    ngx_thread_pool_t *thread_pool;
+    ngx_flag_t endpoints_used;
+};
+
+struct LocConf {
+    ngx_uint_t endpoint;
+    ngx_http_complex_value_t *series_id;  // anomaly_fit $var; else the URI tail
+    double sigma;                         // anomaly_sigma
+    ngx_uint_t tail;                      // anomaly_tail
+    size_t min_points;                    // anomaly_min_points
+    size_t max_points;                    // anomaly_max_points
+};
+
+constexpr double kUnsetSigma = -1;
+
+// Per request: what the variables show, and the state of a fit.
+struct RequestCtx {
+    std::uint32_t version = 0;        // $anomaly_model_version
+    int result = -1;                  // $anomaly_result: -1 none, 0 false, 1 true
+    double score = 0;                 // $anomaly_score
+
+    ngx_http_request_t *request = nullptr;
+    ngx_str_t series_id{};
+    std::uint64_t started_ns = 0;
+    ngx_msec_t queued_at = 0;
+    Job *job = nullptr;
+    ngx_queue_t waiting{};            // in fits_waiting while the owner commits
+};
+
+// A fit being parsed and validated in a pool thread.
+struct FitWork {
+    struct Piece {
+        const u_char *data;   // in memory, or nullptr when in the file
+        ngx_fd_t fd;
+        off_t offset;
+        size_t length;
+    };
+    std::vector<Piece> pieces;
+    size_t length = 0;
+    FitLimits limits;
+    std::string spool;
+    Error error;
+    std::uint64_t points = 0;
+};
+
+// ---- process state ----
+ngx_queue_t fits_waiting;
+ngx_uint_t fits_in_progress = 0;   // parsing or waiting: keeps an exiting worker alive
+ngx_event_t fit_timer;
+Zone *process_zone = nullptr;
+
+std::uint64_t monotonic_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+MainConf *main_conf(ngx_http_request_t *r) {
+    return static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_anomaly_module));
+}
+
+LocConf *loc_conf(ngx_http_request_t *r) {
+    return static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_anomaly_module));
+}
+
+Zone *zone_of(ngx_http_request_t *r) {
+    MainConf *mcf = main_conf(r);
+    return mcf->shm_zone != nullptr ? Zone::from(mcf->shm_zone) : nullptr;
+}
+
+RequestCtx *get_ctx(ngx_http_request_t *r) {
+    return static_cast<RequestCtx *>(ngx_http_get_module_ctx(r, ngx_http_anomaly_module));
+}
+
+RequestCtx *create_ctx(ngx_http_request_t *r) {
+    void *mem = ngx_pcalloc(r->pool, sizeof(RequestCtx));
+    if (mem == nullptr) return nullptr;
+    RequestCtx *ctx = new (mem) RequestCtx();  // trivially destructible: no cleanup needed
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_anomaly_module);
+    return ctx;
+}
+
+// ---- responses ----
+
+ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *data, size_t len) {
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, len == 0 ? 1 : len);
+    if (b == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    b->last = ngx_cpymem(b->pos, data, len);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = static_cast<off_t>(len);
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = nullptr;
+
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) return rc;
+    ngx_chain_t out{b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
+    if (error.status == NGX_HTTP_NOT_ALLOWED) {
+        ngx_table_elt_t *allow = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
+        if (allow != nullptr) {
+            allow->hash = 1;
+            ngx_str_set(&allow->key, "Allow");
+            if (loc_conf(r)->endpoint == static_cast<ngx_uint_t>(Endpoint::healthcheck)) {
+                ngx_str_set(&allow->value, "GET, HEAD");
+            } else {
+                ngx_str_set(&allow->value, "POST");
+            }
+        }
+    }
+    std::string body = render_error(error);
+    return send_body(r, error.status, body.data(), body.size());
+}
+
+ngx_int_t send_error(ngx_http_request_t *r, int status, const char *code, const char *detail) {
+    return send_error(r, make_error(status, code, detail));
+}
+
+// Answers without reading the body (it is discarded).
+ngx_int_t reject(ngx_http_request_t *r, int status, const char *code, const char *detail) {
+    if (ngx_http_discard_request_body(r) != NGX_OK) r->keepalive = 0;
+    return send_error(r, status, code, detail);
+}
+
+ngx_int_t internal_error(ngx_http_request_t *r, const char *what) {
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: %s", what);
+    return send_error(r, 500, "internal_error", "The server failed to handle the request.");
+}
+
+void record(EndpointStats &stats, std::uint64_t started_ns, ngx_uint_t status) {
+    stats.latency.record(monotonic_ns() - started_ns);
+    __atomic_fetch_add(&stats.requests, 1, __ATOMIC_RELAXED);
+    if (status >= 400) __atomic_fetch_add(&stats.errors, 1, __ATOMIC_RELAXED);
+}
+
+// ---- request parts ----
+
+// The series id: the directive's value, or the URI after the location prefix.
+bool series_id_of(ngx_http_request_t *r, ngx_str_t *id) {
+    LocConf *lcf = loc_conf(r);
+    if (lcf->series_id != nullptr) {
+        if (ngx_http_complex_value(r, lcf->series_id, id) != NGX_OK) return false;
+    } else {
+        ngx_http_core_loc_conf_t *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+            ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+        ngx_str_t uri = r->uri;
+        size_t skip = 0;
+        if (uri.len >= clcf->name.len && ngx_strncmp(uri.data, clcf->name.data, clcf->name.len) == 0)
+            skip = clcf->name.len;
+        else if (uri.len > 0)
+            skip = 1;  // regex locations: without a value, take the whole path
+        id->data = uri.data + skip;
+        id->len = uri.len - skip;
+        if (id->len > 0 && id->data[0] == '/' && skip > 0 && clcf->name.data[clcf->name.len - 1] != '/') {
+            id->data++;
+            id->len--;
+        }
+    }
+    return true;
+}
+
+bool valid_series_id(const ngx_str_t &id) {
+    return is_valid_series_id(std::string_view(reinterpret_cast<char *>(id.data), id.len));
+}
+
+const char *kBadSeriesId =
+    "The series id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -";
+
+// ---- predict ----
+
+ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
+    Zone *zone = zone_of(r);
+    LocConf *lcf = loc_conf(r);
+
+    std::uint32_t version = 0;
+    ngx_str_t arg;
+    if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("version")), 7, &arg) == NGX_OK) {
+        if (!parse_version(std::string_view(reinterpret_cast<char *>(arg.data), arg.len), &version))
+            return send_error(r, 422, "invalid_version",
+                              "The version must look like v3 or 3 (versions start at v1).");
+    }
+
+    // The body: small, in memory; copied once into the pool with the padding
+    // simdjson reads past the end.
+    ngx_http_request_body_t *rb = r->request_body;
+    if (rb == nullptr || rb->bufs == nullptr)
+        return send_error(r, 400, "malformed_json",
+                          "The body must be a JSON object such as {\"timestamp\": \"1700000000\", \"value\": 42.0}.");
+    if (rb->temp_file != nullptr)
+        return send_error(r, 413, "body_too_large", "A prediction body must be under 64 KB.");
+    size_t len = 0;
+    for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) len += ngx_buf_size(cl->buf);
+    if (len > kMaxPredictBody)
+        return send_error(r, 413, "body_too_large", "A prediction body must be under 64 KB.");
+    u_char *body = static_cast<u_char *>(ngx_palloc(r->pool, len + kJsonPadding));
+    if (body == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    u_char *p = body;
+    for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) p = ngx_cpymem(p, cl->buf->pos, ngx_buf_size(cl->buf));
+    ngx_memzero(p, kJsonPadding);
+
+    PredictInput input;
+    Error error = parse_predict_body(reinterpret_cast<char *>(body), len, &input);
+    if (error) return send_error(r, error);
+
+    Model model;
+    switch (zone->find_model(std::string_view(reinterpret_cast<char *>(ctx->series_id.data),
+                                              ctx->series_id.len),
+                             version, &model)) {
+    case Lookup::found:
+        break;
+    case Lookup::not_loaded:
+        return send_error(r, 503, "store_loading",
+                          "The models are still being read from the store; try again shortly.");
+    case Lookup::series_not_found:
+        return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
+    case Lookup::version_not_found:
+        return send_error(r, 404, "version_not_found", "This series has no such version.");
+    }
+
+    Prediction prediction = predict(model, input.value, lcf->sigma, static_cast<Tail>(lcf->tail));
+    ctx->version = model.version;
+    ctx->result = prediction.anomaly ? 1 : 0;
+    ctx->score = prediction.score;
+    if (prediction.anomaly) __atomic_fetch_add(&zone->my_stats().anomalies, 1, __ATOMIC_RELAXED);
+
+    char out[kPredictionMaxLength];
+    size_t n = render_prediction(out, prediction.anomaly, model.version, prediction.score);
+    return send_body(r, NGX_HTTP_OK, out, n);
+}
+
+void predict_body_read(ngx_http_request_t *r) noexcept {
+    std::uint64_t started = monotonic_ns();
+    ngx_int_t rc;
+    try {
+        RequestCtx *ctx = get_ctx(r);
+        rc = predict_answer(r, ctx);
+    } catch (const std::exception &e) {
+        rc = internal_error(r, e.what());
+    }
+    Zone *zone = zone_of(r);
+    record(zone->my_stats().predict, started, r->headers_out.status);
+    ngx_http_finalize_request(r, rc);
+}
+
+ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & NGX_HTTP_POST))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /predict.");
+        RequestCtx *ctx = create_ctx(r);
+        if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (!valid_series_id(ctx->series_id))
+            return reject(r, 400, "invalid_series_id", kBadSeriesId);
+        r->request_body_in_single_buf = 1;
+        ngx_int_t rc = ngx_http_read_client_request_body(r, predict_body_read);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+        return NGX_DONE;
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+// ---- fit ----
+
+void fit_timer_arm() {
+    if (fits_in_progress > 0 && !fit_timer.timer_set) ngx_add_timer(&fit_timer, kFitPoll);
+}
+
+void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc) {
+    fits_in_progress--;
+    Zone *zone = zone_of(r);
+    if (zone != nullptr) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
+    ngx_http_finalize_request(r, rc);
+}
+
+// Answers every waiting fit whose job the owner has finished.
+void fits_check() noexcept {
+    if (process_zone == nullptr) return;
+    ngx_queue_t *q = ngx_queue_head(&fits_waiting);
+    while (q != ngx_queue_sentinel(&fits_waiting)) {
+        RequestCtx *ctx = ngx_queue_data(q, RequestCtx, waiting);
+        q = ngx_queue_next(q);
+        ngx_http_request_t *r = ctx->request;
+        ngx_int_t rc;
+        try {
+            Shared *sh = process_zone->shared();
+            bool give_up = ngx_current_msec - ctx->queued_at > kFitGiveUp ||
+                           (sh->store_state == StoreState::unavailable && sh->owner_pid == 0);
+            Job outcome;
+            if (!process_zone->take_result(ctx->job, give_up, &outcome)) continue;
+            ngx_queue_remove(&ctx->waiting);
+            if (outcome.state == JobState::done) {
+                ctx->version = outcome.version;
+                std::string body = render_fit(
+                    std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
+                    outcome.version, outcome.points);
+                rc = send_body(r, NGX_HTTP_OK, body.data(), body.size());
+            } else {
+                std::string detail = outcome.error;
+                if (give_up && sh->store_error[0] != '\0')
+                    detail = std::string("The store is unavailable: ") + sh->store_error + ".";
+                Error error = make_error(static_cast<int>(outcome.status), outcome.code, detail);
+                rc = send_error(r, error);
+            }
+        } catch (const std::exception &e) {
+            ngx_queue_remove(&ctx->waiting);
+            rc = internal_error(r, e.what());
+        }
+        fit_finish(r, ctx, rc);
+    }
+}
+
+void fit_timer_handler(ngx_event_t *) noexcept {
+    fits_check();
+    fit_timer_arm();
+}
+
+void fit_parsed(ngx_event_t *ev) noexcept {
+    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
+    RequestCtx *ctx = get_ctx(r);
+    ngx_thread_task_t *task = reinterpret_cast<ngx_thread_task_t *>(
+        reinterpret_cast<char *>(ev) - offsetof(ngx_thread_task_t, event));
+    FitWork *work = *static_cast<FitWork **>(task->ctx);
+    ngx_int_t rc;
+    try {
+        if (work->error) {
+            rc = send_error(r, work->error);
+        } else {
+            Zone *zone = zone_of(r);
+            ctx->job = zone->add_job(
+                std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
+                work->points, std::stoull(work->spool.substr(work->spool.rfind('.') + 1)));
+            if (ctx->job == nullptr) {
+                unlink(work->spool.c_str());
+                u_char detail[200];
+                u_char *end = ngx_snprintf(detail, sizeof(detail) - 1,
+                                           "The shared zone \"%V\" is full; raise its size in the "
+                                           "anomaly_zone directive.%Z",
+                                           &zone->name());
+                (void)end;
+                rc = send_error(r, 507, "zone_full", reinterpret_cast<char *>(detail));
+            } else {
+                ctx->queued_at = ngx_current_msec;
+                ngx_queue_insert_tail(&fits_waiting, &ctx->waiting);
+                delete work;
+                store_wake_owner();
+                fit_timer_arm();
+                return;
+            }
+        }
+    } catch (const std::exception &e) {
+        rc = internal_error(r, e.what());
+    }
+    delete work;
+    fit_finish(r, ctx, rc);
+}
+
+// Pool thread: gathers the body, parses, validates, trains and writes the
+// spool file, so that a 25 MB fit never stalls an event loop.
+void fit_thread(void *data, ngx_log_t *) {
+    FitWork *work = *static_cast<FitWork **>(data);
+    try {
+        std::string body;
+        body.resize(work->length + kJsonPadding);
+        size_t at = 0;
+        for (const FitWork::Piece &piece : work->pieces) {
+            if (piece.data != nullptr) {
+                std::memcpy(&body[at], piece.data, piece.length);
+            } else {
+                size_t got = 0;
+                while (got < piece.length) {
+                    ssize_t n = pread(piece.fd, &body[at + got], piece.length - got,
+                                      piece.offset + static_cast<off_t>(got));
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n <= 0) throw std::runtime_error("cannot read the request body file");
+                    got += static_cast<size_t>(n);
+                }
+            }
+            at += piece.length;
+        }
+        TrainingData training;
+        work->error = parse_fit_body(body.data(), work->length, work->limits, &training);
+        if (work->error) return;
+        std::string().swap(body);  // free the copy before training
+        Model model = train_three_sigma(training);
+        work->points = model.points;
+        std::string error;
+        if (!write_spool(work->spool, model, training, &error))
+            work->error = make_error(503, "store_unavailable",
+                                     "The fit could not be handed to the store: " + error + ".");
+    } catch (const std::bad_alloc &) {
+        work->error = make_error(507, "out_of_memory", "The server has no memory for this fit.");
+    } catch (const std::exception &e) {
+        work->error = make_error(500, "internal_error", e.what());
+    }
+}
+
+void fit_body_read(ngx_http_request_t *r) noexcept {
+    RequestCtx *ctx = get_ctx(r);
+    ctx->started_ns = monotonic_ns();
+    fits_in_progress++;
+    ngx_int_t rc;
+    FitWork *work = nullptr;
+    try {
+        ngx_http_request_body_t *rb = r->request_body;
+        if (rb == nullptr || rb->bufs == nullptr) {
+            rc = send_error(r, 400, "malformed_json",
+                            "The body must be JSON: {\"timestamps\": [...], \"values\": [...]}.");
+            fit_finish(r, ctx, rc);
+            return;
+        }
+        MainConf *mcf = main_conf(r);
+        LocConf *lcf = loc_conf(r);
+        work = new FitWork();
+        for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) {
+            ngx_buf_t *b = cl->buf;
+            FitWork::Piece piece{};
+            if (b->in_file) {
+                piece.fd = b->file->fd;
+                piece.offset = b->file_pos;
+                piece.length = static_cast<size_t>(b->file_last - b->file_pos);
+            } else {
+                piece.data = b->pos;
+                piece.length = static_cast<size_t>(b->last - b->pos);
+            }
+            work->length += piece.length;
+            work->pieces.push_back(piece);
+        }
+        work->limits.min_points = lcf->min_points;
+        work->limits.max_points = lcf->max_points;
+        work->spool = spool_path(ngx_pid, next_spool_seq());
+
+        ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(FitWork *));
+        if (task == nullptr) throw std::bad_alloc();
+        *static_cast<FitWork **>(task->ctx) = work;
+        task->handler = fit_thread;
+        task->event.handler = fit_parsed;
+        task->event.data = r;
+        task->event.log = r->connection->log;
+        if (ngx_thread_task_post(mcf->thread_pool, task) != NGX_OK) {
+            delete work;
+            rc = send_error(r, 503, "server_busy", "The thread pool queue is full; try again.");
+            fit_finish(r, ctx, rc);
+            return;
+        }
+        fit_timer_arm();
+        return;  // fit_parsed goes on
+    } catch (const std::exception &e) {
+        delete work;
+        rc = internal_error(r, e.what());
+    }
+    fit_finish(r, ctx, rc);
+}
+
+ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & NGX_HTTP_POST))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /fit.");
+        RequestCtx *ctx = create_ctx(r);
+        if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (!valid_series_id(ctx->series_id))
+            return reject(r, 400, "invalid_series_id", kBadSeriesId);
+        Shared *sh = zone_of(r)->shared();
+        if (sh->store_state == StoreState::unavailable && sh->owner_pid == 0) {
+            std::string detail = std::string("The store is unavailable: ") + sh->store_error + ".";
+            return reject(r, 503, "store_unavailable", detail.c_str());
+        }
+        ngx_int_t rc = ngx_http_read_client_request_body(r, fit_body_read);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+        return NGX_DONE;
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+// ---- healthcheck ----
+
+struct LatencyFigures {
+    LatencySummary predict;
+    LatencySummary fit;
+};
+
+// Merged per-worker histograms, recomputed at most once per millisecond.
+const LatencyFigures &latency_figures(Zone *zone) {
+    static LatencyFigures figures;
+    static ngx_msec_t computed_at = 0;
+    static bool computed = false;
+    if (!computed || computed_at != ngx_current_msec) {
+        figures = LatencyFigures();
+        for (ngx_uint_t i = 0; i < kStatSlots; i++) {
+            figures.predict.add(zone->shared()->stats[i].predict.latency);
+            figures.fit.add(zone->shared()->stats[i].fit.latency);
+        }
+        computed_at = ngx_current_msec;
+        computed = true;
+    }
+    return figures;
+}
+
+void append_latency(std::string *out, const char *name, const LatencySummary &s) {
+    *out += "\"";
+    *out += name;
+    *out += "\":{\"avg\":";
+    append_double(out, s.avg_ms());
+    *out += ",\"p95\":";
+    append_double(out, s.quantile_ms(0.95));
+    *out += ",\"p99\":";
+    append_double(out, s.quantile_ms(0.99));
+    *out += ",\"count\":";
+    *out += std::to_string(s.count());
+    *out += "}";
+}
+
+ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use GET for /healthcheck.");
+        if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        Zone *zone = zone_of(r);
+        Shared *sh = zone->shared();
+        zone->lock();
+        std::uint64_t series = sh->series_trained;
+        std::uint64_t versions = sh->versions_stored;
+        ngx_pid_t owner = sh->owner_pid;
+        StoreState state = sh->store_state;
+        std::string store_error = sh->store_error;
+        size_t bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
+        zone->unlock();
+        const LatencyFigures &lat = latency_figures(zone);
+
+        std::string out;
+        out.reserve(1024);
+        out += "{\"series_trained\":" + std::to_string(series);
+        out += ",\"versions_stored\":" + std::to_string(versions) + ",";
+        append_latency(&out, "inference_latency_ms", lat.predict);
+        out += ",";
+        append_latency(&out, "training_latency_ms", lat.fit);
+        out += ",\"store\":{\"state\":\"";
+        out += store_state_name(state);
+        out += "\",\"owner_pid\":" + std::to_string(owner);
+        out += ",\"fits_waiting\":" + std::to_string(sh->jobs_pending);
+        out += ",\"error\":";
+        if (store_error.empty()) out += "null";
+        else append_json_string(&out, store_error);
+        out += "},\"zone\":{\"name\":";
+        append_json_string(&out, std::string_view(reinterpret_cast<char *>(zone->name().data),
+                                                  zone->name().len));
+        out += ",\"bytes_total\":" + std::to_string(zone->bytes_total());
+        out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}}";
+        return send_body(r, NGX_HTTP_OK, out.data(), out.size());
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+// ---- variables ----
+
+enum class Var : uintptr_t {
+    series_trained,
+    inference_avg,
+    inference_p95,
+    training_avg,
+    training_p95,
+    model_version,
+    result,
+    score,
+};
+
+ngx_int_t set_var(ngx_http_request_t *r, ngx_http_variable_value_t *v, const char *s, size_t len) {
+    u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, len));
+    if (p == nullptr) return NGX_ERROR;
+    ngx_memcpy(p, s, len);
+    v->data = p;
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    return NGX_OK;
+}
+
+ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) noexcept {
+    try {
+        v->not_found = 1;
+        char buf[64];
+        size_t len = 0;
+        RequestCtx *ctx = get_ctx(r);
+        Zone *zone = zone_of(r);
+        switch (static_cast<Var>(data)) {
+        case Var::model_version:
+            if (ctx == nullptr || ctx->version == 0) return NGX_OK;
+            len = static_cast<size_t>(ngx_sprintf(reinterpret_cast<u_char *>(buf), "v%uD", ctx->version) -
+                                      reinterpret_cast<u_char *>(buf));
+            break;
+        case Var::result:
+            if (ctx == nullptr || ctx->result < 0) return NGX_OK;
+            return ctx->result ? set_var(r, v, "true", 4) : set_var(r, v, "false", 5);
+        case Var::score:
+            if (ctx == nullptr || ctx->result < 0) return NGX_OK;
+            len = format_double(buf, ctx->score);
+            break;
+        default: {
+            if (zone == nullptr) return NGX_OK;
+            const LatencyFigures &lat = latency_figures(zone);
+            double value = 0;
+            switch (static_cast<Var>(data)) {
+            case Var::series_trained:
+                len = static_cast<size_t>(ngx_sprintf(reinterpret_cast<u_char *>(buf), "%uL",
+                                                      zone->shared()->series_trained) -
+                                          reinterpret_cast<u_char *>(buf));
+                return set_var(r, v, buf, len);
+            case Var::inference_avg: value = lat.predict.avg_ms(); break;
+            case Var::inference_p95: value = lat.predict.quantile_ms(0.95); break;
+            case Var::training_avg: value = lat.fit.avg_ms(); break;
+            default: value = lat.fit.quantile_ms(0.95); break;
+            }
+            len = format_double(buf, value);
+        }
+        }
+        return set_var(r, v, buf, len);
+    } catch (...) {
+        return NGX_ERROR;
+    }
+}
+
+struct VariableSpec {
+    ngx_str_t name;
+    Var var;
+    ngx_uint_t flags;
+};
+
+ngx_int_t add_variables(ngx_conf_t *cf) noexcept {
+    static VariableSpec specs[] = {
+        {ngx_string("anomaly_series_trained"), Var::series_trained, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_inference_latency_avg_ms"), Var::inference_avg, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_inference_latency_p95_ms"), Var::inference_p95, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_training_latency_avg_ms"), Var::training_avg, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_training_latency_p95_ms"), Var::training_p95, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_model_version"), Var::model_version, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_result"), Var::result, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_score"), Var::score, NGX_HTTP_VAR_NOCACHEABLE},
+    };
+    for (VariableSpec &spec : specs) {
+        ngx_http_variable_t *var = ngx_http_add_variable(cf, &spec.name, spec.flags);
+        if (var == nullptr) return NGX_ERROR;
+        var->get_handler = variable;
+        var->data = static_cast<uintptr_t>(spec.var);
+    }
+    return NGX_OK;
+}
+
+// ---- configuration ----
+
+void *create_main_conf(ngx_conf_t *cf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(ngx_pcalloc(cf->pool, sizeof(MainConf)));
+    if (mcf == nullptr) return nullptr;
+    mcf->endpoints_used = NGX_CONF_UNSET;
+    return mcf;
+}
+
+char *init_main_conf(ngx_conf_t *cf, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->thread_pool_name.len == 0) {
+        ngx_str_set(&mcf->thread_pool_name, "default");
+    }
+    if (mcf->endpoints_used == 1 && (mcf->shm_zone == nullptr || mcf->store.len == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "anomaly endpoints need \"anomaly_zone\" and \"anomaly_store\" in the http block");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (mcf->shm_zone != nullptr && mcf->store.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_zone\" needs \"anomaly_store\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (mcf->shm_zone != nullptr) {
+        mcf->thread_pool = ngx_thread_pool_add(cf, &mcf->thread_pool_name);
+        if (mcf->thread_pool == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+void *create_loc_conf(ngx_conf_t *cf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(ngx_pcalloc(cf->pool, sizeof(LocConf)));
+    if (lcf == nullptr) return nullptr;
+    lcf->sigma = kUnsetSigma;
+    lcf->tail = NGX_CONF_UNSET_UINT;
+    lcf->min_points = NGX_CONF_UNSET_SIZE;
+    lcf->max_points = NGX_CONF_UNSET_SIZE;
+    return lcf;
+}
+
+char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
+    LocConf *prev = static_cast<LocConf *>(parent);
+    LocConf *conf = static_cast<LocConf *>(child);
+    if (conf->sigma == kUnsetSigma) conf->sigma = prev->sigma == kUnsetSigma ? 3.0 : prev->sigma;
+    ngx_conf_merge_uint_value(conf->tail, prev->tail, static_cast<ngx_uint_t>(Tail::both));
+    ngx_conf_merge_size_value(conf->min_points, prev->min_points, 10);
+    ngx_conf_merge_size_value(conf->max_points, prev->max_points, 1000000);
+    if (conf->min_points > conf->max_points) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_min_points\" %uz is larger than \"anomaly_max_points\" %uz",
+                           conf->min_points, conf->max_points);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->shm_zone != nullptr) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    u_char *colon = static_cast<u_char *>(ngx_strlchr(value[1].data, value[1].data + value[1].len, ':'));
+    if (colon == nullptr || colon == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_zone\" takes name:size, e.g. models:64m, not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_str_t name{static_cast<size_t>(colon - value[1].data), value[1].data};
+    ngx_str_t size_text{static_cast<size_t>(value[1].data + value[1].len - colon - 1), colon + 1};
+    ssize_t size = ngx_parse_size(&size_text);
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid anomaly_zone size \"%V\"", &size_text);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    const ssize_t minimum = static_cast<ssize_t>(8 * ngx_pagesize + sizeof(Shared));
+    if (size < minimum) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "anomaly_zone \"%V\" is too small, it needs at least %uzk",
+                           &name, static_cast<size_t>(minimum / 1024 + 1));
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    mcf->shm_zone = ngx_shared_memory_add(cf, &name, static_cast<size_t>(size), &ngx_http_anomaly_module);
+    if (mcf->shm_zone == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    if (mcf->shm_zone->data != nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "anomaly_zone \"%V\" is already bound", &name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    void *mem = ngx_pcalloc(cf->pool, sizeof(Zone));
+    if (mem == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    static_assert(std::is_trivially_destructible<Zone>::value, "lives in the conf pool");
+    mcf->shm_zone->data = new (mem) Zone();
+    mcf->shm_zone->init = Zone::init;
+    mcf->shm_zone->noreuse = 0;
+    return NGX_CONF_OK;
+}
+
+char *set_store(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->store.len != 0) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    mcf->store = value[1];
+    if (ngx_conf_full_name(cf->cycle, &mcf->store, 0) != NGX_OK) return static_cast<char *>(NGX_CONF_ERROR);
+    while (mcf->store.len > 1 && mcf->store.data[mcf->store.len - 1] == '/') mcf->store.len--;
+    return NGX_CONF_OK;
+}
+
+char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(conf);
+    if (lcf->endpoint != 0) return const_cast<char *>("is duplicate");
+    lcf->endpoint = reinterpret_cast<uintptr_t>(cmd->post);
+    ngx_http_core_loc_conf_t *clcf =
+        static_cast<ngx_http_core_loc_conf_t *>(ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    switch (static_cast<Endpoint>(lcf->endpoint)) {
+    case Endpoint::fit: clcf->handler = fit_handler; break;
+    case Endpoint::predict: clcf->handler = predict_handler; break;
+    default: clcf->handler = healthcheck_handler; break;
+    }
+    if (cf->args->nelts == 2) {
+        ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+        lcf->series_id = static_cast<ngx_http_complex_value_t *>(ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t)));
+        if (lcf->series_id == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+        ngx_http_compile_complex_value_t ccv{};
+        ccv.cf = cf;
+        ccv.value = &value[1];
+        ccv.complex_value = lcf->series_id;
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    MainConf *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_anomaly_module));
+    mcf->endpoints_used = 1;
+    return NGX_CONF_OK;
+}
+
+char *set_sigma(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(conf);
+    if (lcf->sigma != kUnsetSigma) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    std::string text(reinterpret_cast<char *>(value[1].data), value[1].len);
+    char *end = nullptr;
+    errno = 0;
+    double sigma = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(sigma) || sigma <= 0 || sigma > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_sigma\" must be a number above 0 and at most 1000, such as 3 or 2.5, not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    lcf->sigma = sigma;
+    return NGX_CONF_OK;
+}
+
+char *set_points(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_size_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    size_t n = *reinterpret_cast<size_t *>(static_cast<char *>(conf) + cmd->offset);
+    if (n < 2 || n > 100000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" must be between 2 and 100000000", &cmd->name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+ngx_conf_enum_t tails[] = {
+    {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
+    {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
+    {ngx_string("lower"), static_cast<ngx_uint_t>(Tail::lower)},
+    {ngx_null_string, 0},
+};
+
+#define ANOMALY_LOC (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF)
+
+ngx_command_t commands[] = {
+    {ngx_string("anomaly_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_zone,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("anomaly_store"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_store,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("anomaly_thread_pool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_str_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, thread_pool_name), nullptr},
+    {ngx_string("anomaly_fit"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::fit)},
+    {ngx_string("anomaly_predict"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::predict)},
+    {ngx_string("anomaly_healthcheck"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::healthcheck)},
+    {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+    {ngx_string("anomaly_tail"), ANOMALY_LOC | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, tail), tails},
+    {ngx_string("anomaly_min_points"), ANOMALY_LOC | NGX_CONF_TAKE1, set_points,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, min_points), nullptr},
+    {ngx_string("anomaly_max_points"), ANOMALY_LOC | NGX_CONF_TAKE1, set_points,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, max_points), nullptr},
+    ngx_null_command,
+};
+
+// The master (root) creates the store directory for the workers' user.
+ngx_int_t init_module(ngx_cycle_t *cycle) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
+    if (mcf == nullptr || mcf->shm_zone == nullptr || ngx_test_config) return NGX_OK;
+    std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot create \"%s\"", dir.c_str());
+        return NGX_ERROR;
+    }
+    ngx_core_conf_t *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
+    if (geteuid() == 0 && ccf->user != static_cast<ngx_uid_t>(NGX_CONF_UNSET_UINT)) {
+        std::string spool = dir + "/spool";
+        mkdir(spool.c_str(), 0700);
+        for (const std::string &path : {dir, spool}) {
+            if (chown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0) {
+                ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot chown \"%s\"",
+                              path.c_str());
+                return NGX_ERROR;
+            }
+        }
+    }
+    return NGX_OK;
+}
+
+void wake_fits() noexcept { fits_check(); }
+
+ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) return NGX_OK;
+    MainConf *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
+    if (mcf == nullptr || mcf->shm_zone == nullptr) return NGX_OK;
+    try {
+        ngx_queue_init(&fits_waiting);
+        fit_timer.handler = fit_timer_handler;
+        fit_timer.log = cycle->log;
+        fit_timer.data = &fit_timer;
+        fit_timer.cancelable = 0;  // a worker waits for its fits before it exits
+        process_zone = Zone::from(mcf->shm_zone);
+        StoreSettings settings;
+        settings.zone = process_zone;
+        settings.dir.assign(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
+        settings.pool = mcf->thread_pool;
+        return store_start(cycle, settings, wake_fits);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "anomaly: %s", e.what());
+        return NGX_ERROR;
+    }
+}
+
+void exit_process(ngx_cycle_t *) noexcept {
+    try {
+        store_stop();
+    } catch (...) {
+    }
+}
+
+ngx_http_module_t module_ctx = {
+    add_variables,     // preconfiguration
+    nullptr,           // postconfiguration
+    create_main_conf,
+    init_main_conf,
+    nullptr,           // create server configuration
+    nullptr,           // merge server configuration
+    create_loc_conf,
+    merge_loc_conf,
+};
+
+}  // namespace
+}  // namespace anomaly
+
+ngx_module_t ngx_http_anomaly_module = {
+    NGX_MODULE_V1,
+    &anomaly::module_ctx,
+    anomaly::commands,
+    NGX_HTTP_MODULE,
+    nullptr,                  // init master
+    anomaly::init_module,
+    anomaly::init_process,
+    nullptr,                  // init thread
+    nullptr,                  // exit thread
+    anomaly::exit_process,
+    nullptr,                  // exit master
+    NGX_MODULE_V1_PADDING,
+};

@@ -1,0 +1,429 @@
+#include "ngx/owner.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <dirent.h>
+#include <memory>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <vector>
+
+#include "core/encoding.hpp"
+#include "store/store.hpp"
+
+namespace anomaly {
+
+namespace {
+
+constexpr ngx_msec_t kOwnerCheck = 200;        // how soon a dead owner is replaced
+constexpr ngx_msec_t kRetryAfterFailure = 1000; // store unopenable or unwritable
+constexpr std::size_t kBatchJobs = 512;
+constexpr std::uint64_t kBatchPoints = 4000000;
+constexpr int kOrphanSpoolSeconds = 60;
+
+struct Runtime;
+
+struct TakeoverCtx {
+    Store::OpenResult result = Store::OpenResult::failed;
+    std::string error;
+};
+
+struct CommitCtx {
+    bool store_lost = false;   // the store failed a write and was closed
+    std::string error;
+};
+
+struct Runtime {
+    StoreSettings settings;
+    std::string spool_dir;
+    ngx_log_t *log = nullptr;
+    void (*on_wakeup)() = nullptr;
+
+    std::unique_ptr<Store> store;     // touched only by this process's store tasks
+    bool owner = false;
+    bool takeover_running = false;
+    bool commit_running = false;
+    ngx_msec_t next_takeover = 0;
+    std::string last_error;           // last store error logged, to log each once
+
+    ngx_event_t timer{};
+    ngx_connection_t *wakeup = nullptr;  // our datagram socket
+    int send_fd = -1;
+    std::uint32_t name_hash = 0;
+    std::uint64_t spool_seq = 0;
+
+    ngx_thread_task_t takeover_task{};
+    TakeoverCtx takeover;
+    ngx_thread_task_t commit_task{};
+    CommitCtx commit;
+};
+
+Runtime *rt = nullptr;
+
+Shared *sh() { return rt->settings.zone->shared(); }
+
+bool process_alive(ngx_pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+// Abstract-namespace socket names vanish with their process: no files to clean.
+socklen_t wakeup_address(ngx_pid_t pid, sockaddr_un *addr) {
+    std::memset(addr, 0, sizeof(*addr));
+    addr->sun_family = AF_UNIX;
+    int n = std::snprintf(addr->sun_path + 1, sizeof(addr->sun_path) - 1, "ngx-anomaly.%08x.%ld",
+                          rt->name_hash, static_cast<long>(pid));
+    return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+}
+
+void send_wakeup(ngx_pid_t pid, char what) {
+    if (pid <= 0 || rt->send_fd == -1) return;
+    sockaddr_un addr;
+    socklen_t len = wakeup_address(pid, &addr);
+    // Lost wake-ups are harmless: everyone also polls (kOwnerCheck, fit timers).
+    (void)sendto(rt->send_fd, &what, 1, MSG_DONTWAIT, reinterpret_cast<sockaddr *>(&addr), len);
+}
+
+std::int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// ---- takeover: runs in a pool thread ----
+
+void remove_orphan_spools() {
+    DIR *dir = opendir(rt->spool_dir.c_str());
+    if (dir == nullptr) return;
+    const time_t now = time(nullptr);
+    while (dirent *e = readdir(dir)) {
+        long pid = 0;
+        unsigned long long seq = 0;
+        if (std::sscanf(e->d_name, "%ld.%llu", &pid, &seq) != 2) continue;
+        std::string path = rt->spool_dir + "/" + e->d_name;
+        struct stat st;
+        if (stat(path.c_str(), &st) != 0 || now - st.st_mtime < kOrphanSpoolSeconds) continue;
+        if (!rt->settings.zone->spool_in_use(static_cast<ngx_pid_t>(pid), seq))
+            unlink(path.c_str());
+    }
+    closedir(dir);
+}
+
+// Versions read from disk go into the zone a batch at a time.
+bool load_models(Store *store, std::string *error) {
+    Zone *zone = rt->settings.zone;
+    bool zone_full = false;
+    bool ok = store->for_each_model(
+        [&](std::string_view series, const Model &model) {
+            if (!zone_full && !zone->load_version(series, model)) zone_full = true;
+        },
+        error);
+    if (ok && zone_full) {
+        *error = "not every stored version fits in the shared zone; raise the size in the "
+                 "anomaly_zone directive";
+        return false;
+    }
+    return ok;
+}
+
+// A dead owner may have written a batch without publishing it: finish it
+// from what is on disk, or queue it again if it never got there.
+void recover_committing(Store *store) {
+    Zone *zone = rt->settings.zone;
+    std::vector<Zone::Claim> claims;
+    zone->committing_jobs(&claims);
+    if (claims.empty()) return;
+    std::vector<Zone::Claim> done, again;
+    std::vector<Model> models;
+    for (Zone::Claim &c : claims) {
+        Model model;
+        std::string error;
+        if (c.version != 0 && c.node != nullptr &&
+            store->read_model(c.series_id, c.version, &model, &error)) {
+            models.push_back(model);
+            done.push_back(std::move(c));
+        } else {
+            again.push_back(std::move(c));
+        }
+    }
+    zone->finish_commit(done, models, nullptr);
+    zone->requeue(again);
+    for (const Zone::Claim &c : done) send_wakeup(c.submitter, 'd');
+}
+
+void takeover_thread(void *data, ngx_log_t *) {
+    TakeoverCtx *ctx = static_cast<TakeoverCtx *>(data);
+    try {
+        ctx->error.clear();
+        std::unique_ptr<Store> store;
+        ctx->result = Store::open(rt->settings.dir, &store, &ctx->error);
+        if (ctx->result != Store::OpenResult::opened) return;
+        Zone *zone = rt->settings.zone;
+        zone->lock();
+        sh()->owner_pid = ngx_pid;
+        bool loaded = sh()->loaded;
+        zone->unlock();
+        if (!loaded) {
+            zone->set_store_state(StoreState::loading, nullptr);
+            if (!load_models(store.get(), &ctx->error)) {
+                // Serve what fitted; the log and /healthcheck say what did not.
+                zone->set_store_state(StoreState::loading, ctx->error.c_str());
+            }
+            zone->lock();
+            sh()->loaded = 1;
+            zone->unlock();
+        }
+        recover_committing(store.get());
+        remove_orphan_spools();
+        if (ctx->error.empty()) zone->set_store_state(StoreState::ready, nullptr);
+        else zone->set_store_state(StoreState::ready, ctx->error.c_str());
+        rt->store = std::move(store);
+    } catch (const std::exception &e) {
+        ctx->result = Store::OpenResult::failed;
+        ctx->error = e.what();
+    }
+}
+
+// ---- commit: runs in a pool thread ----
+
+void release_store_after_failure(const std::string &error) {
+    rt->store.reset();
+    Zone *zone = rt->settings.zone;
+    zone->lock();
+    if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
+    zone->unlock();
+    zone->set_store_state(StoreState::unavailable, error.c_str());
+}
+
+void commit_thread(void *data, ngx_log_t *) {
+    CommitCtx *ctx = static_cast<CommitCtx *>(data);
+    ctx->store_lost = false;
+    ctx->error.clear();
+    Zone *zone = rt->settings.zone;
+    std::vector<Zone::Claim> claims;
+    try {
+        zone->claim_pending(&claims, kBatchJobs, kBatchPoints);
+        if (claims.empty()) return;
+
+        std::vector<Store::NewVersion> batch(claims.size());
+        std::vector<Model> models(claims.size());
+        for (std::size_t i = 0; i < claims.size(); i++) {
+            std::string error;
+            if (!read_spool(spool_path(claims[i].submitter, claims[i].spool_seq), &models[i],
+                            &batch[i].training_data, &error)) {
+                claims[i].fail_status = 503;
+                claims[i].fail_code = "store_unavailable";
+                claims[i].fail_detail = "The fit could not be handed to the store: " + error + ".";
+            }
+        }
+        zone->assign_versions(&claims);
+
+        const std::int64_t trained_at = now_ms();
+        std::vector<Store::NewVersion> ready;
+        ready.reserve(claims.size());
+        for (std::size_t i = 0; i < claims.size(); i++) {
+            if (claims[i].fail_status != 0) continue;
+            models[i].version = claims[i].version;
+            models[i].trained_at_ms = trained_at;
+            batch[i].series_id.assign(claims[i].series_id);
+            batch[i].model = models[i];
+            ready.push_back(std::move(batch[i]));
+        }
+        std::string error;
+        bool ok = ready.empty() || rt->store->commit(ready, &error);
+        if (!ok) {
+            ctx->store_lost = true;
+            ctx->error = error;
+            std::string detail = "The store could not make the fit durable (" + error + ").";
+            zone->finish_commit(claims, models, detail.c_str());
+            release_store_after_failure(error);
+        } else {
+            zone->finish_commit(claims, models, nullptr);
+        }
+    } catch (const std::exception &e) {
+        // Out of memory or similar: fail the batch rather than leave it hanging.
+        ctx->error = e.what();
+        std::vector<Model> none(claims.size());
+        std::string detail = std::string("The fit could not be committed: ") + e.what() + ".";
+        zone->finish_commit(claims, none, detail.c_str());
+    }
+    for (const Zone::Claim &c : claims) {
+        unlink(spool_path(c.submitter, c.spool_seq).c_str());
+        send_wakeup(c.submitter, 'd');
+    }
+}
+
+// ---- event loop side ----
+
+void log_store_error(ngx_uint_t level, const std::string &error) {
+    if (error == rt->last_error) return;  // once per distinct error, not every retry
+    rt->last_error = error;
+    ngx_log_error(level, rt->log, 0, "anomaly store \"%s\": %s", rt->settings.dir.c_str(),
+                  error.c_str());
+}
+
+void kick_commit() {
+    if (!rt->owner || rt->commit_running) return;
+    if (sh()->jobs_pending == 0) return;
+    rt->commit_task.ctx = &rt->commit;
+    if (ngx_thread_task_post(rt->settings.pool, &rt->commit_task) != NGX_OK) return;
+    rt->commit_running = true;
+}
+
+void commit_done(ngx_event_t *) {
+    rt->commit_running = false;
+    if (rt->commit.store_lost) {
+        rt->owner = false;
+        rt->next_takeover = ngx_current_msec + kRetryAfterFailure;
+        log_store_error(NGX_LOG_ERR, "write failed, store closed: " + rt->commit.error);
+    } else if (!rt->commit.error.empty()) {
+        ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly commit failed: %s",
+                      rt->commit.error.c_str());
+    }
+    kick_commit();
+}
+
+void takeover_done(ngx_event_t *) {
+    rt->takeover_running = false;
+    switch (rt->takeover.result) {
+    case Store::OpenResult::opened:
+        rt->owner = true;
+        rt->last_error.clear();
+        ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly store \"%s\" opened by this worker",
+                      rt->settings.dir.c_str());
+        if (!rt->takeover.error.empty()) log_store_error(NGX_LOG_ERR, rt->takeover.error);
+        kick_commit();
+        break;
+    case Store::OpenResult::locked:
+        // Normal while a dying owner still closes it; a stranger holding it is worth a line.
+        rt->next_takeover = ngx_current_msec + kOwnerCheck;
+        if (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid))
+            log_store_error(NGX_LOG_WARN, "locked by a process that is not one of ours: " +
+                                              rt->takeover.error);
+        break;
+    case Store::OpenResult::failed:
+        rt->next_takeover = ngx_current_msec + kRetryAfterFailure;
+        rt->settings.zone->set_store_state(StoreState::unavailable, rt->takeover.error.c_str());
+        log_store_error(NGX_LOG_ERR, rt->takeover.error);
+        break;
+    }
+}
+
+void try_takeover() {
+    if (rt->owner || rt->takeover_running || ngx_exiting || ngx_quit || ngx_terminate) return;
+    if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_takeover) < 0) return;
+    ngx_pid_t pid = sh()->owner_pid;
+    if (pid != 0 && process_alive(pid)) return;
+    rt->takeover_task.ctx = &rt->takeover;
+    if (ngx_thread_task_post(rt->settings.pool, &rt->takeover_task) == NGX_OK)
+        rt->takeover_running = true;
+}
+
+void timer_handler(ngx_event_t *ev) {
+    try {
+        try_takeover();
+        if (rt->owner) {
+            kick_commit();
+            rt->settings.zone->collect_orphans();
+        }
+        if (rt->on_wakeup) rt->on_wakeup();
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly store timer: %s", e.what());
+    }
+    ngx_add_timer(ev, kOwnerCheck);
+}
+
+void wakeup_handler(ngx_event_t *rev) {
+    char buf[64];
+    while (recv(rt->wakeup->fd, buf, sizeof(buf), 0) > 0) {
+    }
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) return;
+    kick_commit();
+    if (rt->on_wakeup) rt->on_wakeup();
+}
+
+}  // namespace
+
+std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
+    return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
+}
+
+std::uint64_t next_spool_seq() { return ++rt->spool_seq; }
+
+void store_wake_owner() {
+    if (rt == nullptr) return;
+    ngx_pid_t pid = sh()->owner_pid;
+    if (pid == ngx_pid) kick_commit();
+    else send_wakeup(pid, 'j');
+}
+
+ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*on_wakeup)()) {
+    rt = new Runtime();
+    rt->settings = settings;
+    rt->spool_dir = settings.dir + "/spool";
+    rt->log = cycle->log;
+    rt->on_wakeup = on_wakeup;
+    rt->name_hash = ngx_crc32_short(reinterpret_cast<u_char *>(rt->settings.dir.data()),
+                                    rt->settings.dir.size());
+    if (mkdir(rt->spool_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                      "anomaly: cannot create \"%s\"; fits will fail until it can be",
+                      rt->spool_dir.c_str());
+    }
+
+    rt->send_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_un addr;
+    socklen_t len = wakeup_address(ngx_pid, &addr);
+    if (rt->send_fd == -1 || fd == -1 || bind(fd, reinterpret_cast<sockaddr *>(&addr), len) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno, "anomaly: wake-up socket failed");
+        if (fd != -1) close(fd);
+        return NGX_ERROR;
+    }
+    rt->wakeup = ngx_get_connection(fd, cycle->log);
+    if (rt->wakeup == nullptr) {
+        close(fd);
+        return NGX_ERROR;
+    }
+    rt->wakeup->read->handler = wakeup_handler;
+    rt->wakeup->read->log = cycle->log;
+    rt->wakeup->write->log = cycle->log;
+    if (ngx_handle_read_event(rt->wakeup->read, 0) != NGX_OK) return NGX_ERROR;
+
+    rt->takeover_task.handler = takeover_thread;
+    rt->takeover_task.event.handler = takeover_done;
+    rt->takeover_task.event.log = cycle->log;
+    rt->commit_task.handler = commit_thread;
+    rt->commit_task.event.handler = commit_done;
+    rt->commit_task.event.log = cycle->log;
+
+    rt->timer.handler = timer_handler;
+    rt->timer.log = cycle->log;
+    rt->timer.data = rt;
+    rt->timer.cancelable = 1;  // never holds up a graceful exit
+    try_takeover();
+    ngx_add_timer(&rt->timer, kOwnerCheck);
+    return NGX_OK;
+}
+
+void store_stop() {
+    if (rt == nullptr) return;
+    // The thread pool has drained by now (its exit_process runs before ours).
+    if (rt->wakeup != nullptr) {
+        ngx_close_connection(rt->wakeup);
+        rt->wakeup = nullptr;
+    }
+    if (rt->send_fd != -1) close(rt->send_fd);
+    if (rt->store) {
+        rt->store.reset();
+        Zone *zone = rt->settings.zone;
+        zone->lock();
+        if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
+        zone->unlock();
+    }
+    if (rt->timer.timer_set) ngx_del_timer(&rt->timer);
+    delete rt;
+    rt = nullptr;
+}
+
+}  // namespace anomaly

@@ -1,0 +1,41 @@
+// Store ownership. LevelDB admits one process at a time, so exactly one
+// worker (of any generation: old and new workers overlap during a reload)
+// holds the store open: the owner. Any worker accepts a fit, validates it in
+// a thread, leaves it in a spool file and queues a job in the zone; the owner
+// commits every waiting job in one synced WriteBatch (group commit) from a
+// thread of its pool, publishes the versions in the zone and wakes the
+// submitting workers. When the owner exits or dies, the others notice within
+// kOwnerCheck and one of them opens the store; jobs a dead owner left
+// half-committed are looked up on disk, so no acknowledged fit is lost.
+#pragma once
+
+#include "ngx/ngx.hpp"
+
+#include <cstdint>
+#include <string>
+
+#include "ngx/zone.hpp"
+
+namespace anomaly {
+
+struct StoreSettings {
+    Zone *zone = nullptr;
+    std::string dir;                    // the LevelDB directory (anomaly_store)
+    ngx_thread_pool_t *pool = nullptr;  // anomaly_thread_pool
+};
+
+// init_process: opens this worker's wake-up socket and starts competing for
+// the store. on_wakeup runs in the event loop when another process says that
+// a job of ours finished.
+ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*on_wakeup)());
+// exit_process: closes the store if this worker owns it.
+void store_stop();
+
+// After queueing a job: wakes the owner.
+void store_wake_owner();
+
+// Spool files live in <store>/spool; names are <pid>.<seq>.
+std::string spool_path(ngx_pid_t submitter, std::uint64_t seq);
+std::uint64_t next_spool_seq();
+
+}  // namespace anomaly

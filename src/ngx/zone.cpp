@@ -1,0 +1,397 @@
+#include "ngx/zone.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+
+namespace anomaly {
+
+namespace {
+
+std::uint32_t hash_of(std::string_view id) {
+    return ngx_crc32_short(reinterpret_cast<u_char *>(const_cast<char *>(id.data())), id.size());
+}
+
+std::string_view id_of(const SeriesNode *n) {
+    return std::string_view(reinterpret_cast<const char *>(n->id), n->id_len);
+}
+
+void copy_text(char *dst, std::size_t cap, const char *src) {
+    std::size_t n = std::min(std::strlen(src), cap - 1);
+    std::memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+// Orders nodes by hash, then by id (hashes collide).
+void insert_series(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+                   ngx_rbtree_node_t *sentinel) {
+    for (;;) {
+        ngx_rbtree_node_t **p;
+        if (node->key != temp->key) {
+            p = node->key < temp->key ? &temp->left : &temp->right;
+        } else {
+            const SeriesNode *a = reinterpret_cast<SeriesNode *>(node);
+            const SeriesNode *b = reinterpret_cast<SeriesNode *>(temp);
+            p = id_of(a) < id_of(b) ? &temp->left : &temp->right;
+        }
+        if (*p == sentinel) {
+            *p = node;
+            break;
+        }
+        temp = *p;
+    }
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+bool process_alive(ngx_pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+}  // namespace
+
+const char *store_state_name(StoreState s) {
+    switch (s) {
+    case StoreState::starting: return "starting";
+    case StoreState::loading: return "loading";
+    case StoreState::ready: return "ready";
+    case StoreState::unavailable: return "unavailable";
+    }
+    return "unknown";
+}
+
+ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
+    Zone *zone = from(shm_zone);
+    zone->name_ = shm_zone->shm.name;
+    zone->size_ = shm_zone->shm.size;
+    if (data != nullptr) {  // reload with the same zone: keep the models
+        Zone *old = static_cast<Zone *>(data);
+        zone->pool_ = old->pool_;
+        zone->sh_ = old->sh_;
+        return NGX_OK;
+    }
+    zone->pool_ = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
+    if (shm_zone->shm.exists) {  // Windows-style reattach; kept for completeness
+        zone->sh_ = static_cast<Shared *>(zone->pool_->data);
+        return NGX_OK;
+    }
+    Shared *sh = static_cast<Shared *>(ngx_slab_calloc(zone->pool_, sizeof(Shared)));
+    if (sh == nullptr) return NGX_ERROR;
+    zone->pool_->data = sh;
+    zone->sh_ = sh;
+    ngx_rbtree_init(&sh->tree, &sh->sentinel, insert_series);
+    ngx_queue_init(&sh->jobs);
+    sh->next_job_id = 1;
+    sh->store_state = StoreState::starting;
+
+    static const char ctx_prefix[] = " in anomaly_zone \"";
+    size_t len = sizeof(ctx_prefix) + shm_zone->shm.name.len + 1;
+    zone->pool_->log_ctx = static_cast<u_char *>(ngx_slab_alloc(zone->pool_, len));
+    if (zone->pool_->log_ctx == nullptr) return NGX_ERROR;
+    ngx_sprintf(zone->pool_->log_ctx, "%s%V\"%Z", ctx_prefix, &shm_zone->shm.name);
+    zone->pool_->log_nomem = 0;  // a full zone is answered 507 and logged by us
+    return NGX_OK;
+}
+
+size_t Zone::bytes_free() {
+    lock();
+    size_t pages = pool_->pfree;
+    unlock();
+    return pages << ngx_pagesize_shift;
+}
+
+SeriesNode *Zone::find_node(std::string_view series_id, std::uint32_t hash) {
+    ngx_rbtree_node_t *node = sh_->tree.root;
+    ngx_rbtree_node_t *sentinel = sh_->tree.sentinel;
+    while (node != sentinel) {
+        if (hash != node->key) {
+            node = hash < node->key ? node->left : node->right;
+            continue;
+        }
+        SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
+        std::string_view id = id_of(s);
+        if (series_id == id) return s;
+        node = series_id < id ? node->left : node->right;
+    }
+    return nullptr;
+}
+
+SeriesNode *Zone::find_or_add_node(std::string_view series_id) {
+    std::uint32_t hash = hash_of(series_id);
+    SeriesNode *s = find_node(series_id, hash);
+    if (s != nullptr) return s;
+    size_t size = offsetof(SeriesNode, id) + series_id.size();
+    s = static_cast<SeriesNode *>(ngx_slab_calloc_locked(pool_, size));
+    if (s == nullptr) return nullptr;
+    s->node.key = hash;
+    s->id_len = static_cast<std::uint8_t>(series_id.size());
+    std::memcpy(s->id, series_id.data(), series_id.size());
+    ngx_rbtree_insert(&sh_->tree, &s->node);
+    return s;
+}
+
+bool Zone::ensure_capacity(SeriesNode *node, std::uint32_t versions) {
+    if (versions <= node->capacity) return true;
+    std::uint32_t cap = std::max<std::uint32_t>(versions, node->capacity * 2);
+    auto *grown = static_cast<Model *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Model)));
+    if (grown == nullptr && cap > versions) {  // try the exact size before giving up
+        cap = versions;
+        grown = static_cast<Model *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Model)));
+    }
+    if (grown == nullptr) return false;
+    if (node->versions != nullptr) {
+        std::memcpy(grown, node->versions, node->capacity * sizeof(Model));
+        ngx_slab_free_locked(pool_, node->versions);
+    }
+    for (std::uint32_t i = node->capacity; i < cap; i++) grown[i] = Model();
+    node->versions = grown;
+    node->capacity = cap;
+    return true;
+}
+
+Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, Model *out) {
+    std::uint32_t hash = hash_of(series_id);
+    Lookup result = Lookup::found;
+    lock();
+    if (!sh_->loaded) {
+        result = Lookup::not_loaded;
+    } else {
+        SeriesNode *s = find_node(series_id, hash);
+        if (s == nullptr || s->latest == 0) {
+            result = Lookup::series_not_found;
+        } else {
+            std::uint32_t v = version == 0 ? s->latest : version;
+            if (v > s->latest || s->versions[v - 1].version != v) {
+                result = Lookup::version_not_found;
+            } else {
+                *out = s->versions[v - 1];
+            }
+        }
+    }
+    unlock();
+    return result;
+}
+
+Lookup Zone::versions(std::string_view series_id, std::vector<Model> *out) {
+    std::uint32_t hash = hash_of(series_id);
+    Lookup result = Lookup::found;
+    lock();
+    if (!sh_->loaded) {
+        result = Lookup::not_loaded;
+    } else {
+        SeriesNode *s = find_node(series_id, hash);
+        if (s == nullptr || s->latest == 0) {
+            result = Lookup::series_not_found;
+        } else {
+            try {
+                out->assign(s->versions, s->versions + s->latest);
+            } catch (...) {
+                unlock();
+                throw;
+            }
+        }
+    }
+    unlock();
+    return result;
+}
+
+Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq) {
+    lock();
+    Job *job = static_cast<Job *>(ngx_slab_calloc_locked(pool_, sizeof(Job)));
+    if (job != nullptr) {
+        job->id = sh_->next_job_id++;
+        job->submitter = ngx_pid;
+        job->state = JobState::pending;
+        job->spool_seq = spool_seq;
+        job->points = points;
+        job->id_len = static_cast<std::uint8_t>(series_id.size());
+        std::memcpy(job->series_id, series_id.data(), series_id.size());
+        ngx_queue_insert_tail(&sh_->jobs, &job->link);
+        ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
+    }
+    unlock();
+    return job;
+}
+
+bool Zone::take_result(Job *job, bool withdraw, Job *outcome) {
+    lock();
+    bool finished = job->state == JobState::done || job->state == JobState::failed;
+    if (!finished && withdraw && job->state == JobState::pending) {
+        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        fail_job_locked(job, 503, "store_unavailable",
+                        "The store did not make the fit durable in time; it was not stored.");
+        finished = true;
+    }
+    if (finished) {
+        *outcome = *job;
+        ngx_queue_remove(&job->link);
+        ngx_slab_free_locked(pool_, job);
+    }
+    unlock();
+    return finished;
+}
+
+void Zone::fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail) {
+    job->state = JobState::failed;
+    job->status = status;
+    copy_text(job->code, sizeof(job->code), code);
+    copy_text(job->error, sizeof(job->error), detail);
+}
+
+void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
+                         std::uint64_t max_points) {
+    std::uint64_t points = 0;
+    lock();
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
+         q = ngx_queue_next(q)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        if (job->state != JobState::pending) continue;
+        if (!claims->empty() && (claims->size() >= max_jobs || points + job->points > max_points))
+            break;
+        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        job->state = JobState::committing;
+        job->version = 0;
+        points += job->points;
+        Claim c;
+        c.job = job;
+        c.spool_seq = job->spool_seq;
+        c.submitter = job->submitter;
+        c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
+        claims->push_back(std::move(c));
+    }
+    unlock();
+}
+
+void Zone::assign_versions(std::vector<Claim> *claims) {
+    lock();
+    for (Claim &c : *claims) {
+        if (c.fail_status != 0) continue;
+        SeriesNode *node = find_or_add_node(c.series_id);
+        if (node == nullptr || !ensure_capacity(node, node->latest + node->reserved + 1)) {
+            u_char detail[kJobErrorLength];
+            u_char *end = ngx_snprintf(detail, sizeof(detail),
+                                       "The shared zone \"%V\" has no room for another version; "
+                                       "raise its size in the anomaly_zone directive.",
+                                       &name_);
+            c.fail_status = 507;
+            c.fail_code = "zone_full";
+            c.fail_detail.assign(reinterpret_cast<char *>(detail), end - detail);
+            continue;
+        }
+        c.node = node;
+        c.version = node->latest + ++node->reserved;
+        c.job->version = c.version;
+    }
+    unlock();
+}
+
+void Zone::finish_commit(const std::vector<Claim> &claims, const std::vector<Model> &models,
+                         const char *commit_error) {
+    lock();
+    for (std::size_t i = 0; i < claims.size(); i++) {
+        const Claim &c = claims[i];
+        if (c.node != nullptr) c.node->reserved = 0;
+        if (c.fail_status != 0) {
+            fail_job_locked(c.job, c.fail_status, c.fail_code, c.fail_detail.c_str());
+            continue;
+        }
+        if (commit_error != nullptr) {
+            fail_job_locked(c.job, 503, "store_unavailable", commit_error);
+            continue;
+        }
+        c.node->versions[c.version - 1] = models[i];
+        if (c.version > c.node->latest) {
+            if (c.node->latest == 0) sh_->series_trained++;
+            c.node->latest = c.version;
+        }
+        sh_->versions_stored++;
+        c.job->state = JobState::done;
+    }
+    unlock();
+}
+
+void Zone::committing_jobs(std::vector<Claim> *claims) {
+    lock();
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
+         q = ngx_queue_next(q)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        if (job->state != JobState::committing) continue;
+        Claim c;
+        c.job = job;
+        c.spool_seq = job->spool_seq;
+        c.submitter = job->submitter;
+        c.version = job->version;
+        c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
+        c.node = find_node(c.series_id, hash_of(c.series_id));
+        claims->push_back(std::move(c));
+    }
+    unlock();
+}
+
+void Zone::requeue(const std::vector<Claim> &claims) {
+    lock();
+    for (const Claim &c : claims) {
+        if (c.node != nullptr) c.node->reserved = 0;
+        c.job->state = JobState::pending;
+        c.job->version = 0;
+        ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
+    }
+    unlock();
+}
+
+bool Zone::spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq) {
+    bool used = false;
+    lock();
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
+         q = ngx_queue_next(q)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        if (job->submitter == submitter && job->spool_seq == spool_seq) {
+            used = true;
+            break;
+        }
+    }
+    unlock();
+    return used;
+}
+
+void Zone::collect_orphans() {
+    lock();
+    ngx_queue_t *q = ngx_queue_head(&sh_->jobs);
+    while (q != ngx_queue_sentinel(&sh_->jobs)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        q = ngx_queue_next(q);
+        bool finished = job->state == JobState::done || job->state == JobState::failed;
+        if (finished && !process_alive(job->submitter)) {
+            ngx_queue_remove(&job->link);
+            ngx_slab_free_locked(pool_, job);
+        }
+    }
+    unlock();
+}
+
+bool Zone::load_version(std::string_view series_id, const Model &model) {
+    bool ok = false;
+    lock();
+    SeriesNode *node = find_or_add_node(series_id);
+    if (node != nullptr && model.version > 0 && ensure_capacity(node, model.version)) {
+        if (node->versions[model.version - 1].version == 0) sh_->versions_stored++;
+        node->versions[model.version - 1] = model;
+        if (model.version > node->latest) {
+            if (node->latest == 0) sh_->series_trained++;
+            node->latest = model.version;
+        }
+        ok = true;
+    }
+    unlock();
+    return ok;
+}
+
+void Zone::set_store_state(StoreState state, const char *error) {
+    lock();
+    sh_->store_state = state;
+    copy_text(sh_->store_error, sizeof(sh_->store_error), error != nullptr ? error : "");
+    unlock();
+}
+
+}  // namespace anomaly

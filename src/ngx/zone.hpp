@@ -1,0 +1,173 @@
+// The anomaly_zone: models, the queue of fits waiting to be made durable, and
+// statistics, in nginx shared memory. Fixed layouts only: pointers here point
+// into the zone itself (it is mapped at the same address in every worker),
+// never into process memory. One lock, the slab pool's mutex, which nginx's
+// master releases if a worker dies holding it.
+#pragma once
+
+#include "ngx/ngx.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "core/detector.hpp"
+#include "core/histogram.hpp"
+#include "core/series.hpp"
+
+namespace anomaly {
+
+constexpr ngx_uint_t kStatSlots = 32;      // workers write slot ngx_worker % 32
+constexpr std::size_t kStoreErrorLength = 240;
+constexpr std::size_t kJobErrorLength = 240;
+
+enum class StoreState : std::uint32_t {
+    starting = 0,  // nobody has opened the store yet
+    loading,       // the owner is reading versions from disk into the zone
+    ready,
+    unavailable,   // the store cannot be opened or written; see store_error
+};
+const char *store_state_name(StoreState s);
+
+struct EndpointStats {
+    LatencyHistogram latency;
+    std::uint64_t requests;
+    std::uint64_t errors;      // 4xx and 5xx answers
+};
+
+struct WorkerStats {
+    EndpointStats predict;
+    EndpointStats fit;
+    std::uint64_t anomalies;   // predictions that answered true
+};
+
+struct SeriesNode {
+    ngx_rbtree_node_t node;    // key: crc32 of the id
+    std::uint32_t latest;      // newest visible version, 0 when none yet
+    std::uint32_t reserved;    // versions claimed by the commit in flight
+    std::uint32_t capacity;    // slots in versions
+    Model *versions;           // versions[v - 1] is version v
+    std::uint8_t id_len;
+    u_char id[1];
+};
+
+enum class JobState : std::uint32_t { pending, committing, done, failed };
+
+// One fit on its way to the store.
+struct Job {
+    ngx_queue_t link;
+    std::uint64_t id;
+    ngx_pid_t submitter;          // the worker holding the client's request
+    JobState state;
+    std::uint32_t version;        // assigned when committing
+    std::uint32_t status;         // HTTP status when failed
+    std::uint64_t spool_seq;      // spool file <submitter>.<spool_seq>
+    std::uint64_t points;
+    std::uint8_t id_len;
+    u_char series_id[kMaxSeriesIdLength];
+    char code[32];                // error code when failed
+    char error[kJobErrorLength];  // error detail when failed
+};
+
+struct Shared {
+    ngx_rbtree_t tree;
+    ngx_rbtree_node_t sentinel;
+    std::uint64_t series_trained;  // series with at least one version
+    std::uint64_t versions_stored;
+
+    ngx_pid_t owner_pid;           // process that has the store open, 0 none
+    StoreState store_state;
+    ngx_uint_t loaded;             // versions on disk have been read into this zone
+    char store_error[kStoreErrorLength];
+
+    ngx_queue_t jobs;
+    std::uint64_t next_job_id;
+    ngx_atomic_t jobs_pending;     // read without the lock as a hint
+
+    WorkerStats stats[kStatSlots];
+};
+
+// What a predict (or plot) finds.
+enum class Lookup { found, not_loaded, series_not_found, version_not_found };
+
+class Zone {
+public:
+    // shm_zone->init callback.
+    static ngx_int_t init(ngx_shm_zone_t *shm_zone, void *data);
+    static Zone *from(ngx_shm_zone_t *shm_zone) { return static_cast<Zone *>(shm_zone->data); }
+
+    Shared *shared() const { return sh_; }
+    ngx_slab_pool_t *pool() const { return pool_; }
+    const ngx_str_t &name() const { return name_; }
+    size_t bytes_total() const { return size_; }
+    size_t bytes_free();
+
+    void lock() { ngx_shmtx_lock(&pool_->mutex); }
+    void unlock() { ngx_shmtx_unlock(&pool_->mutex); }
+
+    // version 0 means the latest.
+    Lookup find_model(std::string_view series_id, std::uint32_t version, Model *out);
+    // Every version of a series, oldest first (for /series/{id}).
+    Lookup versions(std::string_view series_id, std::vector<Model> *out);
+
+    WorkerStats &my_stats() { return sh_->stats[ngx_worker % kStatSlots]; }
+
+    // --- fits (any worker) ---
+    // Queues a fit; nullptr when the zone has no room.
+    Job *add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq);
+    // Takes a finished job's outcome and frees it; false while still running.
+    // A pending job is withdrawn (and reported failed) when withdraw is set.
+    bool take_result(Job *job, bool withdraw, Job *outcome);
+
+    // --- the store owner ---
+    struct Claim {
+        Job *job = nullptr;
+        SeriesNode *node = nullptr;
+        std::uint64_t spool_seq = 0;
+        ngx_pid_t submitter = 0;
+        std::uint32_t version = 0;
+        std::string_view series_id;      // points into the job
+        std::uint32_t fail_status = 0;   // set when this fit cannot be committed
+        const char *fail_code = nullptr;
+        std::string fail_detail;
+    };
+    // Marks pending jobs as committing: at most max_jobs, about max_points points.
+    void claim_pending(std::vector<Claim> *claims, std::size_t max_jobs, std::uint64_t max_points);
+    // Gives each claim that has not failed the next version of its series and
+    // reserves the zone memory its publication needs (zone_full otherwise).
+    // Versions are assigned only here so that a failed fit leaves no gap.
+    void assign_versions(std::vector<Claim> *claims);
+    // Publishes the models of a committed batch (models[i] for claims[i]),
+    // fails claims that failed, or fails them all with 503 store_unavailable
+    // when commit_error is set.
+    void finish_commit(const std::vector<Claim> &claims, const std::vector<Model> &models,
+                       const char *commit_error);
+    // Jobs a dead owner left half-committed; the new owner looks each up on disk.
+    void committing_jobs(std::vector<Claim> *claims);
+    // Puts claims back in the queue (their batch never reached the disk).
+    void requeue(const std::vector<Claim> &claims);
+    // Whether a job still refers to a spool file.
+    bool spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq);
+    // Frees finished jobs whose worker is gone.
+    void collect_orphans();
+
+    // Inserts a version read from disk at start; false when the zone is full.
+    bool load_version(std::string_view series_id, const Model &model);
+
+    void set_store_state(StoreState state, const char *error);
+
+private:
+    SeriesNode *find_node(std::string_view series_id, std::uint32_t hash);
+    SeriesNode *find_or_add_node(std::string_view series_id);
+    bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
+    void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
+
+    ngx_slab_pool_t *pool_ = nullptr;
+    Shared *sh_ = nullptr;
+    ngx_str_t name_{};
+    size_t size_ = 0;
+};
+
+}  // namespace anomaly

@@ -1,0 +1,65 @@
+// The durable store: one LevelDB database per anomaly_store directory.
+// No nginx in here. LevelDB allows one process at a time (its LOCK file);
+// which process holds it is decided in src/ngx/owner.cpp.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/detector.hpp"
+
+namespace leveldb {
+class DB;
+}
+
+namespace anomaly {
+
+class Store {
+public:
+    enum class OpenResult { opened, locked, failed };
+
+    // Opens (creating if missing) the database in dir. `locked` means another
+    // process holds it; `failed` fills *error with a sentence for the log.
+    static OpenResult open(const std::string &dir, std::unique_ptr<Store> *store,
+                           std::string *error);
+    ~Store();
+
+    // Calls visit(series_id, model) for every stored version, in key order
+    // (series by id, versions ascending). False and *error on a read error or
+    // a record that does not decode.
+    bool for_each_model(const std::function<void(std::string_view, const Model &)> &visit,
+                        std::string *error);
+
+    struct NewVersion {
+        std::string series_id;
+        Model model;                  // model.version already assigned
+        std::string training_data;    // encode_training_data() bytes
+    };
+    // Writes all versions in one WriteBatch with sync=true: all or nothing.
+    bool commit(const std::vector<NewVersion> &versions, std::string *error);
+
+    // Reads one version's model: false with *error empty when it is not on
+    // disk (recovery after an owner died mid-commit), with *error set on failure.
+    bool read_model(std::string_view series_id, std::uint32_t version, Model *model,
+                    std::string *error);
+
+    bool read_training_data(std::string_view series_id, std::uint32_t version,
+                            TrainingData *data, std::string *error);
+
+private:
+    explicit Store(leveldb::DB *db) : db_(db) {}
+    leveldb::DB *db_;
+};
+
+// A spool file carries one validated fit from the worker that received it to
+// the process that owns the store: the encoded model, then the training data.
+bool write_spool(const std::string &path, const Model &model, const TrainingData &data,
+                 std::string *error);
+bool read_spool(const std::string &path, Model *model, std::string *training_data,
+                std::string *error);
+
+}  // namespace anomaly
