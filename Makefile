@@ -13,8 +13,9 @@ SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp)
 # Debian packages the build, the service and the tests need.
 PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
              libgtest-dev perl libjson-pp-perl curl gettext-base procps
+BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps build run test unit integration clean
+.PHONY: all deps build run test unit integration bench clean
 
 all: build
 
@@ -57,6 +58,11 @@ integration: build
 	prove -I t/lib -j1 t/
 
 test: build unit integration
+
+bench: build
+	@for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PACKAGES); break; }; done
+	bench/run.sh
 
 clean:
 	rm -rf $(BUILD)

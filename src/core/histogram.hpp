@@ -36,6 +36,9 @@ public:
     std::uint64_t count() const noexcept { return count_; }
     double avg_ms() const noexcept;                // 0 when empty
     double quantile_ms(double q) const noexcept;   // bucket midpoint; 0 when empty
+    std::uint64_t sum_ns() const noexcept { return sum_ns_; }
+    // Requests in buckets that end at or below ns (Prometheus `le` buckets).
+    std::uint64_t count_below(std::uint64_t ns) const noexcept;
 
 private:
     std::uint64_t count_;

@@ -80,6 +80,7 @@ struct FitWork {
     size_t length = 0;
     FitLimits limits;
     std::string spool;
+    std::uint64_t spool_seq = 0;
     Error error;
     std::uint64_t points = 0;
 };
@@ -315,11 +316,15 @@ void fit_timer_arm() {
     if (fits_in_progress > 0 && !fit_timer.timer_set) ngx_add_timer(&fit_timer, kFitPoll);
 }
 
+// Finalizes from our own events (thread completions, wake-ups, timers), so
+// posted requests run here as nginx's own event handlers would.
 void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc) {
     fits_in_progress--;
     Zone *zone = zone_of(r);
     if (zone != nullptr) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
+    ngx_connection_t *c = r->connection;
     ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
 }
 
 // Answers every waiting fit whose job the owner has finished.
@@ -378,7 +383,7 @@ void fit_parsed(ngx_event_t *ev) noexcept {
             Zone *zone = zone_of(r);
             ctx->job = zone->add_job(
                 std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
-                work->points, std::stoull(work->spool.substr(work->spool.rfind('.') + 1)));
+                work->points, work->spool_seq);
             if (ctx->job == nullptr) {
                 unlink(work->spool.c_str());
                 u_char detail[200];
@@ -477,7 +482,8 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
         }
         work->limits.min_points = lcf->min_points;
         work->limits.max_points = lcf->max_points;
-        work->spool = spool_path(ngx_pid, next_spool_seq());
+        work->spool_seq = next_spool_seq();
+        work->spool = spool_path(ngx_pid, work->spool_seq);
 
         ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(FitWork *));
         if (task == nullptr) throw std::bad_alloc();

@@ -48,6 +48,7 @@ struct Runtime {
     bool takeover_running = false;
     bool commit_running = false;
     ngx_msec_t next_takeover = 0;
+    ngx_uint_t locked_by_stranger = 0;  // takeovers refused with no live owner
     std::string last_error;           // last store error logged, to log each once
 
     ngx_event_t timer{};
@@ -295,11 +296,16 @@ void takeover_done(ngx_event_t *) {
         kick_commit();
         break;
     case Store::OpenResult::locked:
-        // Normal while a dying owner still closes it; a stranger holding it is worth a line.
+        // Normal for a moment while another worker opens it or a dying owner
+        // closes it; for seconds on end, someone else holds it.
         rt->next_takeover = ngx_current_msec + kOwnerCheck;
-        if (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid))
-            log_store_error(NGX_LOG_WARN, "locked by a process that is not one of ours: " +
-                                              rt->takeover.error);
+        if (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid)) {
+            if (++rt->locked_by_stranger == 25)
+                log_store_error(NGX_LOG_WARN, "locked by a process that is not one of ours: " +
+                                                  rt->takeover.error);
+        } else {
+            rt->locked_by_stranger = 0;
+        }
         break;
     case Store::OpenResult::failed:
         rt->next_takeover = ngx_current_msec + kRetryAfterFailure;

@@ -1,0 +1,24 @@
+-- Predictions over SERIES series named s0..s<SERIES-1>, random series and
+-- values per request. TARGET=baseline sends the same requests to /baseline.
+dofile(os.getenv("BENCH_DIR") .. "/wrk/common.lua")
+
+local series = tonumber(os.getenv("SERIES") or "1")
+local baseline = os.getenv("TARGET") == "baseline"
+local headers = { ["Content-Type"] = "application/json" }
+local counter = 0
+
+function setup(thread)
+    counter = counter + 1
+    thread:set("seed", counter)
+end
+
+function init(args)
+    math.randomseed(os.time() * 1000 + (seed or 0))
+end
+
+function request()
+    local id = series == 1 and 0 or math.random(0, series - 1)
+    local body = string.format('{"timestamp":"1700000000","value":%.3f}', 50 + math.random() * 10)
+    local path = baseline and ("/baseline/s" .. id) or ("/predict/s" .. id)
+    return wrk.format("POST", path, headers, body)
+end

@@ -1,0 +1,116 @@
+#include "core/metrics.hpp"
+
+#include "core/render.hpp"
+
+namespace anomaly {
+
+void RateWindow::add(std::int64_t now_s) noexcept {
+    const int slot = static_cast<int>(now_s % kSeconds);
+    if (__atomic_load_n(&second[slot], __ATOMIC_RELAXED) != now_s) {
+        __atomic_store_n(&count[slot], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&second[slot], now_s, __ATOMIC_RELAXED);
+    }
+    __atomic_fetch_add(&count[slot], 1, __ATOMIC_RELAXED);
+}
+
+std::uint64_t RateWindow::total(std::int64_t now_s, int window) const noexcept {
+    std::uint64_t sum = 0;
+    for (std::int64_t s = now_s - window; s < now_s; s++) {
+        const int slot = static_cast<int>(s % kSeconds);
+        if (__atomic_load_n(&second[slot], __ATOMIC_RELAXED) == s)
+            sum += __atomic_load_n(&count[slot], __ATOMIC_RELAXED);
+    }
+    return sum;
+}
+
+std::size_t status_slot(int status) noexcept {
+    for (std::size_t i = 0; i < kStatusSlots - 1; i++)
+        if (kCountedStatuses[i] == status) return i;
+    return kStatusSlots - 1;
+}
+
+namespace {
+
+void family(std::string *out, const char *name, const char *type, const char *help) {
+    *out += "# HELP ";
+    *out += name;
+    *out += ' ';
+    *out += help;
+    *out += "\n# TYPE ";
+    *out += name;
+    *out += ' ';
+    *out += type;
+    *out += '\n';
+}
+
+void sample(std::string *out, const char *name, double value) {
+    *out += name;
+    *out += ' ';
+    append_double(out, value);
+    *out += '\n';
+}
+
+void sample_u(std::string *out, const std::string &name_and_labels, std::uint64_t value) {
+    *out += name_and_labels;
+    *out += ' ';
+    *out += std::to_string(value);
+    *out += '\n';
+}
+
+// Endpoint names are ours (no quotes or backslashes), so they need no escaping.
+std::string label(const std::string &endpoint) { return "endpoint=\"" + endpoint + "\""; }
+
+}  // namespace
+
+std::string render_prometheus(const Metrics &m) {
+    std::string out;
+    out.reserve(8192);
+
+    family(&out, "anomaly_requests_total", "counter", "Requests answered, by endpoint and HTTP status.");
+    for (const EndpointMetrics &e : m.endpoints) {
+        for (std::size_t i = 0; i < kStatusSlots; i++) {
+            std::string status = i + 1 < kStatusSlots ? std::to_string(kCountedStatuses[i]) : "other";
+            sample_u(&out, "anomaly_requests_total{" + label(e.endpoint) + ",status=\"" + status + "\"}",
+                     e.status_counts[i]);
+        }
+    }
+
+    family(&out, "anomaly_request_duration_seconds", "histogram",
+           "Time from the request body being read to the response handed to nginx.");
+    for (const EndpointMetrics &e : m.endpoints) {
+        for (const auto &b : e.buckets) {
+            std::string le;
+            append_double(&le, b.first);
+            sample_u(&out, "anomaly_request_duration_seconds_bucket{" + label(e.endpoint) + ",le=\"" + le + "\"}",
+                     b.second);
+        }
+        sample_u(&out, "anomaly_request_duration_seconds_bucket{" + label(e.endpoint) + ",le=\"+Inf\"}", e.count);
+        out += "anomaly_request_duration_seconds_sum{" + label(e.endpoint) + "} ";
+        append_double(&out, e.sum_seconds);
+        out += '\n';
+        sample_u(&out, "anomaly_request_duration_seconds_count{" + label(e.endpoint) + "}", e.count);
+    }
+
+    family(&out, "anomaly_series", "gauge", "Series with at least one trained version.");
+    sample(&out, "anomaly_series", static_cast<double>(m.series));
+    family(&out, "anomaly_versions", "gauge", "Trained versions held in the shared zone.");
+    sample(&out, "anomaly_versions", static_cast<double>(m.versions));
+    family(&out, "anomaly_zone_bytes", "gauge", "Size of the anomaly_zone shared memory.");
+    sample(&out, "anomaly_zone_bytes", static_cast<double>(m.zone_bytes_total));
+    family(&out, "anomaly_zone_free_bytes", "gauge", "Free pages of the anomaly_zone shared memory.");
+    sample(&out, "anomaly_zone_free_bytes", static_cast<double>(m.zone_bytes_free));
+    family(&out, "anomaly_store_queue_fits", "gauge", "Fits waiting for the store owner to make them durable.");
+    sample(&out, "anomaly_store_queue_fits", static_cast<double>(m.store_queue));
+    family(&out, "anomaly_store_up", "gauge", "1 when the store is open and the models are loaded.");
+    sample(&out, "anomaly_store_up", m.store_ready ? 1 : 0);
+    family(&out, "anomaly_store_last_write_age_seconds", "gauge",
+           "Seconds since the last durable write; -1 when none since the zone was created.");
+    sample(&out, "anomaly_store_last_write_age_seconds", m.last_write_age_seconds);
+    family(&out, "anomaly_anomalies_total", "counter", "Predictions answered with anomaly true.");
+    sample(&out, "anomaly_anomalies_total", static_cast<double>(m.anomalies));
+    family(&out, "anomaly_requests_in_flight", "gauge", "Fit and predict requests being handled now.");
+    sample(&out, "anomaly_requests_in_flight", static_cast<double>(m.in_flight));
+    return out;
+}
+
+}  // namespace anomaly

@@ -1,0 +1,78 @@
+#include "core/render.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <cstring>
+
+namespace anomaly {
+
+std::size_t format_double(char *buf, double value) noexcept {
+    if (!std::isfinite(value)) {
+        std::memcpy(buf, "null", 4);
+        return 4;
+    }
+    auto res = std::to_chars(buf, buf + 32, value);
+    return static_cast<std::size_t>(res.ptr - buf);
+}
+
+void append_double(std::string *out, double value) {
+    char buf[32];
+    out->append(buf, format_double(buf, value));
+}
+
+std::size_t render_prediction(char *buf, bool anomaly, std::uint32_t version, double score) noexcept {
+    char *p = buf;
+    auto put = [&p](const char *s, std::size_t n) {
+        std::memcpy(p, s, n);
+        p += n;
+    };
+    if (anomaly) put("{\"anomaly\":true,\"model_version\":\"v", 34);
+    else put("{\"anomaly\":false,\"model_version\":\"v", 35);
+    p = std::to_chars(p, p + 10, version).ptr;
+    put("\",\"score\":", 10);
+    p += format_double(p, score);
+    *p++ = '}';
+    return static_cast<std::size_t>(p - buf);
+}
+
+std::string render_fit(std::string_view series_id, std::uint32_t version, std::uint64_t points) {
+    std::string out = "{\"series_id\":";
+    append_json_string(&out, series_id);
+    out += ",\"version\":\"v" + std::to_string(version) + "\",\"points_used\":" + std::to_string(points) + "}";
+    return out;
+}
+
+std::string render_error(const Error &error) {
+    std::string out = "{\"detail\":";
+    append_json_string(&out, error.detail);
+    out += ",\"code\":";
+    append_json_string(&out, error.code);
+    out += '}';
+    return out;
+}
+
+void append_json_string(std::string *out, std::string_view s) {
+    static const char hex[] = "0123456789abcdef";
+    out->push_back('"');
+    for (char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        switch (c) {
+        case '"': *out += "\\\""; break;
+        case '\\': *out += "\\\\"; break;
+        case '\n': *out += "\\n"; break;
+        case '\r': *out += "\\r"; break;
+        case '\t': *out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                *out += "\\u00";
+                out->push_back(hex[c >> 4]);
+                out->push_back(hex[c & 15]);
+            } else {
+                out->push_back(ch);
+            }
+        }
+    }
+    out->push_back('"');
+}
+
+}  // namespace anomaly

@@ -1,0 +1,441 @@
+#include "core/request.hpp"
+
+#include <cmath>
+#include <string>
+
+#include <simdjson.h>
+
+namespace anomaly {
+
+static_assert(kJsonPadding == simdjson::SIMDJSON_PADDING, "callers pad for simdjson");
+
+namespace {
+
+using simdjson::ondemand::json_type;
+namespace od = simdjson::ondemand;
+
+constexpr std::int64_t kMaxTimestamp = 253402300799;  // 9999-12-31T23:59:59Z
+
+// One parser per thread: fits parse in pool threads, predicts in event loops.
+// It keeps its buffers, so a warm parser does not allocate.
+od::parser &thread_parser() {
+    thread_local od::parser parser;
+    return parser;
+}
+
+Error malformed(const std::string &detail) { return make_error(400, "malformed_json", detail); }
+
+const char *kFitShape =
+    "The body must be {\"timestamps\": [...], \"values\": [...]} or "
+    "{\"data\": [{\"timestamp\": ..., \"value\": ...}, ...]}.";
+
+enum class Field { ok, bad, broken };  // broken: the JSON itself is damaged
+
+// A timestamp: a JSON integer or a string of digits, within range.
+Field read_timestamp(od::value v, std::int64_t *out) {
+    json_type type;
+    if (v.type().get(type)) return Field::bad;
+    std::int64_t t = 0;
+    if (type == json_type::number) {
+        if (v.get_int64().get(t)) return Field::bad;
+    } else if (type == json_type::string) {
+        std::string_view s;
+        if (v.get_string().get(s)) return Field::broken;
+        if (s.empty() || s.size() > 18) return Field::bad;
+        for (char c : s) {
+            if (c < '0' || c > '9') return Field::bad;
+            t = t * 10 + (c - '0');
+        }
+    } else {
+        return Field::bad;
+    }
+    if (t < 0 || t > kMaxTimestamp) return Field::bad;
+    *out = t;
+    return Field::ok;
+}
+
+// A value: a finite JSON number. NaN and Infinity tokens, overflowing
+// numbers, null, strings and booleans are all "bad".
+Field read_value(od::value v, double *out) {
+    json_type type;
+    if (v.type().get(type) || type != json_type::number) return Field::bad;
+    double d;
+    if (v.get_double().get(d) || !std::isfinite(d)) return Field::bad;
+    *out = d;
+    return Field::ok;
+}
+
+std::string at(const char *array, std::size_t i, const char *member = nullptr) {
+    std::string s = std::string(array) + "[" + std::to_string(i) + "]";
+    if (member) s += std::string(".") + member;
+    return s;
+}
+
+// What the body said, before the checks that need all of it.
+struct Parsed {
+    std::size_t timestamps = 0, values = 0;   // counts seen
+    std::string bad_timestamp, bad_value;     // first offender, named
+    std::size_t bad_timestamp_index = SIZE_MAX, bad_value_index = SIZE_MAX;
+};
+
+void note_bad(std::string *name, std::size_t *index, std::size_t i, std::string what) {
+    if (i < *index) {
+        *index = i;
+        *name = std::move(what);
+    }
+}
+
+// The checks that need the whole body, in the documented order.
+Error check_fit(const Parsed &p, const FitLimits &limits, const TrainingData *out) {
+    if (p.timestamps != p.values)
+        return make_error(422, "length_mismatch",
+                          "timestamps has " + std::to_string(p.timestamps) + " items but values has " +
+                              std::to_string(p.values) + "; they must be the same length.");
+    const std::size_t n = p.values;
+    if (n > limits.max_points)
+        return make_error(422, "too_many_points",
+                          "At most " + std::to_string(limits.max_points) + " points are accepted, got " +
+                              std::to_string(n) + " (anomaly_max_points).");
+    if (p.bad_timestamp_index != SIZE_MAX) {
+        std::string detail = p.bad_timestamp + " is not a Unix timestamp in whole seconds between 0 and 253402300799";
+        return make_error(422, "invalid_timestamp", detail + ".");
+    }
+    if (p.bad_value_index != SIZE_MAX)
+        return make_error(422, "invalid_value", p.bad_value + " is not a finite number.");
+    for (std::size_t i = 1; i < n; i++) {
+        if (out->timestamps[i] <= out->timestamps[i - 1])
+            return make_error(422, "unordered_timestamps",
+                              "timestamps[" + std::to_string(i) + "] is not after timestamps[" +
+                                  std::to_string(i - 1) + "]; timestamps must be strictly increasing.");
+    }
+    if (n < limits.min_points)
+        return make_error(422, "too_few_points",
+                          "At least " + std::to_string(limits.min_points) + " points are needed, got " +
+                              std::to_string(n) + " (anomaly_min_points).");
+    bool constant = true;
+    for (std::size_t i = 1; i < n && constant; i++) constant = out->values[i] == out->values[0];
+    if (constant)
+        return make_error(422, "constant_series",
+                          "All values are equal, so the standard deviation is 0 and nothing can be anomalous.");
+    return Error();
+}
+
+Error read_timestamps(od::value v, const FitLimits &limits, TrainingData *out, Parsed *p) {
+    od::array arr;
+    if (v.get_array().get(arr)) return malformed("\"timestamps\" must be an array.");
+    std::size_t n = 0;
+    if (!arr.count_elements().get(n)) out->timestamps.reserve(std::min(n, limits.max_points + 1));
+    std::size_t i = 0;
+    for (auto element : arr) {
+        od::value e;
+        if (element.get(e)) return malformed("The timestamps array is not valid JSON.");
+        std::int64_t t = 0;
+        Field f = read_timestamp(e, &t);
+        if (f == Field::broken) return malformed("The timestamps array is not valid JSON.");
+        if (f == Field::bad) note_bad(&p->bad_timestamp, &p->bad_timestamp_index, i, at("timestamps", i));
+        if (i <= limits.max_points) out->timestamps.push_back(t);
+        i++;
+    }
+    p->timestamps = i;
+    return Error();
+}
+
+Error read_values(od::value v, const FitLimits &limits, TrainingData *out, Parsed *p) {
+    od::array arr;
+    if (v.get_array().get(arr)) return malformed("\"values\" must be an array.");
+    std::size_t n = 0;
+    if (!arr.count_elements().get(n)) out->values.reserve(std::min(n, limits.max_points + 1));
+    std::size_t i = 0;
+    for (auto element : arr) {
+        od::value e;
+        if (element.get(e)) return malformed("The values array is not valid JSON.");
+        double d = 0;
+        Field f = read_value(e, &d);
+        if (f == Field::broken) return malformed("The values array is not valid JSON.");
+        if (f == Field::bad) note_bad(&p->bad_value, &p->bad_value_index, i, at("values", i));
+        if (i <= limits.max_points) out->values.push_back(d);
+        i++;
+    }
+    p->values = i;
+    return Error();
+}
+
+Error read_data(od::value v, const FitLimits &limits, TrainingData *out, Parsed *p) {
+    od::array arr;
+    if (v.get_array().get(arr)) return malformed("\"data\" must be an array of {\"timestamp\", \"value\"} objects.");
+    std::size_t n = 0;
+    if (!arr.count_elements().get(n)) {
+        out->timestamps.reserve(std::min(n, limits.max_points + 1));
+        out->values.reserve(std::min(n, limits.max_points + 1));
+    }
+    std::size_t i = 0;
+    for (auto element : arr) {
+        od::object point;
+        if (element.get_object().get(point))
+            return malformed("data[" + std::to_string(i) + "] must be an object {\"timestamp\", \"value\"}.");
+        bool has_t = false, has_v = false;
+        std::int64_t t = 0;
+        double d = 0;
+        for (auto field : point) {
+            std::string_view key;
+            od::value fv;
+            if (field.unescaped_key().get(key) || field.value().get(fv))
+                return malformed("The data array is not valid JSON.");
+            Field f = Field::ok;
+            if (key == "timestamp" && !has_t) {
+                has_t = true;
+                f = read_timestamp(fv, &t);
+                if (f == Field::bad)
+                    note_bad(&p->bad_timestamp, &p->bad_timestamp_index, i, at("data", i, "timestamp"));
+            } else if (key == "value" && !has_v) {
+                has_v = true;
+                f = read_value(fv, &d);
+                if (f == Field::bad) note_bad(&p->bad_value, &p->bad_value_index, i, at("data", i, "value"));
+            }
+            if (f == Field::broken) return malformed("The data array is not valid JSON.");
+        }
+        if (!has_t) note_bad(&p->bad_timestamp, &p->bad_timestamp_index, i, at("data", i, "timestamp"));
+        if (!has_v) note_bad(&p->bad_value, &p->bad_value_index, i, at("data", i, "value"));
+        if (i <= limits.max_points) {
+            out->timestamps.push_back(t);
+            out->values.push_back(d);
+        }
+        i++;
+    }
+    p->timestamps = p->values = i;
+    return Error();
+}
+
+// The slow path: only after the DOM parser refused the body. On Demand
+// walks element by element, so it can name the element that broke it.
+Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &limits, TrainingData *out) {
+    out->timestamps.clear();
+    out->values.clear();
+    od::document doc;
+    if (thread_parser().iterate(simdjson::padded_string_view(body, length, length + kJsonPadding)).get(doc))
+        return malformed("The body is not valid JSON.");
+    od::object obj;
+    if (doc.get_object().get(obj)) return malformed(kFitShape);
+
+    Parsed p;
+    bool has_ts = false, has_values = false, has_data = false;
+    for (auto field : obj) {
+        std::string_view key;
+        od::value v;
+        if (field.unescaped_key().get(key) || field.value().get(v)) return malformed("The body is not valid JSON.");
+        Error e;
+        if (key == "timestamps" || key == "values" || key == "data") {
+            bool &seen = key == "timestamps" ? has_ts : key == "values" ? has_values : has_data;
+            if (seen) return malformed("The key \"" + std::string(key) + "\" appears twice.");
+            seen = true;
+            if (key == "timestamps") e = read_timestamps(v, limits, out, &p);
+            else if (key == "values") e = read_values(v, limits, out, &p);
+            else e = read_data(v, limits, out, &p);
+        }
+        if (e) return e;
+    }
+    if (has_data == (has_ts || has_values) || (!has_data && !(has_ts && has_values))) return malformed(kFitShape);
+
+    Error e = check_fit(p, limits, out);
+    if (e) return e;
+    return malformed("The body is not valid JSON.");  // the DOM parser saw why
+}
+
+Error diagnose_predict_body(const char *body, std::size_t length, PredictInput *out) {
+    static const char *kShape = "The body must be a JSON object such as {\"timestamp\": \"1700000000\", \"value\": 42.0}.";
+    od::document doc;
+    if (thread_parser().iterate(simdjson::padded_string_view(body, length, length + kJsonPadding)).get(doc))
+        return malformed("The body is not valid JSON.");
+    od::object obj;
+    if (doc.get_object().get(obj)) return malformed(kShape);
+    bool has_value = false;
+    out->has_timestamp = false;
+    Error bad_timestamp, bad_value;
+    for (auto field : obj) {
+        std::string_view key;
+        od::value v;
+        if (field.unescaped_key().get(key) || field.value().get(v)) return malformed("The body is not valid JSON.");
+        if (key == "value") {
+            if (has_value) return malformed("The key \"value\" appears twice.");
+            has_value = true;
+            Field f = read_value(v, &out->value);
+            if (f == Field::broken) return malformed("The body is not valid JSON.");
+            if (f == Field::bad) bad_value = make_error(422, "invalid_value", "value is not a finite number.");
+        } else if (key == "timestamp") {
+            if (out->has_timestamp) return malformed("The key \"timestamp\" appears twice.");
+            out->has_timestamp = true;
+            Field f = read_timestamp(v, &out->timestamp);
+            if (f == Field::broken) return malformed("The body is not valid JSON.");
+            if (f == Field::bad)
+                bad_timestamp = make_error(422, "invalid_timestamp",
+                                           "timestamp must be Unix seconds, as an integer or a string of digits.");
+        }
+    }
+    if (!has_value) return malformed(kShape);
+    if (bad_timestamp) return bad_timestamp;
+    if (bad_value) return bad_value;
+    return malformed("The body is not valid JSON.");
+}
+
+namespace dom = simdjson::dom;
+
+// Bodies up to this size reuse the thread's parser; a larger one gets its own
+// so that a pool thread does not keep a 25 MB fit's buffers for ever.
+constexpr std::size_t kReusedParserLimit = 1 << 20;
+
+dom::parser &reused_parser() {
+    thread_local dom::parser parser;
+    return parser;
+}
+
+Field dom_timestamp(dom::element e, std::int64_t *out) {
+    std::int64_t t = 0;
+    switch (e.type()) {
+    case dom::element_type::INT64:
+        t = e.get_int64().value_unsafe();
+        break;
+    case dom::element_type::STRING: {
+        std::string_view s = e.get_string().value_unsafe();
+        if (s.empty() || s.size() > 18) return Field::bad;
+        for (char c : s) {
+            if (c < '0' || c > '9') return Field::bad;
+            t = t * 10 + (c - '0');
+        }
+        break;
+    }
+    default:
+        return Field::bad;
+    }
+    if (t < 0 || t > kMaxTimestamp) return Field::bad;
+    *out = t;
+    return Field::ok;
+}
+
+Field dom_value(dom::element e, double *out) {
+    switch (e.type()) {
+    case dom::element_type::INT64:
+    case dom::element_type::UINT64:
+    case dom::element_type::DOUBLE: {
+        double d = e.get_double().value_unsafe();
+        if (!std::isfinite(d)) return Field::bad;
+        *out = d;
+        return Field::ok;
+    }
+    default:
+        return Field::bad;
+    }
+}
+
+Error fit_from_dom(dom::element root, const FitLimits &limits, TrainingData *out) {
+    dom::object obj;
+    if (root.get_object().get(obj)) return malformed(kFitShape);
+    Parsed p;
+    bool has_ts = false, has_values = false, has_data = false;
+    for (dom::key_value_pair kv : obj) {
+        const std::string_view key = kv.key;
+        if (key != "timestamps" && key != "values" && key != "data") continue;
+        bool &seen = key == "timestamps" ? has_ts : key == "values" ? has_values : has_data;
+        if (seen) return malformed("The key \"" + std::string(key) + "\" appears twice.");
+        seen = true;
+        dom::array arr;
+        if (kv.value.get_array().get(arr)) {
+            if (key == "data") return malformed("\"data\" must be an array of {\"timestamp\", \"value\"} objects.");
+            return malformed("\"" + std::string(key) + "\" must be an array.");
+        }
+        const std::size_t cap = std::min<std::size_t>(arr.size(), limits.max_points + 1);
+        std::size_t i = 0;
+        if (key == "timestamps") {
+            out->timestamps.reserve(cap);
+            for (dom::element e : arr) {
+                std::int64_t t = 0;
+                if (dom_timestamp(e, &t) == Field::bad)
+                    note_bad(&p.bad_timestamp, &p.bad_timestamp_index, i, at("timestamps", i));
+                if (i++ <= limits.max_points) out->timestamps.push_back(t);
+            }
+            p.timestamps = i;
+        } else if (key == "values") {
+            out->values.reserve(cap);
+            for (dom::element e : arr) {
+                double d = 0;
+                if (dom_value(e, &d) == Field::bad) note_bad(&p.bad_value, &p.bad_value_index, i, at("values", i));
+                if (i++ <= limits.max_points) out->values.push_back(d);
+            }
+            p.values = i;
+        } else {
+            out->timestamps.reserve(cap);
+            out->values.reserve(cap);
+            for (dom::element e : arr) {
+                dom::object point;
+                if (e.get_object().get(point))
+                    return malformed("data[" + std::to_string(i) + "] must be an object {\"timestamp\", \"value\"}.");
+                std::int64_t t = 0;
+                double d = 0;
+                dom::element te, ve;
+                if (point["timestamp"].get(te) || dom_timestamp(te, &t) == Field::bad)
+                    note_bad(&p.bad_timestamp, &p.bad_timestamp_index, i, at("data", i, "timestamp"));
+                if (point["value"].get(ve) || dom_value(ve, &d) == Field::bad)
+                    note_bad(&p.bad_value, &p.bad_value_index, i, at("data", i, "value"));
+                if (i++ <= limits.max_points) {
+                    out->timestamps.push_back(t);
+                    out->values.push_back(d);
+                }
+            }
+            p.timestamps = p.values = i;
+        }
+    }
+    if (has_data == (has_ts || has_values) || (!has_data && !(has_ts && has_values))) return malformed(kFitShape);
+    return check_fit(p, limits, out);
+}
+
+Error predict_from_dom(dom::element root, PredictInput *out) {
+    static const char *kShape = "The body must be a JSON object such as {\"timestamp\": \"1700000000\", \"value\": 42.0}.";
+    dom::object obj;
+    if (root.get_object().get(obj)) return malformed(kShape);
+    bool has_value = false;
+    out->has_timestamp = false;
+    Error bad_timestamp, bad_value;
+    for (dom::key_value_pair kv : obj) {
+        const std::string_view key = kv.key;
+        if (key == "value") {
+            if (has_value) return malformed("The key \"value\" appears twice.");
+            has_value = true;
+            if (dom_value(kv.value, &out->value) == Field::bad)
+                bad_value = make_error(422, "invalid_value", "value is not a finite number.");
+        } else if (key == "timestamp") {
+            if (out->has_timestamp) return malformed("The key \"timestamp\" appears twice.");
+            out->has_timestamp = true;
+            if (dom_timestamp(kv.value, &out->timestamp) == Field::bad)
+                bad_timestamp = make_error(422, "invalid_timestamp",
+                                           "timestamp must be Unix seconds, as an integer or a string of digits.");
+        }
+    }
+    if (!has_value) return malformed(kShape);
+    if (bad_timestamp) return bad_timestamp;
+    return bad_value;
+}
+
+}  // namespace
+
+// The DOM parser dispatches at run time to the best kernel the CPU has
+// (libsimdjson carries them all); On Demand would be fixed at compile time
+// to the baseline x86-64 one that nginx's flags select.
+Error parse_fit_body(const char *body, std::size_t length, const FitLimits &limits, TrainingData *out) {
+    out->timestamps.clear();
+    out->values.clear();
+    dom::element root;
+    if (length <= kReusedParserLimit) {
+        if (!reused_parser().parse(body, length, false).get(root)) return fit_from_dom(root, limits, out);
+    } else {
+        dom::parser parser;
+        if (!parser.parse(body, length, false).get(root)) return fit_from_dom(root, limits, out);
+    }
+    return diagnose_fit_body(body, length, limits, out);
+}
+
+Error parse_predict_body(const char *body, std::size_t length, PredictInput *out) {
+    dom::element root;
+    if (!reused_parser().parse(body, length, false).get(root)) return predict_from_dom(root, out);
+    return diagnose_predict_body(body, length, out);
+}
+
+}  // namespace anomaly
