@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "core/metrics.hpp"
 #include "core/render.hpp"
 #include "core/request.hpp"
 #include "core/series.hpp"
@@ -33,7 +35,7 @@ constexpr ngx_msec_t kFitPoll = 20;           // fallback when a wake-up is lost
 constexpr ngx_msec_t kFitGiveUp = 30000;      // a fit still not committed by then is withdrawn
 constexpr std::size_t kMaxPredictBody = 64 * 1024;
 
-enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck };
+enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics };
 
 struct MainConf {
     ngx_shm_zone_t *shm_zone;
@@ -126,7 +128,8 @@ RequestCtx *create_ctx(ngx_http_request_t *r) {
 
 // ---- responses ----
 
-ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *data, size_t len) {
+ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *data, size_t len,
+                    const char *content_type = "application/json") {
     ngx_buf_t *b = ngx_create_temp_buf(r->pool, len == 0 ? 1 : len);
     if (b == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     b->last = ngx_cpymem(b->pos, data, len);
@@ -135,7 +138,8 @@ ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *data, 
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = static_cast<off_t>(len);
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.data = reinterpret_cast<u_char *>(const_cast<char *>(content_type));
+    r->headers_out.content_type.len = std::strlen(content_type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = nullptr;
 
@@ -151,7 +155,8 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
         if (allow != nullptr) {
             allow->hash = 1;
             ngx_str_set(&allow->key, "Allow");
-            if (loc_conf(r)->endpoint == static_cast<ngx_uint_t>(Endpoint::healthcheck)) {
+            Endpoint endpoint = static_cast<Endpoint>(loc_conf(r)->endpoint);
+            if (endpoint == Endpoint::healthcheck || endpoint == Endpoint::metrics) {
                 ngx_str_set(&allow->value, "GET, HEAD");
             } else {
                 ngx_str_set(&allow->value, "POST");
@@ -179,8 +184,17 @@ ngx_int_t internal_error(ngx_http_request_t *r, const char *what) {
 
 void record(EndpointStats &stats, std::uint64_t started_ns, ngx_uint_t status) {
     stats.latency.record(monotonic_ns() - started_ns);
-    __atomic_fetch_add(&stats.requests, 1, __ATOMIC_RELAXED);
-    if (status >= 400) __atomic_fetch_add(&stats.errors, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&stats.statuses[status_slot(static_cast<int>(status))], 1, __ATOMIC_RELAXED);
+    stats.rate.add(ngx_time());
+}
+
+// Counts a request in flight until its pool goes, however it ends.
+void count_in_flight(ngx_http_request_t *r, EndpointStats &stats) {
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == nullptr) return;
+    __atomic_fetch_add(&stats.in_flight, 1, __ATOMIC_RELAXED);
+    cln->data = &stats.in_flight;
+    cln->handler = [](void *data) { __atomic_fetch_sub(static_cast<std::int64_t *>(data), 1, __ATOMIC_RELAXED); };
 }
 
 // ---- request parts ----
@@ -298,6 +312,7 @@ ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /predict.");
         RequestCtx *ctx = create_ctx(r);
         if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        count_in_flight(r, zone_of(r)->my_stats().predict);
         if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(ctx->series_id))
             return reject(r, 400, "invalid_series_id", kBadSeriesId);
@@ -513,6 +528,7 @@ ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /fit.");
         RequestCtx *ctx = create_ctx(r);
         if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        count_in_flight(r, zone_of(r)->my_stats().fit);
         if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(ctx->series_id))
             return reject(r, 400, "invalid_series_id", kBadSeriesId);
@@ -531,26 +547,47 @@ ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
 
 // ---- healthcheck ----
 
-struct LatencyFigures {
-    LatencySummary predict;
-    LatencySummary fit;
+struct EndpointFigures {
+    LatencySummary latency;
+    std::uint64_t statuses[kStatusSlots] = {};
+    std::uint64_t last_10s = 0;
+    std::uint64_t last_60s = 0;
+    std::int64_t in_flight = 0;
+
+    void add(const EndpointStats &s, std::int64_t now) {
+        latency.add(s.latency);
+        for (std::size_t i = 0; i < kStatusSlots; i++) statuses[i] += __atomic_load_n(&s.statuses[i], __ATOMIC_RELAXED);
+        last_10s += s.rate.total(now, 10);
+        last_60s += s.rate.total(now, 60);
+        in_flight += __atomic_load_n(&s.in_flight, __ATOMIC_RELAXED);
+    }
 };
 
-// Merged per-worker histograms, recomputed at most once per millisecond.
-const LatencyFigures &latency_figures(Zone *zone) {
-    static LatencyFigures figures;
+struct Figures {
+    EndpointFigures predict;
+    EndpointFigures fit;
+    std::uint64_t anomalies = 0;
+};
+
+// Every worker's counters merged, recomputed at most once per millisecond
+// (log formats may ask for several variables per request).
+const Figures &figures(Zone *zone) {
+    static Figures merged;
     static ngx_msec_t computed_at = 0;
     static bool computed = false;
     if (!computed || computed_at != ngx_current_msec) {
-        figures = LatencyFigures();
+        merged = Figures();
+        const std::int64_t now = ngx_time();
         for (ngx_uint_t i = 0; i < kStatSlots; i++) {
-            figures.predict.add(zone->shared()->stats[i].predict.latency);
-            figures.fit.add(zone->shared()->stats[i].fit.latency);
+            const WorkerStats &w = zone->shared()->stats[i];
+            merged.predict.add(w.predict, now);
+            merged.fit.add(w.fit, now);
+            merged.anomalies += __atomic_load_n(&w.anomalies, __ATOMIC_RELAXED);
         }
         computed_at = ngx_current_msec;
         computed = true;
     }
-    return figures;
+    return merged;
 }
 
 void append_latency(std::string *out, const char *name, const LatencySummary &s) {
@@ -565,6 +602,16 @@ void append_latency(std::string *out, const char *name, const LatencySummary &s)
     *out += ",\"count\":";
     *out += std::to_string(s.count());
     *out += "}";
+}
+
+void append_load(std::string *out, const char *name, const EndpointFigures &f) {
+    *out += "\"";
+    *out += name;
+    *out += "\":{\"rps_10s\":";
+    append_double(out, static_cast<double>(f.last_10s) / 10);
+    *out += ",\"rps_60s\":";
+    append_double(out, static_cast<double>(f.last_60s) / 60);
+    *out += ",\"in_flight\":" + std::to_string(f.in_flight < 0 ? 0 : f.in_flight) + "}";
 }
 
 ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
@@ -582,15 +629,20 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         std::string store_error = sh->store_error;
         size_t bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
         zone->unlock();
-        const LatencyFigures &lat = latency_figures(zone);
+        const Figures &fig = figures(zone);
 
         std::string out;
         out.reserve(1024);
         out += "{\"series_trained\":" + std::to_string(series);
         out += ",\"versions_stored\":" + std::to_string(versions) + ",";
-        append_latency(&out, "inference_latency_ms", lat.predict);
+        append_latency(&out, "inference_latency_ms", fig.predict.latency);
         out += ",";
-        append_latency(&out, "training_latency_ms", lat.fit);
+        append_latency(&out, "training_latency_ms", fig.fit.latency);
+        out += ",\"load\":{";
+        append_load(&out, "predict", fig.predict);
+        out += ",";
+        append_load(&out, "fit", fig.fit);
+        out += "}";
         out += ",\"store\":{\"state\":\"";
         out += store_state_name(state);
         out += "\",\"owner_pid\":" + std::to_string(owner);
@@ -604,6 +656,55 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         out += ",\"bytes_total\":" + std::to_string(zone->bytes_total());
         out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}}";
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+// ---- metrics ----
+
+void fill_endpoint(EndpointMetrics *m, const char *name, const EndpointFigures &f) {
+    static const double kBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+    m->endpoint = name;
+    std::memcpy(m->status_counts, f.statuses, sizeof(f.statuses));
+    for (double le : kBounds)
+        m->buckets.emplace_back(le, f.latency.count_below(static_cast<std::uint64_t>(le * 1e9)));
+    m->count = f.latency.count();
+    m->sum_seconds = static_cast<double>(f.latency.sum_ns()) / 1e9;
+}
+
+ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use GET for /metrics.");
+        if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        Zone *zone = zone_of(r);
+        Shared *sh = zone->shared();
+        Metrics m;
+        zone->lock();
+        m.series = sh->series_trained;
+        m.versions = sh->versions_stored;
+        m.zone_bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
+        m.store_ready = sh->store_state == StoreState::ready && sh->owner_pid != 0;
+        const std::int64_t last_write = sh->last_write_ms;
+        zone->unlock();
+        m.zone_bytes_total = zone->bytes_total();
+        m.store_queue = sh->jobs_pending;
+        if (last_write > 0) {
+            ngx_time_t *now = ngx_timeofday();
+            const std::int64_t now_ms = static_cast<std::int64_t>(now->sec) * 1000 + now->msec;
+            m.last_write_age_seconds = static_cast<double>(now_ms - last_write) / 1000;
+            if (m.last_write_age_seconds < 0) m.last_write_age_seconds = 0;
+        }
+        const Figures &fig = figures(zone);
+        m.anomalies = fig.anomalies;
+        m.in_flight = static_cast<std::uint64_t>(std::max<std::int64_t>(0, fig.predict.in_flight + fig.fit.in_flight));
+        m.endpoints.resize(2);
+        fill_endpoint(&m.endpoints[0], "predict", fig.predict);
+        fill_endpoint(&m.endpoints[1], "fit", fig.fit);
+        std::string out = render_prometheus(m);
+        return send_body(r, NGX_HTTP_OK, out.data(), out.size(), "text/plain; version=0.0.4; charset=utf-8");
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
     }
@@ -656,7 +757,7 @@ ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_
             break;
         default: {
             if (zone == nullptr) return NGX_OK;
-            const LatencyFigures &lat = latency_figures(zone);
+            const Figures &fig = figures(zone);
             double value = 0;
             switch (static_cast<Var>(data)) {
             case Var::series_trained:
@@ -664,10 +765,10 @@ ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_
                                                       zone->shared()->series_trained) -
                                           reinterpret_cast<u_char *>(buf));
                 return set_var(r, v, buf, len);
-            case Var::inference_avg: value = lat.predict.avg_ms(); break;
-            case Var::inference_p95: value = lat.predict.quantile_ms(0.95); break;
-            case Var::training_avg: value = lat.fit.avg_ms(); break;
-            default: value = lat.fit.quantile_ms(0.95); break;
+            case Var::inference_avg: value = fig.predict.latency.avg_ms(); break;
+            case Var::inference_p95: value = fig.predict.latency.quantile_ms(0.95); break;
+            case Var::training_avg: value = fig.fit.latency.avg_ms(); break;
+            default: value = fig.fit.latency.quantile_ms(0.95); break;
             }
             len = format_double(buf, value);
         }
@@ -817,6 +918,7 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     switch (static_cast<Endpoint>(lcf->endpoint)) {
     case Endpoint::fit: clcf->handler = fit_handler; break;
     case Endpoint::predict: clcf->handler = predict_handler; break;
+    case Endpoint::metrics: clcf->handler = metrics_handler; break;
     default: clcf->handler = healthcheck_handler; break;
     }
     if (cf->args->nelts == 2) {
@@ -885,6 +987,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::predict)},
     {ngx_string("anomaly_healthcheck"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::healthcheck)},
+    {ngx_string("anomaly_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::metrics)},
     {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
     {ngx_string("anomaly_tail"), ANOMALY_LOC | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,

@@ -306,6 +306,7 @@ void Zone::finish_commit(const std::vector<Claim> &claims, const std::vector<Mod
             c.node->latest = c.version;
         }
         sh_->versions_stored++;
+        sh_->last_write_ms = models[i].trained_at_ms;
         c.job->state = JobState::done;
     }
     unlock();

@@ -15,6 +15,7 @@
 
 #include "core/detector.hpp"
 #include "core/histogram.hpp"
+#include "core/metrics.hpp"
 #include "core/series.hpp"
 
 namespace anomaly {
@@ -33,8 +34,9 @@ const char *store_state_name(StoreState s);
 
 struct EndpointStats {
     LatencyHistogram latency;
-    std::uint64_t requests;
-    std::uint64_t errors;      // 4xx and 5xx answers
+    std::uint64_t statuses[kStatusSlots];  // answers by status_slot()
+    RateWindow rate;                       // answers per second
+    std::int64_t in_flight;                // requests begun and not yet answered
 };
 
 struct WorkerStats {
@@ -78,6 +80,7 @@ struct Shared {
     std::uint64_t versions_stored;
 
     ngx_pid_t owner_pid;           // process that has the store open, 0 none
+    std::int64_t last_write_ms;    // Unix ms of the last durable write, 0 none
     StoreState store_state;
     ngx_uint_t loaded;             // versions on disk have been read into this zone
     char store_error[kStoreErrorLength];
