@@ -6,6 +6,8 @@ namespace anomaly {
 
 namespace {
 
+constexpr bool kLittleEndianHost = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+
 void put_u8(std::string *out, std::uint8_t v) { out->push_back(static_cast<char>(v)); }
 
 void put_fixed(std::string *out, std::uint64_t v, int bytes) {
@@ -125,8 +127,16 @@ std::string encode_training_data(const TrainingData &d) {
     put_fixed(&out, 0, 2);
     put_fixed(&out, 0, 4);
     put_fixed(&out, n, 8);
-    for (std::size_t i = 0; i < n; i++) put_fixed(&out, static_cast<std::uint64_t>(d.timestamps[i]), 8);
-    for (std::size_t i = 0; i < n; i++) put_double(&out, d.values[i]);
+    if constexpr (kLittleEndianHost) {
+        // The host's layout is the file's: copy the arrays whole (a 1M-point
+        // fit is 16 MB, byte by byte that costs 10 ms).
+        out.resize(16 + n * 16);
+        std::memcpy(&out[16], d.timestamps.data(), n * 8);
+        std::memcpy(&out[16 + n * 8], d.values.data(), n * 8);
+    } else {
+        for (std::size_t i = 0; i < n; i++) put_fixed(&out, static_cast<std::uint64_t>(d.timestamps[i]), 8);
+        for (std::size_t i = 0; i < n; i++) put_double(&out, d.values[i]);
+    }
     return out;
 }
 
@@ -140,6 +150,11 @@ bool decode_training_data(std::string_view bytes, TrainingData *d) {
     if (r.failed() || r.left() / 16 != n || r.left() % 16 != 0) return false;
     d->timestamps.resize(n);
     d->values.resize(n);
+    if constexpr (kLittleEndianHost) {
+        std::memcpy(d->timestamps.data(), bytes.data() + 16, n * 8);
+        std::memcpy(d->values.data(), bytes.data() + 16 + n * 8, n * 8);
+        return true;
+    }
     for (std::uint64_t i = 0; i < n; i++) d->timestamps[i] = static_cast<std::int64_t>(r.fixed(8));
     for (std::uint64_t i = 0; i < n; i++) d->values[i] = r.real();
     return !r.failed();

@@ -67,6 +67,8 @@ struct RequestCtx {
     std::uint64_t started_ns = 0;
     ngx_msec_t queued_at = 0;
     Job *job = nullptr;
+    std::uint64_t spool_seq = 0;
+    bool in_memory = false;
     ngx_queue_t waiting{};            // in fits_waiting while the owner commits
 };
 
@@ -81,8 +83,8 @@ struct FitWork {
     std::vector<Piece> pieces;
     size_t length = 0;
     FitLimits limits;
-    std::string spool;
     std::uint64_t spool_seq = 0;
+    bool in_memory = false;           // handed over in memory (see hand_over)
     Error error;
     std::uint64_t points = 0;
 };
@@ -358,6 +360,7 @@ void fits_check() noexcept {
             Job outcome;
             if (!process_zone->take_result(ctx->job, give_up, &outcome)) continue;
             ngx_queue_remove(&ctx->waiting);
+            if (outcome.state != JobState::done) discard_handed_over(ctx->spool_seq, ctx->in_memory);
             if (outcome.state == JobState::done) {
                 ctx->version = outcome.version;
                 std::string body = render_fit(
@@ -398,9 +401,9 @@ void fit_parsed(ngx_event_t *ev) noexcept {
             Zone *zone = zone_of(r);
             ctx->job = zone->add_job(
                 std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
-                work->points, work->spool_seq);
+                work->points, work->spool_seq, work->in_memory);
             if (ctx->job == nullptr) {
-                unlink(work->spool.c_str());
+                discard_handed_over(work->spool_seq, work->in_memory);
                 u_char detail[200];
                 u_char *end = ngx_snprintf(detail, sizeof(detail) - 1,
                                            "The shared zone \"%V\" is full; raise its size in the "
@@ -409,6 +412,8 @@ void fit_parsed(ngx_event_t *ev) noexcept {
                 (void)end;
                 rc = send_error(r, 507, "zone_full", reinterpret_cast<char *>(detail));
             } else {
+                ctx->spool_seq = work->spool_seq;
+                ctx->in_memory = work->in_memory;
                 ctx->queued_at = ngx_current_msec;
                 ngx_queue_insert_tail(&fits_waiting, &ctx->waiting);
                 delete work;
@@ -454,7 +459,7 @@ void fit_thread(void *data, ngx_log_t *) {
         Model model = train_three_sigma(training);
         work->points = model.points;
         std::string error;
-        if (!write_spool(work->spool, model, training, &error))
+        if (!hand_over(work->spool_seq, model, encode_training_data(training), &work->in_memory, &error))
             work->error = make_error(503, "store_unavailable",
                                      "The fit could not be handed to the store: " + error + ".");
     } catch (const std::bad_alloc &) {
@@ -498,7 +503,6 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
         work->limits.min_points = lcf->min_points;
         work->limits.max_points = lcf->max_points;
         work->spool_seq = next_spool_seq();
-        work->spool = spool_path(ngx_pid, work->spool_seq);
 
         ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(FitWork *));
         if (task == nullptr) throw std::bad_alloc();

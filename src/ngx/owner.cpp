@@ -6,6 +6,8 @@
 #include <cstring>
 #include <dirent.h>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -64,6 +66,18 @@ struct Runtime {
 };
 
 Runtime *rt = nullptr;
+
+// Fits this process validated while it owned the store, waiting for commit.
+struct HeldFit {
+    Model model;
+    std::string training_data;
+};
+std::mutex held_mutex;
+std::unordered_map<std::uint64_t, HeldFit> held_fits;
+
+std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
+    return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
+}
 
 Shared *sh() { return rt->settings.zone->shared(); }
 
@@ -210,8 +224,23 @@ void commit_thread(void *data, ngx_log_t *) {
         std::vector<Model> models(claims.size());
         for (std::size_t i = 0; i < claims.size(); i++) {
             std::string error;
-            if (!read_spool(spool_path(claims[i].submitter, claims[i].spool_seq), &models[i],
-                            &batch[i].training_data, &error)) {
+            bool found = false;
+            if (claims[i].in_memory) {
+                std::lock_guard<std::mutex> guard(held_mutex);
+                auto it = claims[i].submitter == ngx_pid ? held_fits.find(claims[i].spool_seq) : held_fits.end();
+                if (it != held_fits.end()) {
+                    models[i] = it->second.model;
+                    batch[i].training_data = std::move(it->second.training_data);
+                    held_fits.erase(it);
+                    found = true;
+                } else {
+                    error = "it was held by a process that no longer owns the store";
+                }
+            } else {
+                found = read_spool(spool_path(claims[i].submitter, claims[i].spool_seq), &models[i],
+                                   &batch[i].training_data, &error);
+            }
+            if (!found) {
                 claims[i].fail_status = 503;
                 claims[i].fail_code = "store_unavailable";
                 claims[i].fail_detail = "The fit could not be handed to the store: " + error + ".";
@@ -249,7 +278,7 @@ void commit_thread(void *data, ngx_log_t *) {
         zone->finish_commit(claims, none, detail.c_str());
     }
     for (const Zone::Claim &c : claims) {
-        unlink(spool_path(c.submitter, c.spool_seq).c_str());
+        if (!c.in_memory) unlink(spool_path(c.submitter, c.spool_seq).c_str());
         send_wakeup(c.submitter, 'd');
     }
 }
@@ -350,8 +379,26 @@ void wakeup_handler(ngx_event_t *rev) {
 
 }  // namespace
 
-std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
-    return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
+bool hand_over(std::uint64_t seq, const Model &model, std::string training_data, bool *in_memory,
+               std::string *error) {
+    // A spool file costs a write and a read of the whole training data; the
+    // owner keeps its own fits in memory instead.
+    *in_memory = __atomic_load_n(&sh()->owner_pid, __ATOMIC_RELAXED) == ngx_pid;
+    if (*in_memory) {
+        std::lock_guard<std::mutex> guard(held_mutex);
+        held_fits[seq] = HeldFit{model, std::move(training_data)};
+        return true;
+    }
+    return write_spool(spool_path(ngx_pid, seq), model, training_data, error);
+}
+
+void discard_handed_over(std::uint64_t seq, bool in_memory) {
+    if (in_memory) {
+        std::lock_guard<std::mutex> guard(held_mutex);
+        held_fits.erase(seq);
+    } else {
+        unlink(spool_path(ngx_pid, seq).c_str());
+    }
 }
 
 std::uint64_t next_spool_seq() { return ++rt->spool_seq; }

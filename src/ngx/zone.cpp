@@ -196,7 +196,8 @@ Lookup Zone::versions(std::string_view series_id, std::vector<Model> *out) {
     return result;
 }
 
-Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq) {
+Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq,
+                   bool in_memory) {
     lock();
     Job *job = static_cast<Job *>(ngx_slab_calloc_locked(pool_, sizeof(Job)));
     if (job != nullptr) {
@@ -204,6 +205,7 @@ Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64
         job->submitter = ngx_pid;
         job->state = JobState::pending;
         job->spool_seq = spool_seq;
+        job->in_memory = in_memory;
         job->points = points;
         job->id_len = static_cast<std::uint8_t>(series_id.size());
         std::memcpy(job->series_id, series_id.data(), series_id.size());
@@ -256,6 +258,7 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
         Claim c;
         c.job = job;
         c.spool_seq = job->spool_seq;
+        c.in_memory = job->in_memory;
         c.submitter = job->submitter;
         c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
         claims->push_back(std::move(c));

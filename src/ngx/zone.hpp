@@ -67,6 +67,7 @@ struct Job {
     std::uint32_t status;         // HTTP status when failed
     std::uint64_t spool_seq;      // spool file <submitter>.<spool_seq>
     std::uint64_t points;
+    std::uint8_t in_memory;       // kept in the submitter's memory: it owned the store
     std::uint8_t id_len;
     u_char series_id[kMaxSeriesIdLength];
     char code[32];                // error code when failed
@@ -119,7 +120,7 @@ public:
 
     // --- fits (any worker) ---
     // Queues a fit; nullptr when the zone has no room.
-    Job *add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq);
+    Job *add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq, bool in_memory);
     // Takes a finished job's outcome and frees it; false while still running.
     // A pending job is withdrawn (and reported failed) when withdraw is set.
     bool take_result(Job *job, bool withdraw, Job *outcome);
@@ -129,6 +130,7 @@ public:
         Job *job = nullptr;
         SeriesNode *node = nullptr;
         std::uint64_t spool_seq = 0;
+        bool in_memory = false;
         ngx_pid_t submitter = 0;
         std::uint32_t version = 0;
         std::string_view series_id;      // points into the job

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <leveldb/db.h>
+#include <leveldb/options.h>
 #include <leveldb/write_batch.h>
 
 #include "core/encoding.hpp"
@@ -18,7 +19,10 @@ Store::OpenResult Store::open(const std::string &dir, std::unique_ptr<Store> *st
     leveldb::Options options;
     options.create_if_missing = true;
     options.paranoid_checks = true;        // refuse a damaged store instead of guessing
-    options.write_buffer_size = 16 << 20;  // room for a few large fits before a flush
+    options.write_buffer_size = 64 << 20;  // room for a few 1M-point fits before a flush
+    // Training data is mostly doubles, which snappy cannot shrink; compressing
+    // them only takes CPU from the workers during compactions.
+    options.compression = leveldb::kNoCompression;
     leveldb::DB *db = nullptr;
     leveldb::Status s = leveldb::DB::Open(options, dir, &db);
     if (s.ok()) {
@@ -132,10 +136,9 @@ std::string errno_text(const std::string &what, const std::string &path) {
 
 // Spool layout: u32 little-endian model length, the model record, the
 // training data record. Not synced: durability comes from the LevelDB write.
-bool write_spool(const std::string &path, const Model &model, const TrainingData &data,
+bool write_spool(const std::string &path, const Model &model, const std::string &d,
                  std::string *error) {
     const std::string m = encode_model(model);
-    const std::string d = encode_training_data(data);
     unsigned char len[4];
     for (int i = 0; i < 4; i++) len[i] = static_cast<unsigned char>(m.size() >> (8 * i));
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

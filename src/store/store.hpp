@@ -57,7 +57,7 @@ private:
 
 // A spool file carries one validated fit from the worker that received it to
 // the process that owns the store: the encoded model, then the training data.
-bool write_spool(const std::string &path, const Model &model, const TrainingData &data,
+bool write_spool(const std::string &path, const Model &model, const std::string &training_data,
                  std::string *error);
 bool read_spool(const std::string &path, Model *model, std::string *training_data,
                 std::string *error);
