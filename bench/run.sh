@@ -35,10 +35,12 @@ start_nginx() {  # $1 workers, $2 affinity line
 
 stop_nginx() {
     local pid
-    pid=$(cat "$work/run/nginx.pid")
-    kill -QUIT "$pid"
+    pid=$(cat "$work/run/nginx.pid" 2>/dev/null) || return 0
+    kill -QUIT "$pid" 2>/dev/null || return 0
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$work/run/nginx.pid"
 }
+trap stop_nginx EXIT
 
 rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <dirent.h>
 #include <unistd.h>
 #include <vector>
 
@@ -432,6 +433,7 @@ void fit_parsed(ngx_event_t *ev) noexcept {
 // Pool thread: gathers the body, parses, validates, trains and writes the
 // spool file, so that a 25 MB fit never stalls an event loop.
 void fit_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
     FitWork *work = *static_cast<FitWork **>(data);
     try {
         std::string body;
@@ -1015,13 +1017,26 @@ ngx_int_t init_module(ngx_cycle_t *cycle) noexcept {
     }
     ngx_core_conf_t *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
     if (geteuid() == 0 && ccf->user != static_cast<ngx_uid_t>(NGX_CONF_UNSET_UINT)) {
+        // Workers open the store as ccf->user: give them the directory and
+        // whatever a tool run as root may have left in it.
         std::string spool = dir + "/spool";
         mkdir(spool.c_str(), 0700);
-        for (const std::string &path : {dir, spool}) {
-            if (chown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0) {
-                ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot chown \"%s\"",
-                              path.c_str());
-                return NGX_ERROR;
+        for (const std::string &sub : {dir, spool}) {
+            std::vector<std::string> paths{sub};
+            if (DIR *d = opendir(sub.c_str())) {
+                while (dirent *e = readdir(d)) {
+                    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0 &&
+                        std::strcmp(e->d_name, "spool") != 0)
+                        paths.push_back(sub + "/" + e->d_name);
+                }
+                closedir(d);
+            }
+            for (const std::string &path : paths) {
+                if (lchown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0) {
+                    ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot chown \"%s\"",
+                                  path.c_str());
+                    return NGX_ERROR;
+                }
             }
         }
     }

@@ -8,7 +8,9 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -167,6 +169,9 @@ void recover_committing(Store *store) {
 }
 
 void takeover_thread(void *data, ngx_log_t *) {
+    // LevelDB starts its compaction thread from the threads that call it, and
+    // a new thread inherits the priority of the one that made it.
+    BackgroundPriority background;
     TakeoverCtx *ctx = static_cast<TakeoverCtx *>(data);
     try {
         ctx->error.clear();
@@ -211,6 +216,7 @@ void release_store_after_failure(const std::string &error) {
 }
 
 void commit_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
     CommitCtx *ctx = static_cast<CommitCtx *>(data);
     ctx->store_lost = false;
     ctx->error.clear();
@@ -399,6 +405,19 @@ void discard_handed_over(std::uint64_t seq, bool in_memory) {
     } else {
         unlink(spool_path(ngx_pid, seq).c_str());
     }
+}
+
+constexpr int kBackgroundNice = 19;
+
+BackgroundPriority::BackgroundPriority() : tid_(static_cast<int>(syscall(SYS_gettid))) {
+    errno = 0;
+    previous_ = getpriority(PRIO_PROCESS, static_cast<id_t>(tid_));
+    if (errno != 0) previous_ = 0;
+    if (previous_ < kBackgroundNice) setpriority(PRIO_PROCESS, static_cast<id_t>(tid_), kBackgroundNice);
+}
+
+BackgroundPriority::~BackgroundPriority() {
+    if (previous_ < kBackgroundNice) setpriority(PRIO_PROCESS, static_cast<id_t>(tid_), previous_);
 }
 
 std::uint64_t next_spool_seq() { return ++rt->spool_seq; }

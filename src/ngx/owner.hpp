@@ -43,4 +43,20 @@ bool hand_over(std::uint64_t seq, const Model &model, std::string training_data,
 void discard_handed_over(std::uint64_t seq, bool in_memory);
 std::uint64_t next_spool_seq();
 
+// Lowers the CPU priority of the pool thread running a fit or a commit, so
+// that the event loops sharing its core always come first: a 25 MB parse
+// must not delay the predictions next to it. Restored when it can be (only
+// a privileged worker may raise its priority again).
+class BackgroundPriority {
+public:
+    BackgroundPriority();
+    ~BackgroundPriority();
+    BackgroundPriority(const BackgroundPriority &) = delete;
+    BackgroundPriority &operator=(const BackgroundPriority &) = delete;
+
+private:
+    int tid_;
+    int previous_;
+};
+
 }  // namespace anomaly
