@@ -121,22 +121,38 @@ bool decode_model(std::string_view bytes, Model *m) noexcept {
 std::string encode_training_data(const TrainingData &d) {
     const std::size_t n = d.values.size();
     std::string out;
-    out.reserve(16 + n * 16);
-    put_u8(&out, kTrainingDataFormat);
-    put_u8(&out, 0);
-    put_fixed(&out, 0, 2);
-    put_fixed(&out, 0, 4);
-    put_fixed(&out, n, 8);
+    out.resize(16 + n * 8 + (n > 0 ? 8 + (n - 1) * 10 : 0));  // the most varints can take
+    char *p = &out[0];
+    auto fixed = [&p](std::uint64_t v, int bytes) {
+        for (int i = 0; i < bytes; i++) *p++ = static_cast<char>((v >> (8 * i)) & 0xff);
+    };
+    fixed(kTrainingDataFormat, 1);
+    fixed(0, 1);
+    fixed(0, 2);
+    fixed(0, 4);
+    fixed(n, 8);
     if constexpr (kLittleEndianHost) {
-        // The host's layout is the file's: copy the arrays whole (a 1M-point
-        // fit is 16 MB, byte by byte that costs 10 ms).
-        out.resize(16 + n * 16);
-        std::memcpy(&out[16], d.timestamps.data(), n * 8);
-        std::memcpy(&out[16 + n * 8], d.values.data(), n * 8);
+        std::memcpy(p, d.values.data(), n * 8);  // the host's layout is the file's
+        p += n * 8;
     } else {
-        for (std::size_t i = 0; i < n; i++) put_fixed(&out, static_cast<std::uint64_t>(d.timestamps[i]), 8);
-        for (std::size_t i = 0; i < n; i++) put_double(&out, d.values[i]);
+        for (double v : d.values) {
+            std::uint64_t bits;
+            std::memcpy(&bits, &v, sizeof(bits));
+            fixed(bits, 8);
+        }
     }
+    if (n > 0) {
+        fixed(static_cast<std::uint64_t>(d.timestamps[0]), 8);
+        for (std::size_t i = 1; i < n; i++) {
+            std::uint64_t delta = static_cast<std::uint64_t>(d.timestamps[i] - d.timestamps[i - 1]);
+            while (delta >= 0x80) {
+                *p++ = static_cast<char>(delta | 0x80);
+                delta >>= 7;
+            }
+            *p++ = static_cast<char>(delta);
+        }
+    }
+    out.resize(static_cast<std::size_t>(p - out.data()));
     return out;
 }
 
@@ -147,17 +163,39 @@ bool decode_training_data(std::string_view bytes, TrainingData *d) {
     r.fixed(2);
     r.fixed(4);
     const std::uint64_t n = r.fixed(8);
-    if (r.failed() || r.left() / 16 != n || r.left() % 16 != 0) return false;
-    d->timestamps.resize(n);
+    // Each point takes at least 9 bytes (a value and a delta byte).
+    if (r.failed() || (n > 0 && (r.left() < 16 || (r.left() - 16) / 9 < n - 1)) || (n == 0 && r.left() != 0))
+        return false;
     d->values.resize(n);
+    d->timestamps.resize(n);
+    const char *p = bytes.data() + 16;
+    const char *end = bytes.data() + bytes.size();
     if constexpr (kLittleEndianHost) {
-        std::memcpy(d->timestamps.data(), bytes.data() + 16, n * 8);
-        std::memcpy(d->values.data(), bytes.data() + 16 + n * 8, n * 8);
-        return true;
+        std::memcpy(d->values.data(), p, n * 8);
+        p += n * 8;
+    } else {
+        Reader values(std::string_view(p, n * 8));
+        for (std::uint64_t i = 0; i < n; i++) d->values[i] = values.real();
+        p += n * 8;
     }
-    for (std::uint64_t i = 0; i < n; i++) d->timestamps[i] = static_cast<std::int64_t>(r.fixed(8));
-    for (std::uint64_t i = 0; i < n; i++) d->values[i] = r.real();
-    return !r.failed();
+    if (n == 0) return true;
+    Reader first(std::string_view(p, 8));
+    d->timestamps[0] = static_cast<std::int64_t>(first.fixed(8));
+    p += 8;
+    for (std::uint64_t i = 1; i < n; i++) {
+        std::uint64_t delta = 0;
+        int shift = 0;
+        for (;;) {
+            if (p == end || shift > 63) return false;
+            const auto byte = static_cast<unsigned char>(*p++);
+            delta |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+            if (byte < 0x80) break;
+            shift += 7;
+        }
+        if (delta == 0) return false;  // timestamps strictly increase
+        d->timestamps[i] = d->timestamps[i - 1] + static_cast<std::int64_t>(delta);
+    }
+    return p == end;
 }
 
 }  // namespace anomaly

@@ -35,7 +35,10 @@ std::string encode_model(const Model &model);
 bool decode_model(std::string_view bytes, Model *model) noexcept;
 
 // Training data, format 1:
-//   u8 format (1) | u8 0 | u16 0 | u32 0 | u64 n | i64 timestamps[n] | f64 values[n]
+//   u8 format (1) | u8 0 | u16 0 | u32 0 | u64 n | f64 values[n]
+//   | i64 timestamps[0] | varint (timestamps[i] - timestamps[i-1]) for i in 1..n-1
+// Timestamps strictly increase, so the deltas are positive; evenly spaced
+// series take one or two bytes a point instead of eight.
 std::string encode_training_data(const TrainingData &data);
 bool decode_training_data(std::string_view bytes, TrainingData *data);
 
