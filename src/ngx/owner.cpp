@@ -34,6 +34,8 @@ struct Runtime;
 struct TakeoverCtx {
     Store::OpenResult result = Store::OpenResult::failed;
     std::string error;
+    std::int64_t loaded = -1;     // versions read from disk, -1 when the zone had them
+    std::int64_t load_ms = 0;
 };
 
 struct CommitCtx {
@@ -183,7 +185,9 @@ void takeover_thread(void *data, ngx_log_t *) {
         sh()->owner_pid = ngx_pid;
         bool loaded = sh()->loaded;
         zone->unlock();
+        ctx->loaded = -1;
         if (!loaded) {
+            auto started = std::chrono::steady_clock::now();
             zone->set_store_state(StoreState::loading, nullptr);
             if (!load_models(store.get(), &ctx->error)) {
                 // Serve what fitted; the log and /healthcheck say what did not.
@@ -191,7 +195,10 @@ void takeover_thread(void *data, ngx_log_t *) {
             }
             zone->lock();
             sh()->loaded = 1;
+            ctx->loaded = static_cast<std::int64_t>(sh()->versions_stored);
             zone->unlock();
+            ctx->load_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - started).count();
         }
         recover_committing(store.get());
         remove_orphan_spools();
@@ -327,6 +334,9 @@ void takeover_done(ngx_event_t *) {
         rt->last_error.clear();
         ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly store \"%s\" opened by this worker",
                       rt->settings.dir.c_str());
+        if (rt->takeover.loaded >= 0)
+            ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly: loaded %L versions from the store in %L ms",
+                          rt->takeover.loaded, rt->takeover.load_ms);
         if (!rt->takeover.error.empty()) log_store_error(NGX_LOG_ERR, rt->takeover.error);
         kick_commit();
         break;
