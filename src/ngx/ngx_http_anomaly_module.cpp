@@ -36,7 +36,7 @@ constexpr ngx_msec_t kFitPoll = 20;           // fallback when a wake-up is lost
 constexpr ngx_msec_t kFitGiveUp = 30000;      // a fit still not committed by then is withdrawn
 constexpr std::size_t kMaxPredictBody = 64 * 1024;
 
-enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics };
+enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error };
 
 struct MainConf {
     ngx_shm_zone_t *shm_zone;
@@ -716,6 +716,48 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
     }
 }
 
+// ---- nginx's own errors as JSON ----
+
+// For `error_page ... @anomaly_error`: the errors nginx answers itself
+// (client_max_body_size, auth_basic, allow/deny, limit_req) in the same
+// {"detail", "code"} shape as the module's own.
+ngx_int_t error_handler(ngx_http_request_t *r) noexcept {
+    try {
+        const ngx_uint_t status = r->err_status ? r->err_status : r->headers_out.status;
+        const char *code = "error";
+        std::string detail = "The request failed.";
+        switch (status) {
+        case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE: {
+            ngx_http_core_loc_conf_t *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+                ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+            code = "body_too_large";
+            detail = "The request body is larger than this location accepts (client_max_body_size " +
+                     std::to_string(clcf->client_max_body_size) + " bytes).";
+            break;
+        }
+        case NGX_HTTP_UNAUTHORIZED: code = "unauthorized"; detail = "Credentials are required."; break;
+        case NGX_HTTP_FORBIDDEN: code = "forbidden"; detail = "Access is denied."; break;
+        case NGX_HTTP_NOT_FOUND: code = "not_found"; detail = "There is nothing at this path."; break;
+        case NGX_HTTP_NOT_ALLOWED: code = "method_not_allowed"; detail = "This method is not allowed here."; break;
+        case NGX_HTTP_REQUEST_TIME_OUT: code = "request_timeout"; detail = "The request took too long to arrive."; break;
+        case 429: code = "too_many_requests"; detail = "Too many requests; slow down."; break;
+        case NGX_HTTP_SERVICE_UNAVAILABLE: code = "unavailable"; detail = "The service is unavailable; try again."; break;
+        default:
+            if (status >= 500) {
+                code = "internal_error";
+                detail = "The server failed to handle the request.";
+            } else if (status == NGX_HTTP_BAD_REQUEST) {
+                code = "bad_request";
+                detail = "The request is malformed.";
+            }
+        }
+        if (ngx_http_discard_request_body(r) != NGX_OK) r->keepalive = 0;
+        return send_error(r, make_error(static_cast<int>(status), code, detail));
+    } catch (...) {
+        return NGX_ERROR;
+    }
+}
+
 // ---- variables ----
 
 enum class Var : uintptr_t {
@@ -925,6 +967,7 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     case Endpoint::fit: clcf->handler = fit_handler; break;
     case Endpoint::predict: clcf->handler = predict_handler; break;
     case Endpoint::metrics: clcf->handler = metrics_handler; break;
+    case Endpoint::error: clcf->handler = error_handler; break;
     default: clcf->handler = healthcheck_handler; break;
     }
     if (cf->args->nelts == 2) {
@@ -995,6 +1038,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::healthcheck)},
     {ngx_string("anomaly_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::metrics)},
+    {ngx_string("anomaly_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::error)},
     {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
     {ngx_string("anomaly_tail"), ANOMALY_LOC | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
