@@ -20,6 +20,7 @@
 
 #include "core/encoding.hpp"
 #include "core/metrics.hpp"
+#include "core/plot.hpp"
 #include "core/render.hpp"
 #include "core/request.hpp"
 #include "core/series.hpp"
@@ -36,7 +37,7 @@ constexpr ngx_msec_t kFitPoll = 20;           // fallback when a wake-up is lost
 constexpr ngx_msec_t kFitGiveUp = 30000;      // a fit still not committed by then is withdrawn
 constexpr std::size_t kMaxPredictBody = 64 * 1024;
 
-enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error };
+enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error, plot };
 
 struct MainConf {
     ngx_shm_zone_t *shm_zone;
@@ -71,6 +72,17 @@ struct RequestCtx {
     std::uint64_t spool_seq = 0;
     bool in_memory = false;
     ngx_queue_t waiting{};            // in fits_waiting while the owner commits
+    bool plot = false;                // a /plot waiting for its training data
+};
+
+// A /plot being drawn in a pool thread from the spool file the owner wrote.
+struct PlotWork {
+    std::string path;
+    std::string series_id;
+    double sigma = 3;
+    Tail tail = Tail::both;
+    std::string svg;
+    Error error;
 };
 
 // A fit being parsed and validated in a pool thread.
@@ -159,7 +171,7 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
             allow->hash = 1;
             ngx_str_set(&allow->key, "Allow");
             Endpoint endpoint = static_cast<Endpoint>(loc_conf(r)->endpoint);
-            if (endpoint == Endpoint::healthcheck || endpoint == Endpoint::metrics) {
+            if (endpoint == Endpoint::healthcheck || endpoint == Endpoint::metrics || endpoint == Endpoint::plot) {
                 ngx_str_set(&allow->value, "GET, HEAD");
             } else {
                 ngx_str_set(&allow->value, "POST");
@@ -339,11 +351,13 @@ void fit_timer_arm() {
 void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc) {
     fits_in_progress--;
     Zone *zone = zone_of(r);
-    if (zone != nullptr) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
+    if (zone != nullptr && !ctx->plot) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
     ngx_connection_t *c = r->connection;
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
 }
+
+void draw_plot(ngx_http_request_t *r, RequestCtx *ctx) noexcept;
 
 // Answers every waiting fit whose job the owner has finished.
 void fits_check() noexcept {
@@ -361,6 +375,10 @@ void fits_check() noexcept {
             Job outcome;
             if (!process_zone->take_result(ctx->job, give_up, &outcome)) continue;
             ngx_queue_remove(&ctx->waiting);
+            if (ctx->plot && outcome.state == JobState::done) {
+                draw_plot(r, ctx);
+                continue;
+            }
             if (outcome.state != JobState::done) discard_handed_over(ctx->spool_seq, ctx->in_memory);
             if (outcome.state == JobState::done) {
                 ctx->version = outcome.version;
@@ -545,6 +563,131 @@ ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
         }
         ngx_int_t rc = ngx_http_read_client_request_body(r, fit_body_read);
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+        return NGX_DONE;
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+// ---- plot ----
+
+void plot_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
+    PlotWork *work = *static_cast<PlotWork **>(data);
+    try {
+        Model model;
+        std::string bytes;
+        std::string error;
+        TrainingData training;
+        bool ok = read_spool(work->path, &model, &bytes, &error);
+        unlink(work->path.c_str());
+        if (!ok || !decode_training_data(bytes, &training)) {
+            work->error = make_error(503, "store_unavailable",
+                                     "The training data could not be read: " + (ok ? "it does not decode" : error) + ".");
+            return;
+        }
+        PlotInput in;
+        in.series_id = work->series_id;
+        in.model = &model;
+        in.data = &training;
+        in.sigma = work->sigma;
+        in.tail = work->tail;
+        work->svg = render_plot(in);
+    } catch (const std::exception &e) {
+        work->error = make_error(500, "internal_error", e.what());
+    }
+}
+
+void plot_drawn(ngx_event_t *ev) noexcept {
+    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
+    RequestCtx *ctx = get_ctx(r);
+    ngx_thread_task_t *task = reinterpret_cast<ngx_thread_task_t *>(
+        reinterpret_cast<char *>(ev) - offsetof(ngx_thread_task_t, event));
+    PlotWork *work = *static_cast<PlotWork **>(task->ctx);
+    ngx_int_t rc;
+    try {
+        rc = work->error ? send_error(r, work->error)
+                         : send_body(r, NGX_HTTP_OK, work->svg.data(), work->svg.size(), "image/svg+xml");
+    } catch (const std::exception &e) {
+        rc = internal_error(r, e.what());
+    }
+    delete work;
+    fit_finish(r, ctx, rc);
+}
+
+// The owner wrote the training data: draw it off the event loop.
+void draw_plot(ngx_http_request_t *r, RequestCtx *ctx) noexcept {
+    PlotWork *work = nullptr;
+    ngx_int_t rc;
+    try {
+        LocConf *lcf = loc_conf(r);
+        work = new PlotWork();
+        work->path = spool_path(ngx_pid, ctx->spool_seq);
+        work->series_id.assign(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
+        work->sigma = lcf->sigma;
+        work->tail = static_cast<Tail>(lcf->tail);
+        ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(PlotWork *));
+        if (task == nullptr) throw std::bad_alloc();
+        *static_cast<PlotWork **>(task->ctx) = work;
+        task->handler = plot_thread;
+        task->event.handler = plot_drawn;
+        task->event.data = r;
+        task->event.log = r->connection->log;
+        if (ngx_thread_task_post(main_conf(r)->thread_pool, task) == NGX_OK) return;
+        unlink(work->path.c_str());
+        rc = send_error(r, 503, "server_busy", "The thread pool queue is full; try again.");
+    } catch (const std::exception &e) {
+        rc = internal_error(r, e.what());
+    }
+    delete work;
+    fit_finish(r, ctx, rc);
+}
+
+ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use GET for /plot.");
+        if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        RequestCtx *ctx = create_ctx(r);
+        if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ctx->plot = true;
+        ngx_str_t arg;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("series_id")), 9, &arg) != NGX_OK)
+            return send_error(r, 400, "invalid_series_id", "Name the series: /plot?series_id=sensor_1&version=v3.");
+        // Query arguments arrive escaped; ids have no characters that need it,
+        // so an escaped id is refused like any other bad one.
+        ctx->series_id = arg;
+        if (!valid_series_id(ctx->series_id)) return send_error(r, 400, "invalid_series_id", kBadSeriesId);
+        std::uint32_t version = 0;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("version")), 7, &arg) == NGX_OK &&
+            !parse_version(std::string_view(reinterpret_cast<char *>(arg.data), arg.len), &version))
+            return send_error(r, 422, "invalid_version", "The version must look like v3 or 3 (versions start at v1).");
+
+        Zone *zone = zone_of(r);
+        Model model;
+        switch (zone->find_model(std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
+                                 version, &model)) {
+        case Lookup::found: break;
+        case Lookup::not_loaded:
+            return send_error(r, 503, "store_loading", "The models are still being read from the store; try again shortly.");
+        case Lookup::series_not_found:
+            return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
+        case Lookup::version_not_found:
+            return send_error(r, 404, "version_not_found", "This series has no such version.");
+        }
+        ctx->version = model.version;
+        ctx->spool_seq = next_spool_seq();
+        ctx->job = zone->add_read(std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
+                                  model.version, ctx->spool_seq);
+        if (ctx->job == nullptr)
+            return send_error(r, 507, "zone_full", "The shared zone is full; raise its size in the anomaly_zone directive.");
+        ctx->started_ns = monotonic_ns();
+        ctx->queued_at = ngx_current_msec;
+        r->main->count++;  // answered later, from fits_check or plot_drawn
+        fits_in_progress++;
+        ngx_queue_insert_tail(&fits_waiting, &ctx->waiting);
+        store_wake_owner();
+        fit_timer_arm();
         return NGX_DONE;
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
@@ -968,6 +1111,7 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     case Endpoint::predict: clcf->handler = predict_handler; break;
     case Endpoint::metrics: clcf->handler = metrics_handler; break;
     case Endpoint::error: clcf->handler = error_handler; break;
+    case Endpoint::plot: clcf->handler = plot_handler; break;
     default: clcf->handler = healthcheck_handler; break;
     }
     if (cf->args->nelts == 2) {
@@ -1038,6 +1182,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::healthcheck)},
     {ngx_string("anomaly_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::metrics)},
+    {ngx_string("anomaly_plot"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::plot)},
     {ngx_string("anomaly_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::error)},
     {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,

@@ -79,9 +79,7 @@ struct HeldFit {
 std::mutex held_mutex;
 std::unordered_map<std::uint64_t, HeldFit> held_fits;
 
-std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
-    return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
-}
+
 
 Shared *sh() { return rt->settings.zone->shared(); }
 
@@ -222,6 +220,35 @@ void release_store_after_failure(const std::string &error) {
     zone->set_store_state(StoreState::unavailable, error.c_str());
 }
 
+// Reads for /plot: the version's model and training data go to the
+// requester's spool file, in the spool format.
+void serve_reads() {
+    Zone *zone = rt->settings.zone;
+    std::vector<Zone::Claim> reads;
+    zone->claim_reads(&reads);
+    for (Zone::Claim &c : reads) {
+        std::string error;
+        Model model;
+        TrainingData data;
+        try {
+            if (!rt->store->read_model(c.series_id, c.version, &model, &error)) {
+                if (error.empty()) error = "version not found in the store";
+            } else if (rt->store->read_training_data(c.series_id, c.version, &data, &error)) {
+                write_spool(spool_path(c.submitter, c.spool_seq), model, encode_training_data(data), &error);
+            }
+        } catch (const std::exception &e) {
+            error = e.what();
+        }
+        if (!error.empty()) {
+            c.fail_status = 503;
+            c.fail_code = "store_unavailable";
+            c.fail_detail = "The training data could not be read from the store: " + error + ".";
+        }
+    }
+    zone->finish_reads(reads);
+    for (const Zone::Claim &c : reads) send_wakeup(c.submitter, 'd');
+}
+
 void commit_thread(void *data, ngx_log_t *) {
     BackgroundPriority background;
     CommitCtx *ctx = static_cast<CommitCtx *>(data);
@@ -230,6 +257,7 @@ void commit_thread(void *data, ngx_log_t *) {
     Zone *zone = rt->settings.zone;
     std::vector<Zone::Claim> claims;
     try {
+        serve_reads();
         zone->claim_pending(&claims, kBatchJobs, kBatchPoints);
         if (claims.empty()) return;
 
@@ -394,6 +422,10 @@ void wakeup_handler(ngx_event_t *rev) {
 }
 
 }  // namespace
+
+std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
+    return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
+}
 
 bool hand_over(std::uint64_t seq, const Model &model, std::string training_data, bool *in_memory,
                std::string *error) {

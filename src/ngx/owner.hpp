@@ -42,6 +42,7 @@ bool hand_over(std::uint64_t seq, const Model &model, std::string training_data,
 // Drops what hand_over() kept once the fit is answered, whatever the outcome.
 void discard_handed_over(std::uint64_t seq, bool in_memory);
 std::uint64_t next_spool_seq();
+std::string spool_path(ngx_pid_t submitter, std::uint64_t seq);
 
 // Lowers the CPU priority of the pool thread running a fit or a commit, so
 // that the event loops sharing its core always come first: a 25 MB parse

@@ -198,9 +198,16 @@ Lookup Zone::versions(std::string_view series_id, std::vector<Model> *out) {
 
 Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq,
                    bool in_memory) {
+    return add(JobKind::fit, series_id, 0, points, spool_seq, in_memory);
+}
+
+Job *Zone::add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
+               std::uint64_t spool_seq, bool in_memory) {
     lock();
     Job *job = static_cast<Job *>(ngx_slab_calloc_locked(pool_, sizeof(Job)));
     if (job != nullptr) {
+        job->kind = kind;
+        job->version = version;
         job->id = sh_->next_job_id++;
         job->submitter = ngx_pid;
         job->state = JobState::pending;
@@ -214,6 +221,38 @@ Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64
     }
     unlock();
     return job;
+}
+
+Job *Zone::add_read(std::string_view series_id, std::uint32_t version, std::uint64_t spool_seq) {
+    return add(JobKind::read, series_id, version, 0, spool_seq, false);
+}
+
+void Zone::claim_reads(std::vector<Claim> *claims) {
+    lock();
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
+         q = ngx_queue_next(q)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        if (job->state != JobState::pending || job->kind != JobKind::read) continue;
+        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        job->state = JobState::committing;
+        Claim c;
+        c.job = job;
+        c.spool_seq = job->spool_seq;
+        c.submitter = job->submitter;
+        c.version = job->version;
+        c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
+        claims->push_back(std::move(c));
+    }
+    unlock();
+}
+
+void Zone::finish_reads(const std::vector<Claim> &claims) {
+    lock();
+    for (const Claim &c : claims) {
+        if (c.fail_status != 0) fail_job_locked(c.job, c.fail_status, c.fail_code, c.fail_detail.c_str());
+        else c.job->state = JobState::done;
+    }
+    unlock();
 }
 
 bool Zone::take_result(Job *job, bool withdraw, Job *outcome) {
@@ -248,7 +287,7 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
-        if (job->state != JobState::pending) continue;
+        if (job->state != JobState::pending || job->kind != JobKind::fit) continue;
         if (!claims->empty() && (claims->size() >= max_jobs || points + job->points > max_points))
             break;
         ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
@@ -321,6 +360,11 @@ void Zone::committing_jobs(std::vector<Claim> *claims) {
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
         if (job->state != JobState::committing) continue;
+        if (job->kind == JobKind::read) {  // a read a dead owner began: begin it again
+            job->state = JobState::pending;
+            ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
+            continue;
+        }
         Claim c;
         c.job = job;
         c.spool_seq = job->spool_seq;

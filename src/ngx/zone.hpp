@@ -56,6 +56,7 @@ struct SeriesNode {
 };
 
 enum class JobState : std::uint32_t { pending, committing, done, failed };
+enum class JobKind : std::uint8_t { fit, read };  // read: a version's training data, for /plot
 
 // One fit on its way to the store.
 struct Job {
@@ -68,6 +69,7 @@ struct Job {
     std::uint64_t spool_seq;      // spool file <submitter>.<spool_seq>
     std::uint64_t points;
     std::uint8_t in_memory;       // kept in the submitter's memory: it owned the store
+    JobKind kind;
     std::uint8_t id_len;
     u_char series_id[kMaxSeriesIdLength];
     char code[32];                // error code when failed
@@ -121,6 +123,9 @@ public:
     // --- fits (any worker) ---
     // Queues a fit; nullptr when the zone has no room.
     Job *add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq, bool in_memory);
+    // Asks the owner for a version's training data, written to the spool file
+    // <submitter>.<spool_seq>; nullptr when the zone has no room.
+    Job *add_read(std::string_view series_id, std::uint32_t version, std::uint64_t spool_seq);
     // Takes a finished job's outcome and frees it; false while still running.
     // A pending job is withdrawn (and reported failed) when withdraw is set.
     bool take_result(Job *job, bool withdraw, Job *outcome);
@@ -140,6 +145,10 @@ public:
     };
     // Marks pending jobs as committing: at most max_jobs, about max_points points.
     void claim_pending(std::vector<Claim> *claims, std::size_t max_jobs, std::uint64_t max_points);
+    // Marks pending reads as running.
+    void claim_reads(std::vector<Claim> *claims);
+    // Ends reads: done, or failed with the claim's fail_* fields.
+    void finish_reads(const std::vector<Claim> &claims);
     // Gives each claim that has not failed the next version of its series and
     // reserves the zone memory its publication needs (zone_full otherwise).
     // Versions are assigned only here so that a failed fit leaves no gap.
@@ -164,6 +173,8 @@ public:
     void set_store_state(StoreState state, const char *error);
 
 private:
+    Job *add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
+             std::uint64_t spool_seq, bool in_memory);
     SeriesNode *find_node(std::string_view series_id, std::uint32_t hash);
     SeriesNode *find_or_add_node(std::string_view series_id);
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);

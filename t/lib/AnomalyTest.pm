@@ -162,6 +162,10 @@ $self->{predict_extra}
 $self->{health_extra}
         }
 
+        location = /plot {
+            anomaly_plot;
+        }
+
 $self->{locations}
     }
 }
