@@ -2,7 +2,9 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 
 namespace anomaly {
 
@@ -73,6 +75,56 @@ void append_json_string(std::string *out, std::string_view s) {
         }
     }
     out->push_back('"');
+}
+
+std::string iso8601_ms(std::int64_t unix_ms) {
+    const time_t secs = static_cast<time_t>(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char buf[40];
+    const std::size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ", static_cast<int>(unix_ms % 1000));
+    return buf;
+}
+
+std::string render_series_list(const std::vector<SeriesEntry> &series, bool more) {
+    std::string out = "{\"series\":[";
+    for (std::size_t i = 0; i < series.size(); i++) {
+        const Model &m = *series[i].latest;
+        if (i) out += ',';
+        out += "{\"series_id\":";
+        append_json_string(&out, series[i].series_id);
+        out += ",\"latest_version\":\"v" + std::to_string(m.version) + "\",\"versions\":" +
+               std::to_string(m.version) + ",\"points\":" + std::to_string(m.points) + ",\"trained_at\":\"" +
+               iso8601_ms(m.trained_at_ms) + "\"}";
+    }
+    out += "],\"next_after\":";
+    if (more && !series.empty()) append_json_string(&out, series.back().series_id);
+    else out += "null";
+    out += '}';
+    return out;
+}
+
+std::string render_versions(std::string_view series_id, const std::vector<Model> &versions) {
+    std::string out = "{\"series_id\":";
+    append_json_string(&out, series_id);
+    out += ",\"versions\":[";
+    bool first = true;
+    for (const Model &m : versions) {
+        if (m.version == 0) continue;
+        if (!first) out += ',';
+        first = false;
+        out += "{\"version\":\"v" + std::to_string(m.version) + "\",\"points\":" + std::to_string(m.points) +
+               ",\"mean\":";
+        append_double(&out, m.mean);
+        out += ",\"std\":";
+        append_double(&out, m.std);
+        out += ",\"detector\":\"three_sigma\",\"first_timestamp\":" + std::to_string(m.first_timestamp) +
+               ",\"last_timestamp\":" + std::to_string(m.last_timestamp) + ",\"trained_at\":\"" +
+               iso8601_ms(m.trained_at_ms) + "\"}";
+    }
+    out += "]}";
+    return out;
 }
 
 }  // namespace anomaly

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "detector.hpp"
 #include "error.hpp"
 
 namespace anomaly {
@@ -31,5 +33,22 @@ std::size_t format_double(char *buf, double value) noexcept;
 
 // Appends s as a JSON string literal, quotes included.
 void append_json_string(std::string *out, std::string_view s);
+
+// 2023-11-14T22:13:20.000Z
+std::string iso8601_ms(std::int64_t unix_ms);
+
+// GET /series:
+// {"series":[{"series_id":"s1","latest_version":"v3","versions":3,"points":1000,
+//   "trained_at":"..."}],"next_after":"s1"|null}
+struct SeriesEntry {
+    std::string_view series_id;
+    const Model *latest;
+};
+std::string render_series_list(const std::vector<SeriesEntry> &series, bool more);
+
+// GET /series/{id}:
+// {"series_id":"s1","versions":[{"version":"v1","points":10,"mean":..,"std":..,
+//   "detector":"three_sigma","first_timestamp":..,"last_timestamp":..,"trained_at":"..."}]}
+std::string render_versions(std::string_view series_id, const std::vector<Model> &versions);
 
 }  // namespace anomaly

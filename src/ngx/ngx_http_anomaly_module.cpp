@@ -21,6 +21,7 @@
 #include "core/encoding.hpp"
 #include "core/metrics.hpp"
 #include "core/plot.hpp"
+#include "core/dashboard.hpp"
 #include "core/render.hpp"
 #include "core/request.hpp"
 #include "core/series.hpp"
@@ -37,7 +38,7 @@ constexpr ngx_msec_t kFitPoll = 20;           // fallback when a wake-up is lost
 constexpr ngx_msec_t kFitGiveUp = 30000;      // a fit still not committed by then is withdrawn
 constexpr std::size_t kMaxPredictBody = 64 * 1024;
 
-enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error, plot };
+enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard };
 
 struct MainConf {
     ngx_shm_zone_t *shm_zone;
@@ -171,7 +172,7 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
             allow->hash = 1;
             ngx_str_set(&allow->key, "Allow");
             Endpoint endpoint = static_cast<Endpoint>(loc_conf(r)->endpoint);
-            if (endpoint == Endpoint::healthcheck || endpoint == Endpoint::metrics || endpoint == Endpoint::plot) {
+            if (endpoint != Endpoint::fit && endpoint != Endpoint::predict) {
                 ngx_str_set(&allow->value, "GET, HEAD");
             } else {
                 ngx_str_set(&allow->value, "POST");
@@ -694,6 +695,80 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
     }
 }
 
+// ---- catalogue: /series, /series/{id}, /dashboard ----
+
+ngx_int_t get_only(ngx_http_request_t *r, const char *what) {
+    if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+        return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", what);
+    return ngx_http_discard_request_body(r) == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+ngx_int_t lookup_error(ngx_http_request_t *r, Lookup lookup) {
+    if (lookup == Lookup::not_loaded)
+        return send_error(r, 503, "store_loading", "The models are still being read from the store; try again shortly.");
+    return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
+}
+
+ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
+    try {
+        ngx_int_t rc = get_only(r, "Use GET for /series.");
+        if (rc != NGX_OK) return rc;
+        std::size_t limit = 100;
+        ngx_str_t arg;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("limit")), 5, &arg) == NGX_OK) {
+            ngx_int_t n = ngx_atoi(arg.data, arg.len);
+            if (n < 1 || n > 1000)
+                return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
+            limit = static_cast<std::size_t>(n);
+        }
+        std::string_view after;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("after")), 5, &arg) == NGX_OK) {
+            if (!valid_series_id(arg)) return send_error(r, 400, "invalid_series_id", kBadSeriesId);
+            after = std::string_view(reinterpret_cast<char *>(arg.data), arg.len);
+        }
+        std::vector<Zone::SeriesSummary> found;
+        bool more = false;
+        Lookup lookup = zone_of(r)->list_series(after, limit, &found, &more);
+        if (lookup != Lookup::found) return lookup_error(r, lookup);
+        std::vector<SeriesEntry> entries;
+        entries.reserve(found.size());
+        for (const Zone::SeriesSummary &s : found) entries.push_back(SeriesEntry{s.series_id, &s.latest});
+        std::string out = render_series_list(entries, more);
+        return send_body(r, NGX_HTTP_OK, out.data(), out.size());
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
+    try {
+        ngx_int_t rc = get_only(r, "Use GET for /series/{series_id}.");
+        if (rc != NGX_OK) return rc;
+        ngx_str_t id;
+        if (!series_id_of(r, &id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (!valid_series_id(id)) return send_error(r, 400, "invalid_series_id", kBadSeriesId);
+        std::string_view series(reinterpret_cast<char *>(id.data), id.len);
+        std::vector<Model> versions;
+        Lookup lookup = zone_of(r)->versions(series, &versions);
+        if (lookup != Lookup::found) return lookup_error(r, lookup);
+        std::string out = render_versions(series, versions);
+        return send_body(r, NGX_HTTP_OK, out.data(), out.size());
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+ngx_int_t dashboard_handler(ngx_http_request_t *r) noexcept {
+    try {
+        ngx_int_t rc = get_only(r, "Use GET for /dashboard.");
+        if (rc != NGX_OK) return rc;
+        std::string_view page = dashboard_html();
+        return send_body(r, NGX_HTTP_OK, page.data(), page.size(), "text/html; charset=utf-8");
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
 // ---- healthcheck ----
 
 struct EndpointFigures {
@@ -1112,6 +1187,9 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     case Endpoint::metrics: clcf->handler = metrics_handler; break;
     case Endpoint::error: clcf->handler = error_handler; break;
     case Endpoint::plot: clcf->handler = plot_handler; break;
+    case Endpoint::series: clcf->handler = series_handler; break;
+    case Endpoint::versions: clcf->handler = versions_handler; break;
+    case Endpoint::dashboard: clcf->handler = dashboard_handler; break;
     default: clcf->handler = healthcheck_handler; break;
     }
     if (cf->args->nelts == 2) {
@@ -1184,6 +1262,12 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::metrics)},
     {ngx_string("anomaly_plot"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::plot)},
+    {ngx_string("anomaly_series"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::series)},
+    {ngx_string("anomaly_versions"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::versions)},
+    {ngx_string("anomaly_dashboard"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::dashboard)},
     {ngx_string("anomaly_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::error)},
     {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,

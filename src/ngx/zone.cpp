@@ -196,6 +196,52 @@ Lookup Zone::versions(std::string_view series_id, std::vector<Model> *out) {
     return result;
 }
 
+Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<SeriesSummary> *out,
+                         bool *more) {
+    *more = false;
+    const std::uint32_t after_hash = hash_of(after);
+    lock();
+    if (!sh_->loaded) {
+        unlock();
+        return Lookup::not_loaded;
+    }
+    ngx_rbtree_node_t *sentinel = sh_->tree.sentinel;
+    ngx_rbtree_node_t *node = sh_->tree.root;
+    ngx_rbtree_node_t *first = nullptr;
+    if (node != sentinel && after.empty()) {
+        first = ngx_rbtree_min(node, sentinel);
+    } else {
+        // The first node ordered after (after_hash, after), whether or not
+        // that series still exists.
+        while (node != sentinel) {
+            const SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
+            const bool greater = node->key != after_hash ? node->key > after_hash : id_of(s) > after;
+            if (greater) {
+                first = node;
+                node = node->left;
+            } else {
+                node = node->right;
+            }
+        }
+    }
+    try {
+        for (node = first; node != nullptr; node = ngx_rbtree_next(&sh_->tree, node)) {
+            const SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
+            if (s->latest == 0) continue;
+            if (out->size() == limit) {
+                *more = true;
+                break;
+            }
+            out->push_back(SeriesSummary{std::string(id_of(s)), s->versions[s->latest - 1]});
+        }
+    } catch (...) {
+        unlock();
+        throw;
+    }
+    unlock();
+    return Lookup::found;
+}
+
 Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq,
                    bool in_memory) {
     return add(JobKind::fit, series_id, 0, points, spool_seq, in_memory);

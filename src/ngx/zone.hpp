@@ -118,6 +118,15 @@ public:
     // Every version of a series, oldest first (for /series/{id}).
     Lookup versions(std::string_view series_id, std::vector<Model> *out);
 
+    struct SeriesSummary {
+        std::string series_id;
+        Model latest;
+    };
+    // Up to limit series with a version, in the zone's order (by hash, then
+    // id), starting after the series `after` ("" for the first page). *more
+    // says whether any follow.
+    Lookup list_series(std::string_view after, std::size_t limit, std::vector<SeriesSummary> *out, bool *more);
+
     WorkerStats &my_stats() { return sh_->stats[ngx_worker % kStatSlots]; }
 
     // --- fits (any worker) ---

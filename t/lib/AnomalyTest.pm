@@ -165,6 +165,15 @@ $self->{health_extra}
         location = /plot {
             anomaly_plot;
         }
+        location = /series {
+            anomaly_series;
+        }
+        location /series/ {
+            anomaly_versions;
+        }
+        location = /dashboard {
+            anomaly_dashboard;
+        }
 
 $self->{locations}
     }

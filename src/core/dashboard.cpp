@@ -1,0 +1,150 @@
+#include "core/dashboard.hpp"
+
+namespace anomaly {
+
+namespace {
+
+constexpr std::string_view kPage = R"HTML(<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Anomaly detection</title>
+<style>
+  body { margin: 0; font: 14px/1.4 system-ui, sans-serif; color: #111827; background: #f3f4f6; }
+  header { background: #1f2937; color: #f9fafb; padding: 10px 20px; display: flex; gap: 24px; align-items: baseline; }
+  header h1 { font-size: 18px; margin: 0; }
+  header span { color: #d1d5db; }
+  main { display: grid; grid-template-columns: 260px 1fr; gap: 16px; padding: 16px 20px; }
+  nav, section { background: #fff; border: 1px solid #e5e7eb; border-radius: 6px; padding: 12px; }
+  nav input { width: 100%; box-sizing: border-box; padding: 6px; margin-bottom: 8px; }
+  nav ul { list-style: none; margin: 0; padding: 0; max-height: 70vh; overflow-y: auto; }
+  nav li { padding: 5px 8px; border-radius: 4px; cursor: pointer; display: flex; justify-content: space-between; }
+  nav li:hover { background: #f3f4f6; }
+  nav li.active { background: #dbeafe; }
+  nav li small { color: #6b7280; }
+  .row { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; margin-bottom: 10px; }
+  table { border-collapse: collapse; }
+  td { padding: 2px 12px 2px 0; color: #374151; }
+  img { max-width: 100%; border: 1px solid #e5e7eb; }
+  .muted { color: #6b7280; }
+  button { padding: 4px 10px; }
+</style>
+</head>
+<body>
+<header><h1>Anomaly detection</h1><span id="health">&nbsp;</span></header>
+<main>
+  <nav>
+    <input id="filter" placeholder="Filter series" aria-label="Filter series">
+    <ul id="series"></ul>
+    <button id="more" hidden>Load more</button>
+  </nav>
+  <section>
+    <div class="row">
+      <strong id="title">Select a series</strong>
+      <label>Version <select id="version" disabled></select></label>
+    </div>
+    <table id="details"></table>
+    <p id="message" class="muted"></p>
+    <img id="plot" alt="" hidden>
+  </section>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+let after = null, current = null, versions = [];
+
+async function json(url) {
+  const res = await fetch(url);
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.detail || res.statusText);
+  return body;
+}
+
+async function health() {
+  try {
+    const h = await json("healthcheck");
+    $("health").textContent = h.series_trained + " series \u00b7 predict p95 " +
+      h.inference_latency_ms.p95.toFixed(3) + " ms \u00b7 fit p95 " + h.training_latency_ms.p95.toFixed(1) + " ms";
+  } catch (e) { $("health").textContent = "healthcheck: " + e.message; }
+}
+
+async function loadSeries() {
+  const page = await json("series?limit=500" + (after ? "&after=" + encodeURIComponent(after) : ""));
+  for (const s of page.series) {
+    const li = document.createElement("li");
+    li.dataset.id = s.series_id;
+    const name = document.createElement("span");
+    name.textContent = s.series_id;
+    const latest = document.createElement("small");
+    latest.textContent = s.latest_version;
+    li.append(name, latest);
+    li.onclick = () => select(s.series_id);
+    $("series").append(li);
+  }
+  after = page.next_after;
+  $("more").hidden = !after;
+  applyFilter();
+  if (!current && page.series.length) select(page.series[0].series_id);
+  if (!page.series.length && !current) $("message").textContent = "No series yet: POST /fit/{series_id} to train one.";
+}
+
+function applyFilter() {
+  const f = $("filter").value.toLowerCase();
+  for (const li of $("series").children) li.hidden = !li.dataset.id.toLowerCase().includes(f);
+}
+
+async function select(id) {
+  current = id;
+  for (const li of $("series").children) li.classList.toggle("active", li.dataset.id === id);
+  $("title").textContent = id;
+  try {
+    versions = (await json("series/" + encodeURIComponent(id))).versions;
+  } catch (e) { $("message").textContent = e.message; return; }
+  const sel = $("version");
+  sel.replaceChildren();
+  for (const v of versions.slice().reverse()) {
+    const o = document.createElement("option");
+    o.value = v.version;
+    o.textContent = v.version + " \u00b7 " + v.trained_at.replace("T", " ").slice(0, 19);
+    sel.append(o);
+  }
+  sel.disabled = false;
+  show(sel.value);
+}
+
+function show(version) {
+  const v = versions.find((x) => x.version === version);
+  const rows = [["points", v.points], ["mean", v.mean], ["std", v.std], ["trained at", v.trained_at],
+                ["from", new Date(v.first_timestamp * 1000).toISOString()],
+                ["to", new Date(v.last_timestamp * 1000).toISOString()]];
+  $("details").replaceChildren(...rows.map(([k, val]) => {
+    const tr = document.createElement("tr");
+    const a = document.createElement("td"), b = document.createElement("td");
+    a.textContent = k; b.textContent = val;
+    tr.append(a, b);
+    return tr;
+  }));
+  $("message").textContent = "";
+  const img = $("plot");
+  img.hidden = false;
+  img.alt = "Training data of " + current + " " + version;
+  img.src = "plot?series_id=" + encodeURIComponent(current) + "&version=" + encodeURIComponent(version);
+}
+
+$("version").onchange = (e) => show(e.target.value);
+$("filter").oninput = applyFilter;
+$("more").onclick = loadSeries;
+health();
+setInterval(health, 5000);
+loadSeries().catch((e) => { $("message").textContent = e.message; });
+</script>
+</body>
+</html>
+)HTML";
+
+}  // namespace
+
+std::string_view dashboard_html() noexcept { return kPage; }
+
+}  // namespace anomaly
