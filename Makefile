@@ -12,7 +12,7 @@ SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp)
 
 # Debian packages the build, the service and the tests need.
 PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
-             libgtest-dev perl libjson-pp-perl curl gettext-base procps
+             libgtest-dev perl libjson-pp-perl curl gettext-base procps chromium
 BENCH_PACKAGES := wrk util-linux
 
 .PHONY: all deps build run test unit integration bench clean

@@ -82,10 +82,14 @@ async function loadSeries() {
     li.onclick = () => select(s.series_id);
     $("series").append(li);
   }
+  const items = [...$("series").children].sort((a, b) => a.dataset.id.localeCompare(b.dataset.id, undefined, {numeric: true}));
+  $("series").replaceChildren(...items);
   after = page.next_after;
   $("more").hidden = !after;
   applyFilter();
-  if (!current && page.series.length) select(page.series[0].series_id);
+  // #series_id in the URL opens that series: links can be shared.
+  const wanted = decodeURIComponent(location.hash.slice(1));
+  if (!current && items.length) select(items.some((li) => li.dataset.id === wanted) ? wanted : items[0].dataset.id);
   if (!page.series.length && !current) $("message").textContent = "No series yet: POST /fit/{series_id} to train one.";
 }
 
@@ -96,6 +100,7 @@ function applyFilter() {
 
 async function select(id) {
   current = id;
+  history.replaceState(null, "", "#" + encodeURIComponent(id));
   for (const li of $("series").children) li.classList.toggle("active", li.dataset.id === id);
   $("title").textContent = id;
   try {
