@@ -15,7 +15,7 @@ PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
              libgtest-dev perl libjson-pp-perl curl gettext-base procps chromium
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps build run test unit integration bench clean
+.PHONY: all deps build run test unit integration bench fuzz clean
 
 all: build
 
@@ -63,6 +63,11 @@ bench: build
 	@for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PACKAGES); break; }; done
 	bench/run.sh
+
+# libFuzzer over the request parsers and the record decoders (FUZZ_SECONDS each).
+fuzz: deps
+	@command -v clang++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang; }
+	t/fuzz/run.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -1,5 +1,6 @@
 #include "core/encoding.hpp"
 
+#include <cstdint>
 #include <cstring>
 
 namespace anomaly {
@@ -132,7 +133,7 @@ std::string encode_training_data(const TrainingData &d) {
     fixed(0, 4);
     fixed(n, 8);
     if constexpr (kLittleEndianHost) {
-        std::memcpy(p, d.values.data(), n * 8);  // the host's layout is the file's
+        if (n > 0) std::memcpy(p, d.values.data(), n * 8);  // the host's layout is the file's
         p += n * 8;
     } else {
         for (double v : d.values) {
@@ -170,6 +171,7 @@ bool decode_training_data(std::string_view bytes, TrainingData *d) {
     d->timestamps.resize(n);
     const char *p = bytes.data() + 16;
     const char *end = bytes.data() + bytes.size();
+    if (n == 0) return true;
     if constexpr (kLittleEndianHost) {
         std::memcpy(d->values.data(), p, n * 8);
         p += n * 8;
@@ -178,7 +180,6 @@ bool decode_training_data(std::string_view bytes, TrainingData *d) {
         for (std::uint64_t i = 0; i < n; i++) d->values[i] = values.real();
         p += n * 8;
     }
-    if (n == 0) return true;
     Reader first(std::string_view(p, 8));
     d->timestamps[0] = static_cast<std::int64_t>(first.fixed(8));
     p += 8;
@@ -192,8 +193,10 @@ bool decode_training_data(std::string_view bytes, TrainingData *d) {
             if (byte < 0x80) break;
             shift += 7;
         }
-        if (delta == 0) return false;  // timestamps strictly increase
-        d->timestamps[i] = d->timestamps[i - 1] + static_cast<std::int64_t>(delta);
+        // Timestamps strictly increase, and a damaged record must not overflow.
+        if (delta == 0 || delta > static_cast<std::uint64_t>(INT64_MAX) ||
+            __builtin_add_overflow(d->timestamps[i - 1], static_cast<std::int64_t>(delta), &d->timestamps[i]))
+            return false;
     }
     return p == end;
 }
