@@ -49,10 +49,14 @@ $(MODULE): $(NGX_TREE)/objs/Makefile $(SOURCES)
 run: build
 	@conf/run.sh
 
+# The core and the store without nginx, then again under ASan and UBSan.
 unit: deps
-	cmake -S t/unit -B $(BUILD)/unit -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake -S t/unit -B $(BUILD)/unit > /dev/null
 	cmake --build $(BUILD)/unit -j2
 	ctest --test-dir $(BUILD)/unit --output-on-failure
+	cmake -S t/unit -B $(BUILD)/unit-sanitize -DSANITIZE=ON > /dev/null
+	cmake --build $(BUILD)/unit-sanitize -j2
+	ctest --test-dir $(BUILD)/unit-sanitize --output-on-failure
 
 integration: build
 	prove -I t/lib -j1 t/

@@ -1,0 +1,98 @@
+// The store against a real LevelDB in a temporary directory.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+
+#include "core/encoding.hpp"
+#include "store/store.hpp"
+
+using namespace anomaly;
+
+namespace {
+
+std::string temp_dir() {
+    char tmpl[] = "/tmp/anomaly-store-test-XXXXXX";
+    return mkdtemp(tmpl);
+}
+
+Store::NewVersion version_of(const std::string &series, std::uint32_t v, int n) {
+    Store::NewVersion out;
+    TrainingData d;
+    for (int i = 0; i < n; i++) {
+        d.timestamps.push_back(1700000000 + 60 * i);
+        d.values.push_back(v * 100 + i % 7);
+    }
+    out.series_id = series;
+    out.model = train_three_sigma(d);
+    out.model.version = v;
+    out.model.trained_at_ms = 1764000000000 + v;
+    out.training_data = encode_training_data(d);
+    return out;
+}
+
+}  // namespace
+
+TEST(Store, CommitReopenAndRead) {
+    const std::string dir = temp_dir();
+    std::string error;
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        ASSERT_TRUE(store->commit({version_of("a", 1, 10), version_of("a", 2, 20), version_of("b", 1, 30)}, &error));
+        ASSERT_TRUE(store->commit({version_of("a", 10, 5)}, &error));
+    }
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    std::vector<std::pair<std::string, std::uint32_t>> seen;
+    ASSERT_TRUE(store->for_each_model([&](std::string_view s, const Model &m) { seen.emplace_back(s, m.version); },
+                                      &error));
+    EXPECT_EQ(seen, (std::vector<std::pair<std::string, std::uint32_t>>{{"a", 1}, {"a", 2}, {"a", 10}, {"b", 1}}));
+    Model m;
+    ASSERT_TRUE(store->read_model("a", 2, &m, &error));
+    EXPECT_EQ(m.points, 20u);
+    EXPECT_EQ(m.trained_at_ms, 1764000000002);
+    EXPECT_FALSE(store->read_model("a", 3, &m, &error));
+    EXPECT_TRUE(error.empty()) << "missing is not an error";
+    TrainingData d;
+    ASSERT_TRUE(store->read_training_data("b", 1, &d, &error));
+    EXPECT_EQ(d.values.size(), 30u);
+    EXPECT_EQ(d.values[8], 101);
+    EXPECT_FALSE(store->read_training_data("b", 2, &d, &error));
+}
+
+TEST(Store, OneOpenAtATime) {
+    const std::string dir = temp_dir();
+    std::string error;
+    std::unique_ptr<Store> first, second;
+    ASSERT_EQ(Store::open(dir, &first, &error), Store::OpenResult::opened);
+    EXPECT_EQ(Store::open(dir, &second, &error), Store::OpenResult::locked) << error;
+    first.reset();
+    EXPECT_EQ(Store::open(dir, &second, &error), Store::OpenResult::opened) << error;
+}
+
+TEST(Store, UnusableDirectoryFails) {
+    std::string error;
+    std::unique_ptr<Store> store;
+    const std::string file = temp_dir() + "/not-a-dir";
+    std::ofstream(file) << "x";
+    EXPECT_EQ(Store::open(file, &store, &error), Store::OpenResult::failed);
+    EXPECT_FALSE(error.empty());
+}
+
+TEST(Spool, RoundTripAndDamage) {
+    const std::string path = temp_dir() + "/1.1";
+    Store::NewVersion v = version_of("s", 1, 100);
+    std::string error;
+    ASSERT_TRUE(write_spool(path, v.model, v.training_data, &error)) << error;
+    Model m;
+    std::string data;
+    ASSERT_TRUE(read_spool(path, &m, &data, &error)) << error;
+    EXPECT_EQ(m.points, 100u);
+    EXPECT_EQ(data, v.training_data);
+    ASSERT_EQ(truncate(path.c_str(), 10), 0);
+    EXPECT_FALSE(read_spool(path, &m, &data, &error));
+    EXPECT_FALSE(read_spool(path + ".missing", &m, &data, &error));
+}
