@@ -266,12 +266,14 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     if (rb == nullptr || rb->bufs == nullptr)
         return send_error(r, 400, "malformed_json",
                           "The body must be a JSON object such as {\"timestamp\": \"1700000000\", \"value\": 42.0}.");
-    if (rb->temp_file != nullptr)
-        return send_error(r, 413, "body_too_large", "A prediction body must be under 64 KB.");
+    if (rb->temp_file != nullptr)  // never read a file on the event loop
+        return send_error(r, 413, "body_too_large",
+                          "A prediction body must fit in client_body_buffer_size and be under 64 KB.");
     size_t len = 0;
     for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) len += ngx_buf_size(cl->buf);
     if (len > kMaxPredictBody)
-        return send_error(r, 413, "body_too_large", "A prediction body must be under 64 KB.");
+        return send_error(r, 413, "body_too_large",
+                          "A prediction body must fit in client_body_buffer_size and be under 64 KB.");
     u_char *body = static_cast<u_char *>(ngx_palloc(r->pool, len + kJsonPadding));
     if (body == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     u_char *p = body;
