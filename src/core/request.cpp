@@ -239,9 +239,13 @@ Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &l
     }
     if (has_data == (has_ts || has_values) || (!has_data && !(has_ts && has_values))) return malformed(kFitShape);
 
+    // The DOM parser refused the body. If no element is to blame (a NaN, an
+    // overflowing number), the JSON itself is broken.
+    if (p.bad_timestamp_index == SIZE_MAX && p.bad_value_index == SIZE_MAX)
+        return malformed("The body is not valid JSON.");
     Error e = check_fit(p, limits, out);
     if (e) return e;
-    return malformed("The body is not valid JSON.");  // the DOM parser saw why
+    return malformed("The body is not valid JSON.");
 }
 
 Error diagnose_predict_body(const char *body, std::size_t length, PredictInput *out) {

@@ -938,7 +938,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
 
 // ---- nginx's own errors as JSON ----
 
-// For `error_page ... @anomaly_error`: the errors nginx answers itself
+// For `error_page ... /.anomaly-error`: the errors nginx answers itself
 // (client_max_body_size, auth_basic, allow/deny, limit_req) in the same
 // {"detail", "code"} shape as the module's own.
 ngx_int_t error_handler(ngx_http_request_t *r) noexcept {

@@ -139,8 +139,9 @@ $self->{http_extra}
         # which worker answered: lets tests see that fresh connections spread
         add_header X-Worker-Pid \$pid always;
 
-        error_page 400 401 403 404 405 408 413 429 500 502 503 504 \@anomaly_error;
-        location \@anomaly_error {
+        error_page 400 401 403 404 405 408 413 429 500 502 503 504 /.anomaly-error;
+        location = /.anomaly-error {
+            internal;
             anomaly_error;
         }
 

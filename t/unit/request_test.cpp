@@ -68,7 +68,9 @@ TEST(Fit, MalformedJson) {
                             "{\"timestamps\": [1,2,3], \"values\": [1,2,3], \"data\": []}",
                             "{\"timestamps\": [1,2,3], \"timestamps\": [1,2,3], \"values\": [1,2,3]}",
                             "{\"data\": [1, 2, 3]}", "{\"timestamps\": 5, \"values\": [1]}",
-                            "{\"timestamps\": [1,2,3], \"values\": [1,2,3]} trailing"})
+                            "{\"timestamps\": [1,2,3], \"values\": [1,2,3]} trailing",
+                            "{\"timestamps\": [1,2,3], \"values\": [1,2,3]}}",  // once read as too_few_points
+                            "{\"timestamps\": [1,2,3], \"values\": [1,2,3],}"})
         expect(fit(bad), 400, "malformed_json");
 }
 
