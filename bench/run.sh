@@ -156,5 +156,7 @@ echo "$table"
     echo
     echo "- simdjson alone parses the 1M-point body ($(( $(stat -c %s "$work/body-1000000.json") / 1000000 )) MB) in $parse_ms ms (the faster of its DOM and On Demand APIs, warm parsers, best of 5 each); a 1M-point fit takes ${fit_1m_server[auto]} ms in the server (parse, validate, train, durable) with worker_processes auto, ${fit_1m_server[pinned]} ms pinned: $(ratio "${fit_1m_server[auto]}" "$parse_ms")x and $(ratio "${fit_1m_server[pinned]}" "$parse_ms")x."
     echo "- Shared memory per stored version (3-sigma model, one version per series, ids s0..s$((series_max - 1))): $bytes_per_version bytes, measured as the zone's free bytes empty minus loaded with $versions versions."
+    echo
+    cat bench/profile-notes.md
 } > bench/RESULTS.md
 note "wrote bench/RESULTS.md"

@@ -1146,7 +1146,7 @@ char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid anomaly_zone size \"%V\"", &size_text);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    const ssize_t minimum = static_cast<ssize_t>(8 * ngx_pagesize + sizeof(Shared));
+    const ssize_t minimum = static_cast<ssize_t>(8 * ngx_pagesize + sizeof(Shared) + 1024 * sizeof(void *));
     if (size < minimum) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "anomaly_zone \"%V\" is too small, it needs at least %uzk",
                            &name, static_cast<size_t>(minimum / 1024 + 1));

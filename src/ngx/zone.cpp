@@ -81,6 +81,12 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     zone->pool_->data = sh;
     zone->sh_ = sh;
     ngx_rbtree_init(&sh->tree, &sh->sentinel, insert_series);
+    // A bucket for every 256 bytes of zone: about one series a bucket when full.
+    std::size_t buckets = 1024;
+    while (buckets * 2 <= shm_zone->shm.size / 256) buckets *= 2;
+    sh->buckets = static_cast<SeriesNode **>(ngx_slab_calloc(zone->pool_, buckets * sizeof(SeriesNode *)));
+    if (sh->buckets == nullptr) return NGX_ERROR;
+    sh->bucket_mask = static_cast<std::uint32_t>(buckets - 1);
     ngx_queue_init(&sh->jobs);
     sh->next_job_id = 1;
     sh->store_state = StoreState::starting;
@@ -102,17 +108,8 @@ size_t Zone::bytes_free() {
 }
 
 SeriesNode *Zone::find_node(std::string_view series_id, std::uint32_t hash) {
-    ngx_rbtree_node_t *node = sh_->tree.root;
-    ngx_rbtree_node_t *sentinel = sh_->tree.sentinel;
-    while (node != sentinel) {
-        if (hash != node->key) {
-            node = hash < node->key ? node->left : node->right;
-            continue;
-        }
-        SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
-        std::string_view id = id_of(s);
-        if (series_id == id) return s;
-        node = series_id < id ? node->left : node->right;
+    for (SeriesNode *s = sh_->buckets[hash & sh_->bucket_mask]; s != nullptr; s = s->next) {
+        if (s->node.key == hash && id_of(s) == series_id) return s;
     }
     return nullptr;
 }
@@ -128,6 +125,9 @@ SeriesNode *Zone::find_or_add_node(std::string_view series_id) {
     s->id_len = static_cast<std::uint8_t>(series_id.size());
     std::memcpy(s->id, series_id.data(), series_id.size());
     ngx_rbtree_insert(&sh_->tree, &s->node);
+    SeriesNode **bucket = &sh_->buckets[hash & sh_->bucket_mask];
+    s->next = *bucket;
+    *bucket = s;
     return s;
 }
 

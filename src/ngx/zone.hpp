@@ -47,6 +47,7 @@ struct WorkerStats {
 
 struct SeriesNode {
     ngx_rbtree_node_t node;    // key: crc32 of the id
+    SeriesNode *next;          // the next node of its hash bucket
     std::uint32_t latest;      // newest visible version, 0 when none yet
     std::uint32_t reserved;    // versions claimed by the commit in flight
     std::uint32_t capacity;    // slots in versions
@@ -77,8 +78,12 @@ struct Job {
 };
 
 struct Shared {
+    // Lookups go through the hash buckets (one or two cache misses); the
+    // tree keeps the series in a stable order for /series pages.
     ngx_rbtree_t tree;
     ngx_rbtree_node_t sentinel;
+    SeriesNode **buckets;
+    std::uint32_t bucket_mask;
     std::uint64_t series_trained;  // series with at least one version
     std::uint64_t versions_stored;
 
