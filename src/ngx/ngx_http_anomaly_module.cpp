@@ -1320,8 +1320,6 @@ ngx_int_t init_module(ngx_cycle_t *cycle) noexcept {
     return NGX_OK;
 }
 
-void wake_fits() noexcept { fits_check(); }
-
 ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
     if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) return NGX_OK;
     MainConf *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
@@ -1337,7 +1335,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
         settings.zone = process_zone;
         settings.dir.assign(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
         settings.pool = mcf->thread_pool;
-        return store_start(cycle, settings, wake_fits);
+        return store_start(cycle, settings, fits_check);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "anomaly: %s", e.what());
         return NGX_ERROR;

@@ -83,7 +83,6 @@ std::unordered_map<std::uint64_t, HeldFit> held_fits;
 
 Shared *sh() { return rt->settings.zone->shared(); }
 
-bool process_alive(ngx_pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 // Abstract-namespace socket names vanish with their process: no files to clean.
 socklen_t wakeup_address(ngx_pid_t pid, sockaddr_un *addr) {

@@ -47,9 +47,9 @@ void insert_series(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbt_red(node);
 }
 
-bool process_alive(ngx_pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
-
 }  // namespace
+
+bool process_alive(ngx_pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 const char *store_state_name(StoreState s) {
     switch (s) {
@@ -100,13 +100,6 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     return NGX_OK;
 }
 
-size_t Zone::bytes_free() {
-    lock();
-    size_t pages = pool_->pfree;
-    unlock();
-    return pages << ngx_pagesize_shift;
-}
-
 SeriesNode *Zone::find_node(std::string_view series_id, std::uint32_t hash) {
     for (SeriesNode *s = sh_->buckets[hash & sh_->bucket_mask]; s != nullptr; s = s->next) {
         if (s->node.key == hash && id_of(s) == series_id) return s;
@@ -150,47 +143,39 @@ bool Zone::ensure_capacity(SeriesNode *node, std::uint32_t versions) {
     return true;
 }
 
+// Under the lock: the node of a series with at least one version, or why
+// there is none to read.
+Lookup Zone::trained_node_locked(std::string_view series_id, std::uint32_t hash, SeriesNode **node) {
+    if (!sh_->loaded) return Lookup::not_loaded;
+    *node = find_node(series_id, hash);
+    if (*node == nullptr || (*node)->latest == 0) return Lookup::series_not_found;
+    return Lookup::found;
+}
+
 Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, Model *out) {
-    std::uint32_t hash = hash_of(series_id);
-    Lookup result = Lookup::found;
+    const std::uint32_t hash = hash_of(series_id);
+    SeriesNode *s = nullptr;
     lock();
-    if (!sh_->loaded) {
-        result = Lookup::not_loaded;
-    } else {
-        SeriesNode *s = find_node(series_id, hash);
-        if (s == nullptr || s->latest == 0) {
-            result = Lookup::series_not_found;
-        } else {
-            std::uint32_t v = version == 0 ? s->latest : version;
-            if (v > s->latest || s->versions[v - 1].version != v) {
-                result = Lookup::version_not_found;
-            } else {
-                *out = s->versions[v - 1];
-            }
-        }
+    Lookup result = trained_node_locked(series_id, hash, &s);
+    if (result == Lookup::found) {
+        const std::uint32_t v = version == 0 ? s->latest : version;
+        if (v > s->latest || s->versions[v - 1].version != v) result = Lookup::version_not_found;
+        else *out = s->versions[v - 1];
     }
     unlock();
     return result;
 }
 
 Lookup Zone::versions(std::string_view series_id, std::vector<Model> *out) {
-    std::uint32_t hash = hash_of(series_id);
-    Lookup result = Lookup::found;
+    const std::uint32_t hash = hash_of(series_id);
+    SeriesNode *s = nullptr;
     lock();
-    if (!sh_->loaded) {
-        result = Lookup::not_loaded;
-    } else {
-        SeriesNode *s = find_node(series_id, hash);
-        if (s == nullptr || s->latest == 0) {
-            result = Lookup::series_not_found;
-        } else {
-            try {
-                out->assign(s->versions, s->versions + s->latest);
-            } catch (...) {
-                unlock();
-                throw;
-            }
-        }
+    Lookup result = trained_node_locked(series_id, hash, &s);
+    try {
+        if (result == Lookup::found) out->assign(s->versions, s->versions + s->latest);
+    } catch (...) {
+        unlock();
+        throw;
     }
     unlock();
     return result;

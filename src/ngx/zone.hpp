@@ -32,6 +32,9 @@ enum class StoreState : std::uint32_t {
 };
 const char *store_state_name(StoreState s);
 
+// Whether a worker (of any generation) still runs.
+bool process_alive(ngx_pid_t pid);
+
 struct EndpointStats {
     LatencyHistogram latency;
     std::uint64_t statuses[kStatusSlots];  // answers by status_slot()
@@ -113,7 +116,6 @@ public:
     ngx_slab_pool_t *pool() const { return pool_; }
     const ngx_str_t &name() const { return name_; }
     size_t bytes_total() const { return size_; }
-    size_t bytes_free();
 
     void lock() { ngx_shmtx_lock(&pool_->mutex); }
     void unlock() { ngx_shmtx_unlock(&pool_->mutex); }
@@ -190,6 +192,7 @@ private:
     Job *add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
              std::uint64_t spool_seq, bool in_memory);
     SeriesNode *find_node(std::string_view series_id, std::uint32_t hash);
+    Lookup trained_node_locked(std::string_view series_id, std::uint32_t hash, SeriesNode **node);
     SeriesNode *find_or_add_node(std::string_view series_id);
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
