@@ -1,4 +1,4 @@
-# make build | run | test | unit | integration | clean
+# make build | run | test | unit | integration | soak | bench | fuzz | clean
 # Builds the module against Debian's nginx (nginx-dev) unless NGINX_SRC points
 # at another configured-for-compat nginx source tree.
 
@@ -15,7 +15,7 @@ PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
              libgtest-dev perl libjson-pp-perl curl gettext-base procps chromium
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps build run test unit integration bench fuzz clean
+.PHONY: all deps build run test unit integration soak bench fuzz clean
 
 all: build
 
@@ -62,6 +62,11 @@ integration: build
 	prove -I t/lib -j1 t/
 
 test: build unit integration
+
+# The long variant of the worker-crash test: 30 s of SIGKILLs under 8 fitting
+# clients and 100 predicting connections.
+soak: build
+	ANOMALY_SOAK=1 prove -v -I t/lib t/07-worker-crash.t
 
 bench: build
 	@for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \

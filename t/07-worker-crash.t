@@ -1,12 +1,19 @@
 #!/usr/bin/perl
-# Workers killed with SIGKILL while fits stream in: no acknowledged fit is
-# lost or given a version twice; the store owner moves on.
+# Workers killed with SIGKILL while fits stream in and predictions are asked:
+# no acknowledged fit is lost or given a version twice; the store owner moves
+# on; predictions never stop being answered, and never wrongly.
+#
+# make test runs it for 5 s with 4 fitting and 4 predicting clients;
+# make soak (ANOMALY_SOAK=1) for 30 s with 8 fitting clients and 100
+# predicting connections.
 
 use strict;
 use warnings;
 use Test::More;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
+use HTTP::Tiny;
+use JSON::PP;
 use AnomalyTest qw(make_series mean_std close_enough);
 
 my $t = AnomalyTest->new(
@@ -16,10 +23,20 @@ my $t = AnomalyTest->new(
 );
 my $tmp = tempdir(CLEANUP => 1);
 
-my $CLIENTS   = 4;
-my $KILL_FOR  = 5.0;    # seconds of killing
+my $SOAK       = $ENV{ANOMALY_SOAK} ? 1 : 0;
+my $CLIENTS    = $SOAK ? 8 : 4;
+my $PREDICTORS = $SOAK ? 100 : 4;
+my $KILL_FOR   = $SOAK ? 30.0 : 5.0;    # seconds of killing
 my $KILL_EVERY = 0.3;
-my @SERIES    = map { "crash$_" } 1 .. 3;
+my @SERIES     = map { "crash$_" } 1 .. 3;
+
+# A series the predicting clients ask about throughout.
+my ($steady_body, $steady_values) = make_series(50, seed => 77, base => 500, spread => 20);
+my ($steady_mean) = mean_std($steady_values);
+{
+    my ($st, $j) = $t->fit('steady', $steady_body);
+    is($j && $j->{version}, 'v1', 'the series that predictions ask about is trained');
+}
 
 # --- clients -----------------------------------------------------------------------
 
@@ -52,6 +69,34 @@ for my $c (1 .. $CLIENTS) {
     });
 }
 
+# Each predicting client keeps one keep-alive connection (a new one after a
+# killed worker drops it) and counts answers per tenth of a second.
+my @predictors;
+for my $p (1 .. $PREDICTORS) {
+    push @predictors, AnomalyTest::child(sub {
+        my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 10);
+        my $url = 'http://127.0.0.1:' . $t->port . '/predict/steady';
+        my $body = AnomalyTest::encode_body({ value => 0 + $steady_mean });
+        my (%good, %dropped, @wrong);
+        while (!-e $stop_file) {
+            my $res = $ua->post($url, { content => $body, headers => { 'Content-Type' => 'application/json' } });
+            my $tick = int(time * 10);
+            if ($res->{status} == 599) { $dropped{$tick}++; next }
+            my $j = eval { JSON::PP::decode_json($res->{content}) };
+            if ($res->{status} == 200 && ref $j eq 'HASH' && $j->{model_version} eq 'v1' && !$j->{anomaly}) {
+                $good{$tick}++;
+            } else {
+                push @wrong, "$res->{status} $res->{content}";
+            }
+        }
+        open my $out, '>', "$tmp/predict.$p" or die $!;
+        print $out "good $_ $good{$_}\n" for keys %good;
+        print $out "dropped $_ $dropped{$_}\n" for keys %dropped;
+        print $out "wrong $_\n" for @wrong;
+        close $out;
+    });
+}
+
 # --- killer --------------------------------------------------------------------------
 
 sleep 0.3;   # let the clients get going
@@ -72,9 +117,38 @@ while (time < $end) {
 }
 open my $sf, '>', $stop_file or die $!;
 close $sf;
-waitpid($_, 0) for @clients;
+my $kill_end = time;
+waitpid($_, 0) for @clients, @predictors;
 note("killed $kills workers ($owner_kills of them the store owner)");
 ok($kills >= 10, "killed $kills workers while the fits ran");
+
+# --- what the predicting clients saw ---------------------------------------------------
+
+my (%good, @wrong, $dropped, $good_total);
+for my $p (1 .. $PREDICTORS) {
+    open my $in, '<', "$tmp/predict.$p" or next;
+    while (<$in>) {
+        chomp;
+        my ($kind, @rest) = split / /, $_, 3;
+        if ($kind eq 'good') { $good{ $rest[0] } += $rest[1]; $good_total += $rest[1] }
+        elsif ($kind eq 'dropped') { $dropped += $rest[1] }
+        else { push @wrong, join ' ', @rest }
+    }
+}
+$good_total //= 0;
+$dropped //= 0;
+note("predictions: $good_total answered, $dropped connections dropped by killed workers");
+ok(!@wrong, 'every answered prediction was 200 with the right model and verdict')
+    or diag(scalar(@wrong) . " wrong, e.g.:\n" . join "\n", @wrong[0 .. ($#wrong < 4 ? $#wrong : 4)]);
+# Seconds of the kill period with no answered prediction at all.
+my @silent;
+for my $second (int($kill_end - $KILL_FOR) + 1 .. int($kill_end) - 1) {
+    my $n = 0;
+    $n += $good{$_} // 0 for $second * 10 .. $second * 10 + 9;
+    push @silent, $second if $n == 0;
+}
+ok($good_total > 0 && !@silent, "predictions were answered in every second of the kills ($good_total in all)")
+    or diag("silent seconds: @silent");
 
 # --- what the clients saw --------------------------------------------------------------
 

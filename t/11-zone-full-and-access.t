@@ -15,6 +15,8 @@ my $t = AnomalyTest->new(workers => 2, zone_size => '1m', start => 0,
     open my $fh, '>', $t->dir . '/htpasswd' or die;
     print $fh "trainer:{PLAIN}secret\n";
     close $fh;
+    # The same file where a regenerated config looks for it (relative to -p).
+    symlink $t->dir . '/htpasswd', $t->dir . '/HTPASSWD' or die;
     my $conf = do { local $/; open my $in, '<', $t->dir . '/nginx.conf' or die; <$in> };
     my $path = $t->dir . '/htpasswd';
     $conf =~ s/HTPASSWD/$path/;
@@ -79,5 +81,34 @@ $t->stop;
 $t->start;
 (undef, $h) = $t->healthcheck;
 is($h->{series_trained}, $ok + 1, 'after a restart, the stored series are all back');
+
+# A zone too small for the store: what fits is served, and fits are refused,
+# since a new version of a series left out could overwrite one on disk.
+$t->stop;
+$t->{zone_size} = '512k';
+$t->write_config;
+$t->start;
+(undef, $h) = $t->healthcheck;
+ok($h->{series_trained} < $ok + 1, "a smaller zone holds $h->{series_trained} of the stored series");
+like($h->{store}{error} // '', qr/anomaly_zone/, 'healthcheck says the load stopped and which directive to raise');
+($st, $j) = $t->predict('fill_1', { value => $values->[0] });
+ok($st == 200 && $j->{model_version} eq 'v1', 'a loaded series answers');
+$res = $ua->post("$base/fit/guarded", { headers => { 'Content-Type' => 'application/json' },
+                                        content => AnomalyTest::encode_body($body) });
+$j = eval { JSON::PP::decode_json($res->{content}) };
+error_ok([$res->{status}, $j, $res->{content}], 507, 'zone_full', 'a fit is refused with 507 zone_full',
+         qr/Fits are refused.*anomaly_zone/);
+
+# A zone that holds everything, by a reload: a new zone, loaded
+# again once the old owner has gone; fits are accepted and numbering continues.
+$t->{zone_size} = '2m';
+$t->write_config;
+$t->reload;
+(undef, $h) = $t->healthcheck;
+is($h->{series_trained}, $ok + 1, 'after the reload every stored series is back');
+$res = $ua->post("$base/fit/guarded", { headers => { 'Content-Type' => 'application/json' },
+                                        content => AnomalyTest::encode_body($body) });
+$j = eval { JSON::PP::decode_json($res->{content}) };
+is($res->{status} == 200 && $j->{version}, 'v2', 'fits are accepted again, numbering continues');
 
 AnomalyTest::done();

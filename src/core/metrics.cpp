@@ -1,5 +1,7 @@
 #include "core/metrics.hpp"
 
+#include <charconv>
+
 #include "core/render.hpp"
 
 namespace anomaly {
@@ -79,8 +81,10 @@ std::string render_prometheus(const Metrics &m) {
            "Time from the request body being read to the response handed to nginx.");
     for (const EndpointMetrics &e : m.endpoints) {
         for (const auto &b : e.buckets) {
-            std::string le;
-            append_double(&le, b.first);
+            // Fixed notation, as Prometheus clients write it: le="0.0005", not "5e-04".
+            char le_buf[64];
+            const std::string le(le_buf, std::to_chars(le_buf, le_buf + sizeof le_buf, b.first,
+                                                       std::chars_format::fixed).ptr);
             sample_u(&out, "anomaly_request_duration_seconds_bucket{" + label(e.endpoint) + ",le=\"" + le + "\"}",
                      b.second);
         }

@@ -142,9 +142,18 @@ std::string render_plot(const PlotInput &in) {
            num(kRight) + "\" y2=\"" + num(kBottom) + "\"/></g>\n";
     const double vstep = nice_step(vmax - vmin, 6);
     svg += "<g fill=\"#333\" text-anchor=\"end\">";
-    for (double v = std::ceil(vmin / vstep) * vstep; v <= vmax; v += vstep) {
-        svg += "<text x=\"" + num(kLeft - 6) + "\" y=\"" + num(y_of(v) + 4) + "\">" + value_label(v, vstep) +
-               "</text>";
+    // Ticks counted, not stepped: at 1e9 a step below half an ulp would never
+    // move `v += vstep`. Labels that print alike (the spread is below what
+    // six decimals show) are drawn once.
+    const double first_tick = std::ceil(vmin / vstep);
+    std::string previous_label;
+    for (int i = 0; i <= 12; i++) {
+        const double v = (first_tick + i) * vstep;
+        if (v > vmax) break;
+        std::string label = value_label(v, vstep);
+        if (label == previous_label) continue;
+        svg += "<text x=\"" + num(kLeft - 6) + "\" y=\"" + num(y_of(v) + 4) + "\">" + label + "</text>";
+        previous_label = std::move(label);
     }
     svg += "</g>\n<g fill=\"#333\" text-anchor=\"middle\">";
     const int date_ticks = 6;

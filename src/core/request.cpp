@@ -1,6 +1,7 @@
 #include "core/request.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,8 +35,65 @@ const char *kFitShape =
 
 enum class Field { ok, bad, broken };  // broken: the JSON itself is damaged
 
+// Number tokens that Python's json module reads but the DOM parser refuses:
+// NaN, Infinity, integers beyond 64 bits, 1e999. The slow path blanks them
+// out of a copy of the body and asks the DOM parser whether the rest is JSON,
+// so that a NaN is invalid_value only in an otherwise well-formed body.
+bool python_number(std::string_view s) {
+    if (s == "NaN" || s == "Infinity" || s == "-Infinity") return true;
+    std::size_t i = 0;
+    auto digits = [&] {
+        std::size_t start = i;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9') i++;
+        return i - start;
+    };
+    if (i < s.size() && s[i] == '-') i++;
+    if (i < s.size() && s[i] == '0') i++;
+    else if (digits() == 0) return false;
+    if (i < s.size() && s[i] == '.') {
+        i++;
+        if (digits() == 0) return false;
+    }
+    if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < s.size() && (s[i] == '+' || s[i] == '-')) i++;
+        if (digits() == 0) return false;
+    }
+    return i == s.size();
+}
+
+class Patches {
+public:
+    Patches(const char *body, std::size_t length) : body_(body), length_(length) {}
+
+    void note(od::value v) {
+        std::string_view token = v.raw_json_token();
+        while (!token.empty() && (token.back() == ' ' || token.back() == '\t' || token.back() == '\n' ||
+                                  token.back() == '\r'))
+            token.remove_suffix(1);
+        if (python_number(token)) spans_.push_back({token.data() - body_, token.size()});
+    }
+
+    bool rest_is_json() const {
+        simdjson::padded_string copy(body_, length_);
+        for (const auto &[offset, size] : spans_) {
+            copy.data()[offset] = '0';
+            std::memset(copy.data() + offset + 1, ' ', size - 1);
+        }
+        simdjson::dom::parser parser;
+        simdjson::dom::element root;
+        return !parser.parse(copy).get(root);
+    }
+
+private:
+    const char *body_;
+    std::size_t length_;
+    std::vector<std::pair<std::ptrdiff_t, std::size_t>> spans_;
+};
+
 // A timestamp: a JSON integer or a string of digits, within range.
-Field read_timestamp(od::value v, std::int64_t *out) {
+Field read_timestamp(od::value v, std::int64_t *out, Patches *patches) {
+    patches->note(v);
     json_type type;
     if (v.type().get(type)) return Field::bad;
     std::int64_t t = 0;
@@ -59,7 +117,8 @@ Field read_timestamp(od::value v, std::int64_t *out) {
 
 // A value: a finite JSON number. NaN and Infinity tokens, overflowing
 // numbers, null, strings and booleans are all "bad".
-Field read_value(od::value v, double *out) {
+Field read_value(od::value v, double *out, Patches *patches) {
+    patches->note(v);
     json_type type;
     if (v.type().get(type) || type != json_type::number) return Field::bad;
     double d;
@@ -79,6 +138,7 @@ struct Parsed {
     std::size_t timestamps = 0, values = 0;   // counts seen
     std::string bad_timestamp, bad_value;     // first offender, named
     std::size_t bad_timestamp_index = SIZE_MAX, bad_value_index = SIZE_MAX;
+    Patches *patches = nullptr;  // the On Demand path only
 };
 
 void note_bad(std::string *name, std::size_t *index, std::size_t i, std::string what) {
@@ -133,7 +193,7 @@ Error read_timestamps(od::value v, const FitLimits &limits, TrainingData *out, P
         od::value e;
         if (element.get(e)) return malformed("The timestamps array is not valid JSON.");
         std::int64_t t = 0;
-        Field f = read_timestamp(e, &t);
+        Field f = read_timestamp(e, &t, p->patches);
         if (f == Field::broken) return malformed("The timestamps array is not valid JSON.");
         if (f == Field::bad) note_bad(&p->bad_timestamp, &p->bad_timestamp_index, i, at("timestamps", i));
         if (i <= limits.max_points) out->timestamps.push_back(t);
@@ -153,7 +213,7 @@ Error read_values(od::value v, const FitLimits &limits, TrainingData *out, Parse
         od::value e;
         if (element.get(e)) return malformed("The values array is not valid JSON.");
         double d = 0;
-        Field f = read_value(e, &d);
+        Field f = read_value(e, &d, p->patches);
         if (f == Field::broken) return malformed("The values array is not valid JSON.");
         if (f == Field::bad) note_bad(&p->bad_value, &p->bad_value_index, i, at("values", i));
         if (i <= limits.max_points) out->values.push_back(d);
@@ -187,12 +247,12 @@ Error read_data(od::value v, const FitLimits &limits, TrainingData *out, Parsed 
             Field f = Field::ok;
             if (key == "timestamp" && !has_t) {
                 has_t = true;
-                f = read_timestamp(fv, &t);
+                f = read_timestamp(fv, &t, p->patches);
                 if (f == Field::bad)
                     note_bad(&p->bad_timestamp, &p->bad_timestamp_index, i, at("data", i, "timestamp"));
             } else if (key == "value" && !has_v) {
                 has_v = true;
-                f = read_value(fv, &d);
+                f = read_value(fv, &d, p->patches);
                 if (f == Field::bad) note_bad(&p->bad_value, &p->bad_value_index, i, at("data", i, "value"));
             }
             if (f == Field::broken) return malformed("The data array is not valid JSON.");
@@ -220,7 +280,9 @@ Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &l
     od::object obj;
     if (doc.get_object().get(obj)) return malformed(kFitShape);
 
+    Patches patches(body, length);
     Parsed p;
+    p.patches = &patches;
     bool has_ts = false, has_values = false, has_data = false;
     for (auto field : obj) {
         std::string_view key;
@@ -239,13 +301,11 @@ Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &l
     }
     if (has_data == (has_ts || has_values) || (!has_data && !(has_ts && has_values))) return malformed(kFitShape);
 
-    // The DOM parser refused the body. If no element is to blame (a NaN, an
-    // overflowing number), the JSON itself is broken.
-    if (p.bad_timestamp_index == SIZE_MAX && p.bad_value_index == SIZE_MAX)
-        return malformed("The body is not valid JSON.");
-    Error e = check_fit(p, limits, out);
-    if (e) return e;
-    return malformed("The body is not valid JSON.");
+    // The DOM parser refused the body: either for number tokens it does not
+    // take (then the checks decide, and big integers are fine) or because the
+    // JSON itself is broken.
+    if (!patches.rest_is_json()) return malformed("The body is not valid JSON.");
+    return check_fit(p, limits, out);
 }
 
 Error diagnose_predict_body(const char *body, std::size_t length, PredictInput *out) {
@@ -258,6 +318,7 @@ Error diagnose_predict_body(const char *body, std::size_t length, PredictInput *
     bool has_value = false;
     out->has_timestamp = false;
     Error bad_timestamp, bad_value;
+    Patches patches(body, length);
     for (auto field : obj) {
         std::string_view key;
         od::value v;
@@ -265,13 +326,13 @@ Error diagnose_predict_body(const char *body, std::size_t length, PredictInput *
         if (key == "value") {
             if (has_value) return malformed("The key \"value\" appears twice.");
             has_value = true;
-            Field f = read_value(v, &out->value);
+            Field f = read_value(v, &out->value, &patches);
             if (f == Field::broken) return malformed("The body is not valid JSON.");
             if (f == Field::bad) bad_value = make_error(422, "invalid_value", "value is not a finite number.");
         } else if (key == "timestamp") {
             if (out->has_timestamp) return malformed("The key \"timestamp\" appears twice.");
             out->has_timestamp = true;
-            Field f = read_timestamp(v, &out->timestamp);
+            Field f = read_timestamp(v, &out->timestamp, &patches);
             if (f == Field::broken) return malformed("The body is not valid JSON.");
             if (f == Field::bad)
                 bad_timestamp = make_error(422, "invalid_timestamp",
@@ -279,9 +340,9 @@ Error diagnose_predict_body(const char *body, std::size_t length, PredictInput *
         }
     }
     if (!has_value) return malformed(kShape);
+    if (!patches.rest_is_json()) return malformed("The body is not valid JSON.");
     if (bad_timestamp) return bad_timestamp;
-    if (bad_value) return bad_value;
-    return malformed("The body is not valid JSON.");
+    return bad_value;
 }
 
 namespace dom = simdjson::dom;

@@ -193,6 +193,17 @@ ngx_int_t reject(ngx_http_request_t *r, int status, const char *code, const char
     return send_error(r, status, code, detail);
 }
 
+// The zone has no models yet: they are being read, or the store cannot be
+// opened (then the detail says why, so that a broken store is not mistaken
+// for a slow one).
+ngx_int_t not_loaded_error(ngx_http_request_t *r) {
+    const Shared *sh = zone_of(r)->shared();
+    if (sh->store_state != StoreState::unavailable)
+        return send_error(r, 503, "store_loading", "The models are still being read from the store; try again shortly.");
+    std::string detail = std::string("The models cannot be read: the store is unavailable (") + sh->store_error + ").";
+    return send_error(r, 503, "store_loading", detail.c_str());
+}
+
 ngx_int_t internal_error(ngx_http_request_t *r, const char *what) {
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: %s", what);
     return send_error(r, 500, "internal_error", "The server failed to handle the request.");
@@ -291,8 +302,7 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     case Lookup::found:
         break;
     case Lookup::not_loaded:
-        return send_error(r, 503, "store_loading",
-                          "The models are still being read from the store; try again shortly.");
+        return not_loaded_error(r);
     case Lookup::series_not_found:
         return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
     case Lookup::version_not_found:
@@ -564,6 +574,11 @@ ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
             std::string detail = std::string("The store is unavailable: ") + sh->store_error + ".";
             return reject(r, 503, "store_unavailable", detail.c_str());
         }
+        if (int status = sh->load_incomplete) {
+            std::string detail = std::string("Fits are refused until every stored version is in the zone (") +
+                                 sh->store_error + "); then reload or restart nginx.";
+            return reject(r, status, status == 507 ? "zone_full" : "store_unavailable", detail.c_str());
+        }
         ngx_int_t rc = ngx_http_read_client_request_body(r, fit_body_read);
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
         return NGX_DONE;
@@ -672,7 +687,7 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
                                  version, &model)) {
         case Lookup::found: break;
         case Lookup::not_loaded:
-            return send_error(r, 503, "store_loading", "The models are still being read from the store; try again shortly.");
+            return not_loaded_error(r);
         case Lookup::series_not_found:
             return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
         case Lookup::version_not_found:
@@ -706,8 +721,7 @@ ngx_int_t get_only(ngx_http_request_t *r, const char *what) {
 }
 
 ngx_int_t lookup_error(ngx_http_request_t *r, Lookup lookup) {
-    if (lookup == Lookup::not_loaded)
-        return send_error(r, 503, "store_loading", "The models are still being read from the store; try again shortly.");
+    if (lookup == Lookup::not_loaded) return not_loaded_error(r);
     return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
 }
 

@@ -134,12 +134,14 @@ bool load_models(Store *store, std::string *error) {
             if (!zone_full && !zone->load_version(series, model)) zone_full = true;
         },
         error);
-    if (ok && zone_full) {
+    if (ok && zone_full)
         *error = "not every stored version fits in the shared zone; raise the size in the "
                  "anomaly_zone directive";
-        return false;
-    }
-    return ok;
+    if (ok && !zone_full) return true;
+    zone->lock();
+    sh()->load_incomplete = zone_full ? 507 : 503;
+    zone->unlock();
+    return false;
 }
 
 // A dead owner may have written a batch without publishing it: finish it
@@ -284,6 +286,15 @@ void commit_thread(void *data, ngx_log_t *) {
                 claims[i].fail_status = 503;
                 claims[i].fail_code = "store_unavailable";
                 claims[i].fail_detail = "The fit could not be handed to the store: " + error + ".";
+            }
+        }
+        if (int status = sh()->load_incomplete) {
+            const std::string detail = std::string("Fits are refused until every stored version is in the zone (") +
+                                       sh()->store_error + "); then reload or restart nginx.";
+            for (Zone::Claim &c : claims) {
+                c.fail_status = status;
+                c.fail_code = status == 507 ? "zone_full" : "store_unavailable";
+                c.fail_detail = detail;
             }
         }
         zone->assign_versions(&claims);
