@@ -1,4 +1,4 @@
-# make build | run | test | unit | integration | soak | bench | fuzz | clean
+# make build | run | test | unit | integration | soak | bench | fuzz | docker-check | clean
 # Builds the module against Debian's nginx (nginx-dev) unless NGINX_SRC points
 # at another configured-for-compat nginx source tree.
 
@@ -15,7 +15,7 @@ PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
              libgtest-dev perl libjson-pp-perl curl gettext-base procps chromium
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps build run test unit integration soak bench fuzz clean
+.PHONY: all deps build run test unit integration soak bench fuzz docker-check clean
 
 all: build
 
@@ -77,6 +77,11 @@ bench: build
 fuzz: deps
 	@command -v clang++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang; }
 	t/fuzz/run.sh
+
+# Builds docker/Dockerfile with podman from a debootstrapped bookworm and runs
+# the image's entrypoint in a chroot: no registry or container engine needed.
+docker-check:
+	docker/check.sh
 
 clean:
 	rm -rf $(BUILD)
