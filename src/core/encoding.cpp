@@ -65,6 +65,18 @@ std::string key(char kind, std::string_view series_id, std::uint32_t version) {
 
 }  // namespace
 
+std::string encode_u64(std::uint64_t v) {
+    std::string out;
+    put_fixed(&out, v, 8);
+    return out;
+}
+
+bool decode_u64(std::string_view bytes, std::uint64_t *v) noexcept {
+    if (bytes.size() != 8) return false;
+    *v = Reader(bytes).fixed(8);
+    return true;
+}
+
 std::string model_key(std::string_view series_id, std::uint32_t version) {
     return key('m', series_id, version);
 }

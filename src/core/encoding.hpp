@@ -5,6 +5,7 @@
 // Keys (series ids never contain '/'):
 //   "m/<series_id>/" + 4-byte big-endian version   -> encode_model()
 //   "d/<series_id>/" + 4-byte big-endian version   -> encode_training_data()
+//   "c/commits"                                    -> u64 little-endian: batches written
 // Big-endian versions make LevelDB iterate a series' versions in order.
 #pragma once
 
@@ -25,6 +26,12 @@ std::string training_data_key(std::string_view series_id, std::uint32_t version)
 bool parse_model_key(std::string_view key, std::string_view *series_id,
                      std::uint32_t *version) noexcept;
 constexpr std::string_view kModelKeyPrefix = "m/";
+// How many batches the store has committed, written with each batch: a zone
+// that kept its models across owners compares it with its own count.
+constexpr std::string_view kCommitCountKey = "c/commits";
+std::string encode_u64(std::uint64_t v);
+// False unless bytes is exactly 8 bytes.
+bool decode_u64(std::string_view bytes, std::uint64_t *v) noexcept;
 
 // Model record, format 1:
 //   u8 format (1) | u8 detector kind | u16 parameter count | u32 version

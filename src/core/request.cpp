@@ -525,6 +525,18 @@ Error parse_fit_body(const char *body, std::size_t length, const FitLimits &limi
     return result;
 }
 
+Error check_model(const Model &model) {
+    if (!std::isfinite(model.mean) || !std::isfinite(model.std))
+        return make_error(422, "invalid_value",
+                          "The values are too large in magnitude: their mean or standard deviation is not a "
+                          "finite number.");
+    if (!(model.std > 0))
+        return make_error(422, "constant_series",
+                          "The values vary too little: their standard deviation rounds to 0, so nothing "
+                          "could be anomalous.");
+    return Error();
+}
+
 Error parse_predict_body(const char *body, std::size_t length, PredictInput *out) {
     dom::element root;
     if (!reused_parser().parse(body, length, false).get(root)) return predict_from_dom(root, out);

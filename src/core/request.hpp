@@ -37,6 +37,14 @@ struct FitLimits {
 Error parse_fit_body(const char *body, std::size_t length, const FitLimits &limits,
                      TrainingData *out);
 
+// After training: a model predicts only with a finite mean and a finite,
+// positive standard deviation. Values that are not all equal can still give
+// std 0 (a spread below 1e-154 underflows when squared), and values near the
+// largest double overflow the sums.
+//   422 constant_series  std is 0
+//   422 invalid_value    mean or std is not finite
+Error check_model(const Model &model);
+
 struct PredictInput {
     bool has_timestamp = false;
     std::int64_t timestamp = 0;  // Unix seconds

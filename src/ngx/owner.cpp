@@ -36,6 +36,8 @@ struct TakeoverCtx {
     std::string error;
     std::int64_t loaded = -1;     // versions read from disk, -1 when the zone had them
     std::int64_t load_ms = 0;
+    std::uint64_t zone_commits = 0;  // when the zone was behind the store: its count
+    std::uint64_t disk_commits = 0;  //   and the store's
 };
 
 struct CommitCtx {
@@ -183,8 +185,19 @@ void takeover_thread(void *data, ngx_log_t *) {
         zone->lock();
         sh()->owner_pid = ngx_pid;
         bool loaded = sh()->loaded;
+        const std::uint64_t zone_commits = sh()->store_commits;
         zone->unlock();
         ctx->loaded = -1;
+        ctx->zone_commits = ctx->disk_commits = 0;
+        if (loaded && zone_commits != store->commits()) {
+            // Another generation of nginx (a binary upgrade rolled back, or
+            // anomaly_store pointed elsewhere in a reload) committed while this
+            // zone was kept. Reading the versions again makes the zone match
+            // the disk, so no new fit is given a version number already stored.
+            ctx->zone_commits = zone_commits;
+            ctx->disk_commits = store->commits();
+            loaded = false;
+        }
         if (!loaded) {
             auto started = std::chrono::steady_clock::now();
             zone->set_store_state(StoreState::loading, nullptr);
@@ -194,6 +207,7 @@ void takeover_thread(void *data, ngx_log_t *) {
             }
             zone->lock();
             sh()->loaded = 1;
+            sh()->store_commits = store->commits();
             ctx->loaded = static_cast<std::int64_t>(sh()->versions_stored);
             zone->unlock();
             ctx->load_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -320,13 +334,19 @@ void commit_thread(void *data, ngx_log_t *) {
             release_store_after_failure(error);
         } else {
             zone->finish_commit(claims, models, nullptr);
+            zone->lock();
+            sh()->store_commits = rt->store->commits();
+            zone->unlock();
         }
     } catch (const std::exception &e) {
         // Out of memory or similar: fail the batch rather than leave it hanging.
-        ctx->error = e.what();
-        std::vector<Model> none(claims.size());
-        std::string detail = std::string("The fit could not be committed: ") + e.what() + ".";
-        zone->finish_commit(claims, none, detail.c_str());
+        try {
+            ctx->error = e.what();
+            std::vector<Model> none(claims.size());
+            zone->finish_commit(claims, none, "The fit could not be committed: the server ran out of memory.");
+        } catch (const std::exception &) {
+            ctx->error = "out of memory";  // the fits waiting give up after anomaly's 30 s
+        }
     }
     for (const Zone::Claim &c : claims) {
         if (!c.in_memory) unlink(spool_path(c.submitter, c.spool_seq).c_str());
@@ -351,27 +371,49 @@ void kick_commit() {
     rt->commit_running = true;
 }
 
-void commit_done(ngx_event_t *) {
+void commit_done(ngx_event_t *) noexcept {
     rt->commit_running = false;
     if (rt->commit.store_lost) {
         rt->owner = false;
         rt->next_takeover = ngx_current_msec + kRetryAfterFailure;
-        log_store_error(NGX_LOG_ERR, "write failed, store closed: " + rt->commit.error);
-    } else if (!rt->commit.error.empty()) {
-        ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly commit failed: %s",
-                      rt->commit.error.c_str());
+    }
+    try {
+        if (rt->commit.store_lost) {
+            log_store_error(NGX_LOG_ERR, "write failed, store closed: " + rt->commit.error);
+        } else if (!rt->commit.error.empty()) {
+            ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly commit failed: %s",
+                          rt->commit.error.c_str());
+        }
+    } catch (const std::exception &) {
+        ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly commit failed");
     }
     kick_commit();
 }
 
-void takeover_done(ngx_event_t *) {
+void takeover_finished();
+
+void takeover_done(ngx_event_t *) noexcept {
     rt->takeover_running = false;
+    try {
+        takeover_finished();
+    } catch (const std::exception &e) {
+        rt->next_takeover = ngx_current_msec + kRetryAfterFailure;
+        ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly store takeover: %s", e.what());
+    }
+}
+
+void takeover_finished() {
     switch (rt->takeover.result) {
     case Store::OpenResult::opened:
         rt->owner = true;
         rt->last_error.clear();
         ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly store \"%s\" opened by this worker",
                       rt->settings.dir.c_str());
+        if (rt->takeover.disk_commits != rt->takeover.zone_commits)
+            ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                          "anomaly: the shared zone was behind the store (%uL commits against %uL on disk), "
+                          "so the versions were read again",
+                          rt->takeover.zone_commits, rt->takeover.disk_commits);
         if (rt->takeover.loaded >= 0)
             ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly: loaded %L versions from the store in %L ms",
                           rt->takeover.loaded, rt->takeover.load_ms);
@@ -408,7 +450,7 @@ void try_takeover() {
         rt->takeover_running = true;
 }
 
-void timer_handler(ngx_event_t *ev) {
+void timer_handler(ngx_event_t *ev) noexcept {
     try {
         try_takeover();
         if (rt->owner) {
@@ -422,7 +464,7 @@ void timer_handler(ngx_event_t *ev) {
     ngx_add_timer(ev, kOwnerCheck);
 }
 
-void wakeup_handler(ngx_event_t *rev) {
+void wakeup_handler(ngx_event_t *rev) noexcept {
     char buf[64];
     while (recv(rt->wakeup->fd, buf, sizeof(buf), 0) > 0) {
     }

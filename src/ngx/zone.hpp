@@ -94,6 +94,10 @@ struct Shared {
     std::int64_t last_write_ms;    // Unix ms of the last durable write, 0 none
     StoreState store_state;
     ngx_uint_t loaded;             // versions on disk have been read into this zone
+    // The store's commit count when this zone last matched it. An owner that
+    // finds another count on disk (another nginx generation wrote meanwhile)
+    // reads the versions again before it assigns new version numbers.
+    std::uint64_t store_commits;
     // Not every stored version could be read into the zone (507 zone_full or
     // 503 store_unavailable, 0 if all were): fits are refused, since a new
     // version of a series could overwrite one on disk that was left out.

@@ -26,7 +26,18 @@ Store::OpenResult Store::open(const std::string &dir, std::unique_ptr<Store> *st
     leveldb::DB *db = nullptr;
     leveldb::Status s = leveldb::DB::Open(options, dir, &db);
     if (s.ok()) {
-        store->reset(new Store(db));
+        std::unique_ptr<Store> opened(new Store(db));
+        std::string count;
+        s = db->Get(leveldb::ReadOptions(), leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), &count);
+        if (s.ok() && !decode_u64(count, &opened->commits_)) {
+            *error = "the commit count record does not decode";
+            return OpenResult::failed;
+        }
+        if (!s.ok() && !s.IsNotFound()) {
+            *error = s.ToString();
+            return OpenResult::failed;
+        }
+        *store = std::move(opened);
         return OpenResult::opened;
     }
     *error = s.ToString();
@@ -73,6 +84,7 @@ bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) 
         batch.Put(model_key(v.series_id, v.model.version), encode_model(v.model));
         batch.Put(training_data_key(v.series_id, v.model.version), v.training_data);
     }
+    batch.Put(leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), encode_u64(commits_ + 1));
     leveldb::WriteOptions wo;
     wo.sync = true;  // a 200 promises durability
     leveldb::Status s = db_->Write(wo, &batch);
@@ -80,6 +92,7 @@ bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) 
         *error = s.ToString();
         return false;
     }
+    commits_++;
     return true;
 }
 

@@ -40,7 +40,12 @@ public:
         std::string training_data;    // encode_training_data() bytes
     };
     // Writes all versions in one WriteBatch with sync=true: all or nothing.
+    // The batch also writes commits() + 1 under kCommitCountKey.
     bool commit(const std::vector<NewVersion> &versions, std::string *error);
+
+    // Batches committed to this store since it was created (0 for a store
+    // written before the count was kept), read at open and kept up to date.
+    std::uint64_t commits() const { return commits_; }
 
     // Reads one version's model: false with *error empty when it is not on
     // disk (recovery after an owner died mid-commit), with *error set on failure.
@@ -53,6 +58,7 @@ public:
 private:
     explicit Store(leveldb::DB *db) : db_(db) {}
     leveldb::DB *db_;
+    std::uint64_t commits_ = 0;
 };
 
 // A spool file carries one validated fit from the worker that received it to

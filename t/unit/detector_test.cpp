@@ -80,6 +80,20 @@ TEST(Train, SinglePoint) {
     EXPECT_EQ(m.std, 0.0);
 }
 
+// Values near the largest double and spreads near the smallest normal ones:
+// the sums are scaled, so neither overflows nor underflows.
+TEST(Train, ExtremeMagnitudes) {
+    Model m = train_three_sigma(series({1.7e308, 1.5e308}));
+    EXPECT_DOUBLE_EQ(m.mean, 1.6e308);
+    EXPECT_DOUBLE_EQ(m.std, 0.1e308);
+    m = train_three_sigma(series({-1.7e308, 1.7e308}));
+    EXPECT_EQ(m.mean, 0.0);
+    EXPECT_DOUBLE_EQ(m.std, 1.7e308);
+    m = train_three_sigma(series({0, 0, 0, 4e-200}));
+    EXPECT_DOUBLE_EQ(m.mean, 1e-200);
+    EXPECT_DOUBLE_EQ(m.std, std::sqrt(3.0) * 1e-200);
+}
+
 // Equal values must give a standard deviation of exactly 0 (constant_series
 // depends on it). Naively, 0.1 * 10 sums to 0.9999999999999999, the mean is
 // then 0.09999999999999999 and every deviation is a tiny non-zero number.

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -438,6 +439,36 @@ TEST(FitBody, ConstantSeries) {
         EXPECT_TRUE(is_error(fit(body(s, timestamps(3), {"0", "-0", "0.0"})), 422, "constant_series")) << name(s);
         EXPECT_TRUE(is_ok(fit(body(s, timestamps(3), {"7", "7", "7.000000000001"})))) << name(s);
     }
+}
+
+// Statistics that cannot predict are refused after training: a spread so
+// small (subnormal) that its variance is 0, or a mean or std that is not
+// finite. Values near the largest double, or spread by 1e-200, train fine.
+TEST(FitModel, UnusableStatisticsAreRefused) {
+    auto trained = [](const std::vector<std::string> &vs) {
+        TrainingData d;
+        Error e = fit(body(Shape::arrays, timestamps(vs.size()), vs), limits(2), &d);
+        EXPECT_TRUE(is_ok(e));
+        return check_model(train_three_sigma(d));
+    };
+    std::vector<std::string> tiny(10, "0");
+    tiny.back() = "1e-200";
+    EXPECT_TRUE(is_ok(trained(tiny)));
+    EXPECT_TRUE(is_ok(trained({"1.7e308", "1.6e308", "1.5e308"})));
+    EXPECT_TRUE(is_ok(trained({"-1.7e308", "1.7e308"})));
+    EXPECT_TRUE(is_error(trained({"0", "5e-324"}), 422, "constant_series"));
+
+    Model m;
+    m.mean = 1;
+    m.std = 0;
+    EXPECT_TRUE(is_error(check_model(m), 422, "constant_series"));
+    m.std = std::numeric_limits<double>::infinity();
+    EXPECT_TRUE(is_error(check_model(m), 422, "invalid_value"));
+    m.std = 1;
+    m.mean = std::numeric_limits<double>::quiet_NaN();
+    EXPECT_TRUE(is_error(check_model(m), 422, "invalid_value"));
+    m.mean = 1;
+    EXPECT_TRUE(is_ok(check_model(m)));
 }
 
 // ---------------------------------------------------------------- the order of the checks

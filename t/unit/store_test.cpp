@@ -63,6 +63,29 @@ TEST(Store, CommitReopenAndRead) {
     EXPECT_FALSE(store->read_training_data("b", 2, &d, &error));
 }
 
+// The commit count survives a reopen and moves only with committed batches:
+// a zone kept across owners compares its own count with it.
+TEST(Store, CommitCountIsDurable) {
+    const std::string dir = temp_dir();
+    std::string error;
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        EXPECT_EQ(store->commits(), 0u);
+        ASSERT_TRUE(store->commit({version_of("a", 1, 10), version_of("b", 1, 10)}, &error));
+        ASSERT_TRUE(store->commit({version_of("a", 2, 10)}, &error));
+        EXPECT_EQ(store->commits(), 2u);
+    }
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    EXPECT_EQ(store->commits(), 2u);
+    ASSERT_TRUE(store->commit({version_of("a", 3, 10)}, &error));
+    EXPECT_EQ(store->commits(), 3u);
+    std::size_t models = 0;
+    ASSERT_TRUE(store->for_each_model([&](std::string_view, const Model &) { models++; }, &error));
+    EXPECT_EQ(models, 4u) << "the count is not a model";
+}
+
 TEST(Store, OneOpenAtATime) {
     const std::string dir = temp_dir();
     std::string error;
