@@ -38,6 +38,9 @@ struct TakeoverCtx {
     std::int64_t load_ms = 0;
     std::uint64_t zone_commits = 0;  // when the zone was behind the store: its count
     std::uint64_t disk_commits = 0;  //   and the store's
+    std::int64_t copy_loaded = -1;   // versions read from a copy of a store held by another generation
+    std::int64_t copy_ms = 0;
+    std::string copy_error;
 };
 
 struct CommitCtx {
@@ -127,6 +130,22 @@ void remove_orphan_spools() {
     closedir(dir);
 }
 
+// Copies of the store (load_from_copy) whose reader died before removing them:
+// their links would keep old table files on disk.
+void remove_orphan_copies() {
+    DIR *dir = opendir(rt->settings.dir.c_str());
+    if (dir == nullptr) return;
+    std::vector<std::string> dead;
+    while (dirent *e = readdir(dir)) {
+        long pid = 0;
+        char rest = 0;
+        if (std::sscanf(e->d_name, "copy.%ld%c", &pid, &rest) != 1) continue;
+        if (pid != ngx_pid && !process_alive(static_cast<ngx_pid_t>(pid))) dead.emplace_back(e->d_name);
+    }
+    closedir(dir);
+    for (const std::string &name : dead) Store::remove_copy(rt->settings.dir + "/" + name);
+}
+
 // Versions read from disk go into the zone a batch at a time.
 bool load_models(Store *store, std::string *error) {
     Zone *zone = rt->settings.zone;
@@ -171,6 +190,46 @@ void recover_committing(Store *store) {
     for (const Zone::Claim &c : done) send_wakeup(c.submitter, 'd');
 }
 
+// The store is locked and no worker of this zone owns it: another nginx
+// generation holds it, as during a binary upgrade (USR2) until the old
+// workers exit. A new zone is filled from a copy of the store so that
+// predictions are answered at once; fits wait until the store is released,
+// and the worker that then opens it reads again whatever was committed since.
+void load_from_copy(TakeoverCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    zone->lock();
+    const bool go = !sh()->loaded && !sh()->copy_loading &&
+                    (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid));
+    if (go) sh()->copy_loading = 1;
+    zone->unlock();
+    if (!go) return;
+    const auto started = std::chrono::steady_clock::now();
+    bool zone_full = false;
+    std::uint64_t commits = 0;
+    ctx->copy_error.clear();
+    const bool ok = Store::read_copy(
+        rt->settings.dir, rt->settings.dir + "/copy." + std::to_string(ngx_pid),
+        [&](std::string_view series, const Model &model) {
+            if (!zone_full && !zone->load_version(series, model)) zone_full = true;
+        },
+        &commits, &ctx->copy_error);
+    zone->lock();
+    sh()->copy_loading = 0;
+    if (ok && !sh()->loaded) {
+        sh()->loaded = 1;
+        sh()->store_commits = commits;
+        if (zone_full) sh()->load_incomplete = 507;
+        if (sh()->owner_pid == 0) {
+            sh()->store_state = StoreState::waiting;
+            sh()->store_error[0] = '\0';
+        }
+        ctx->copy_loaded = static_cast<std::int64_t>(sh()->versions_stored);
+    }
+    zone->unlock();
+    ctx->copy_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - started).count();
+}
+
 void takeover_thread(void *data, ngx_log_t *) {
     // LevelDB starts its compaction thread from the threads that call it, and
     // a new thread inherits the priority of the one that made it.
@@ -179,7 +238,9 @@ void takeover_thread(void *data, ngx_log_t *) {
     try {
         ctx->error.clear();
         std::unique_ptr<Store> store;
+        ctx->copy_loaded = -1;
         ctx->result = Store::open(rt->settings.dir, &store, &ctx->error);
+        if (ctx->result == Store::OpenResult::locked) load_from_copy(ctx);
         if (ctx->result != Store::OpenResult::opened) return;
         Zone *zone = rt->settings.zone;
         zone->lock();
@@ -215,6 +276,7 @@ void takeover_thread(void *data, ngx_log_t *) {
         }
         recover_committing(store.get());
         remove_orphan_spools();
+        remove_orphan_copies();
         if (ctx->error.empty()) zone->set_store_state(StoreState::ready, nullptr);
         else zone->set_store_state(StoreState::ready, ctx->error.c_str());
         rt->store = std::move(store);
@@ -410,9 +472,9 @@ void takeover_finished() {
         ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly store \"%s\" opened by this worker",
                       rt->settings.dir.c_str());
         if (rt->takeover.disk_commits != rt->takeover.zone_commits)
-            ngx_log_error(NGX_LOG_WARN, rt->log, 0,
-                          "anomaly: the shared zone was behind the store (%uL commits against %uL on disk), "
-                          "so the versions were read again",
+            ngx_log_error(NGX_LOG_NOTICE, rt->log, 0,
+                          "anomaly: another nginx generation committed to the store since this zone read it "
+                          "(%uL commits, now %uL): the versions were read again",
                           rt->takeover.zone_commits, rt->takeover.disk_commits);
         if (rt->takeover.loaded >= 0)
             ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly: loaded %L versions from the store in %L ms",
@@ -424,9 +486,18 @@ void takeover_finished() {
         // Normal for a moment while another worker opens it or a dying owner
         // closes it; for seconds on end, someone else holds it.
         rt->next_takeover = ngx_current_msec + kOwnerCheck;
+        if (rt->takeover.copy_loaded >= 0) {
+            ngx_log_error(NGX_LOG_NOTICE, rt->log, 0,
+                          "anomaly store \"%s\" is held by another process (an nginx binary upgrade?): "
+                          "read %L versions from a copy in %L ms; fits wait until it is released",
+                          rt->settings.dir.c_str(), rt->takeover.copy_loaded, rt->takeover.copy_ms);
+        } else if (!rt->takeover.copy_error.empty()) {
+            log_store_error(NGX_LOG_WARN, "cannot read a copy of the store: " + rt->takeover.copy_error);
+        }
         if (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid)) {
             if (++rt->locked_by_stranger == 25)
-                log_store_error(NGX_LOG_WARN, "locked by a process that is not one of ours: " +
+                log_store_error(NGX_LOG_WARN, "held by a process that is not one of this nginx's workers "
+                                              "(another nginx, or an old generation still exiting): " +
                                                   rt->takeover.error);
         } else {
             rt->locked_by_stranger = 0;
@@ -441,7 +512,10 @@ void takeover_finished() {
 }
 
 void try_takeover() {
-    if (rt->owner || rt->takeover_running || ngx_exiting || ngx_quit || ngx_terminate) return;
+    if (rt->owner || rt->takeover_running || ngx_quit || ngx_terminate) return;
+    // A worker on its way out (reload, binary upgrade, quit) takes the store
+    // only to commit fits still queued, such as its own, when nobody else will.
+    if (ngx_exiting && sh()->jobs_pending == 0) return;
     if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_takeover) < 0) return;
     ngx_pid_t pid = sh()->owner_pid;
     if (pid != 0 && process_alive(pid)) return;

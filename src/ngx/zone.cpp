@@ -57,6 +57,7 @@ const char *store_state_name(StoreState s) {
     case StoreState::loading: return "loading";
     case StoreState::ready: return "ready";
     case StoreState::unavailable: return "unavailable";
+    case StoreState::waiting: return "waiting";
     }
     return "unknown";
 }

@@ -29,6 +29,8 @@ enum class StoreState : std::uint32_t {
     loading,       // the owner is reading versions from disk into the zone
     ready,
     unavailable,   // the store cannot be opened or written; see store_error
+    waiting,       // another nginx generation holds the store (a binary upgrade):
+                   // models were read from a copy, fits wait for the store
 };
 const char *store_state_name(StoreState s);
 
@@ -98,6 +100,7 @@ struct Shared {
     // finds another count on disk (another nginx generation wrote meanwhile)
     // reads the versions again before it assigns new version numbers.
     std::uint64_t store_commits;
+    ngx_uint_t copy_loading;       // a worker is reading the models from a copy
     // Not every stored version could be read into the zone (507 zone_full or
     // 503 store_unavailable, 0 if all were): fits are refused, since a new
     // version of a series could overwrite one on disk that was left out.

@@ -1,6 +1,7 @@
 #include "store/store.hpp"
 
 #include <cerrno>
+#include <dirent.h>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -51,6 +52,83 @@ Store::OpenResult Store::open(const std::string &dir, std::unique_ptr<Store> *st
 }
 
 Store::~Store() { delete db_; }
+
+namespace {
+
+bool copy_file(const std::string &from, const std::string &to, std::string *error);
+void remove_tree(const std::string &dir);
+
+// LevelDB's own files: tables are immutable once written, so they are linked;
+// CURRENT, MANIFEST-* and *.log change, so they are copied, CURRENT first.
+bool copy_store(const std::string &dir, const std::string &scratch, std::string *error) {
+    remove_tree(scratch);
+    if (::mkdir(scratch.c_str(), 0700) != 0) {
+        *error = "cannot create " + scratch + ": " + std::strerror(errno);
+        return false;
+    }
+    if (!copy_file(dir + "/CURRENT", scratch + "/CURRENT", error)) return false;
+    std::vector<std::string> names;
+    if (DIR *d = ::opendir(dir.c_str())) {
+        while (dirent *e = ::readdir(d)) names.emplace_back(e->d_name);
+        ::closedir(d);
+    } else {
+        *error = "cannot list " + dir + ": " + std::strerror(errno);
+        return false;
+    }
+    auto ends_with = [](const std::string &s, const char *suffix) {
+        const std::size_t n = std::strlen(suffix);
+        return s.size() > n && s.compare(s.size() - n, n, suffix) == 0;
+    };
+    for (const std::string &name : names) {
+        if (name.rfind("MANIFEST-", 0) == 0 && !copy_file(dir + "/" + name, scratch + "/" + name, error))
+            return false;
+    }
+    for (const std::string &name : names) {
+        const std::string from = dir + "/" + name, to = scratch + "/" + name;
+        if (ends_with(name, ".ldb") || ends_with(name, ".sst")) {
+            if (::link(from.c_str(), to.c_str()) != 0 && !copy_file(from, to, error)) return false;
+        } else if (ends_with(name, ".log") && !copy_file(from, to, error)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+void Store::remove_copy(const std::string &scratch) { remove_tree(scratch); }
+
+bool Store::read_copy(const std::string &dir, const std::string &scratch,
+                      const std::function<void(std::string_view, const Model &)> &visit,
+                      std::uint64_t *commits, std::string *error) {
+    bool ok = copy_store(dir, scratch, error);
+    if (ok) {
+        // The copy may end in the middle of a log record the holder was
+        // writing: read what is whole rather than refuse the copy.
+        leveldb::Options options;
+        options.create_if_missing = false;
+        options.paranoid_checks = false;
+        options.compression = leveldb::kNoCompression;
+        leveldb::DB *db = nullptr;
+        leveldb::Status s = leveldb::DB::Open(options, scratch, &db);
+        if (!s.ok()) {
+            *error = "the copy does not open: " + s.ToString();
+            ok = false;
+        } else {
+            Store copy(db);
+            std::string count;
+            s = db->Get(leveldb::ReadOptions(), leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), &count);
+            *commits = 0;
+            if (s.ok() && !decode_u64(count, commits)) {
+                *error = "the commit count record does not decode";
+                ok = false;
+            }
+            ok = ok && copy.for_each_model(visit, error);
+        }
+    }
+    remove_tree(scratch);
+    return ok;
+}
 
 bool Store::for_each_model(const std::function<void(std::string_view, const Model &)> &visit,
                            std::string *error) {
@@ -143,6 +221,58 @@ bool write_all(int fd, const char *p, std::size_t n) {
 
 std::string errno_text(const std::string &what, const std::string &path) {
     return what + " " + path + ": " + std::strerror(errno);
+}
+
+}  // namespace
+
+namespace {
+
+bool copy_file(const std::string &from, const std::string &to, std::string *error) {
+    int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        *error = errno_text("cannot open", from);
+        return false;
+    }
+    int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0) {
+        *error = errno_text("cannot create", to);
+        ::close(in);
+        return false;
+    }
+    char buf[1 << 16];
+    bool ok = true;
+    for (;;) {
+        ssize_t n = ::read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            *error = errno_text("cannot read", from);
+            ok = false;
+        }
+        if (n <= 0) break;
+        if (!write_all(out, buf, static_cast<std::size_t>(n))) {
+            *error = errno_text("cannot write", to);
+            ok = false;
+            break;
+        }
+    }
+    ::close(in);
+    if (::close(out) != 0 && ok) {
+        *error = errno_text("cannot write", to);
+        ok = false;
+    }
+    return ok;
+}
+
+// The copy's directory holds files only.
+void remove_tree(const std::string &dir) {
+    if (DIR *d = ::opendir(dir.c_str())) {
+        while (dirent *e = ::readdir(d)) {
+            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+                ::unlink((dir + "/" + e->d_name).c_str());
+        }
+        ::closedir(d);
+    }
+    ::rmdir(dir.c_str());
 }
 
 }  // namespace

@@ -55,6 +55,19 @@ public:
     bool read_training_data(std::string_view series_id, std::uint32_t version,
                             TrainingData *data, std::string *error);
 
+    // For a store another process holds open (LevelDB's LOCK): makes a copy
+    // in scratch (hard links to the table files, copies of CURRENT, the
+    // MANIFEST and the logs), opens the copy, calls visit for every model and
+    // sets *commits, then removes the copy. A compaction in the holder can
+    // delete a file while it is being copied: that gives false, and a later
+    // call usually succeeds. What the holder commits after the copy is not
+    // seen.
+    static bool read_copy(const std::string &dir, const std::string &scratch,
+                          const std::function<void(std::string_view, const Model &)> &visit,
+                          std::uint64_t *commits, std::string *error);
+    // Removes a copy left by a process that died while it read one.
+    static void remove_copy(const std::string &scratch);
+
 private:
     explicit Store(leveldb::DB *db) : db_(db) {}
     leveldb::DB *db_;

@@ -66,6 +66,8 @@ sub new {
         predict_extra => '',     # directives added inside location /predict/
         health_extra => '',      # directives added inside location = /healthcheck
         main_extra   => '',      # directives at the main (top) level
+        api_locations => 1,      # 0: leave out location /fit/ and /predict/
+                                 # (the test brings its own, e.g. in server_extra)
         listen_opts  => 'reuseport',
         log_allow    => undef,   # qr// of error.log lines that are expected
         start        => 1,
@@ -108,6 +110,18 @@ sub free_port {
 sub config_text {
     my ($self) = @_;
     my $d = $self->{dir};
+    my $api = !$self->{api_locations} ? '' : <<"API";
+        location /fit/ {
+            client_max_body_size 64m;
+            anomaly_fit;
+$self->{fit_extra}
+        }
+
+        location /predict/ {
+            anomaly_predict;
+$self->{predict_extra}
+        }
+API
     return <<"CONF";
 load_module $MODULE;
 
@@ -147,17 +161,7 @@ $self->{http_extra}
 
 $self->{server_extra}
 
-        location /fit/ {
-            client_max_body_size 64m;
-            anomaly_fit;
-$self->{fit_extra}
-        }
-
-        location /predict/ {
-            anomaly_predict;
-$self->{predict_extra}
-        }
-
+$api
         location = /healthcheck {
             anomaly_healthcheck;
 $self->{health_extra}

@@ -1,0 +1,180 @@
+#!/usr/bin/perl
+# nginx's binary upgrade (USR2, WINCH, QUIT) under load, once rolled back
+# (HUP to the old master, QUIT to the new one) and once completed. The new
+# generation has a zone of its own and cannot open LevelDB while the old one
+# holds it: it reads the models from a copy and answers predictions at once,
+# and its fits wait for the store. After the rollback the old zone learns of
+# the versions the new generation committed. No request fails, no version is
+# lost or acknowledged twice.
+
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use AnomalyTest qw(make_series encode_body close_enough);
+
+my $t = AnomalyTest->new(workers => 2);
+my $port = $t->port;
+my $dir = tempdir(CLEANUP => 1);
+my $stop = "$dir/stop";
+
+for my $s (0 .. 3) {
+    is(($t->fit("u$s", (make_series(20, seed => 200 + $s))[0]))[0], 200, "initial fit u$s");
+}
+
+# Fitters: each fit's data has a distinct mean, recorded with its version.
+my @kids;
+for my $k (0 .. 1) {
+    push @kids, AnomalyTest::child(sub {
+        my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 60);
+        open my $log, '>', "$dir/fit.$k" or die;
+        my $i = 0;
+        until (-e $stop) {
+            my $base = 1000 * $k + ++$i;
+            my @v = map { $base + ($_ % 5) } 1 .. 20;
+            my @ts = map { 1700000000 + 60 * $_ } 1 .. 20;
+            my $mean = 0;
+            $mean += $_ / 20 for @v;
+            my $res = $ua->post("http://127.0.0.1:$port/fit/u$k", {
+                headers => { 'Content-Type' => 'application/json' },
+                content => encode_body({ timestamps => \@ts, values => \@v }) });
+            my $j = eval { decode_json($res->{content}) };
+            if ($res->{status} == 200 && $j) { print $log "ok u$k $j->{version} $mean\n" }
+            else { print $log "fail $res->{status} " . substr($res->{content} // '', 0, 200) . "\n" }
+            $log->flush;
+            sleep 0.05;
+        }
+    });
+}
+# Predictors on fresh connections, so that both generations answer them.
+for my $k (0 .. 1) {
+    push @kids, AnomalyTest::child(sub {
+        my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 30);
+        my ($n, $bad, $first) = (0, 0, '');
+        until (-e $stop) {
+            my $res = $ua->post("http://127.0.0.1:$port/predict/u" . ($n % 4), {
+                headers => { 'Content-Type' => 'application/json' },
+                content => '{"timestamp": 1700000000, "value": 10}' });
+            $n++;
+            next if $res->{status} == 200;
+            $first ||= "$res->{status} $res->{content}";
+            $bad++;
+        }
+        open my $out, '>', "$dir/predict.$k" or die;
+        print $out "$n $bad $first\n";
+    });
+}
+
+sub workers_of {
+    my ($master) = @_;
+    return grep { /^\d+$/ } map { /^\s*(\d+)\s+(\S+)\s+.*worker process/ && $2 !~ /^Z/ ? $1 : () }
+        `ps -o pid=,stat=,args= --ppid $master 2>/dev/null`;
+}
+sub wait_until {
+    my ($what, $cond, $timeout) = @_;
+    my $deadline = time + ($timeout // 20);
+    until ($cond->()) {
+        if (time > $deadline) { fail($what); diag($t->error_log_tail(20)); return 0 }
+        sleep 0.05;
+    }
+    pass($what);
+    return 1;
+}
+sub pid_file { my ($f) = @_; open my $fh, '<', $f or return 0; my $p = <$fh> // 0; chomp $p; $p }
+sub copies_read { my @c = $t->error_log_text =~ /read \d+ versions from a copy/g; scalar @c }
+sub alive { AnomalyTest::_pid_alive($_[0]) }
+
+# USR2: a new master with a new zone beside the old one; returns its pid.
+sub start_new_binary {
+    my ($old) = @_;
+    my $copies = copies_read();
+    kill 'USR2', $old;
+    my $new;
+    wait_until('USR2 started a new master', sub {
+        $new = pid_file($t->dir . '/nginx.pid');
+        $new && $new != $old && -e $t->dir . '/nginx.pid.oldbin' && workers_of($new) == 2
+    });
+    wait_until('the new generation read the models from a copy of the store', sub { copies_read() > $copies });
+    return $new;
+}
+
+sleep 0.5;
+my $old = $t->master_pid;
+
+# --- an upgrade rolled back ---------------------------------------------
+my $new = start_new_binary($old);
+sleep 1;                                   # both generations answer
+kill 'WINCH', $old;
+wait_until('WINCH: the old workers left', sub { workers_of($old) == 0 });
+sleep 1;                                   # the new generation alone, owning the store
+kill 'HUP', $old;
+wait_until('HUP: the old master started workers again', sub { workers_of($old) == 2 });
+kill 'QUIT', $new;
+wait_until('QUIT: the new master left', sub { !alive($new) });
+wait_until('the old master took its pid file back', sub { pid_file($t->dir . '/nginx.pid') == $old });
+wait_until('the old zone read the versions the new generation committed',
+           sub { $t->error_log_text =~ /another nginx generation committed to the store/ });
+sleep 1;
+
+# --- an upgrade completed ------------------------------------------------
+$new = start_new_binary($old);
+sleep 1;
+kill 'WINCH', $old;
+wait_until('WINCH: the old workers left', sub { workers_of($old) == 0 });
+kill 'QUIT', $old;
+wait_until('QUIT: the old master left', sub { !alive($old) });
+$t->{master} = $new;
+sleep 1;
+
+open my $fh, '>', $stop or die;
+close $fh;
+waitpid $_, 0 for @kids;
+
+my ($predicts, $predict_failures) = (0, 0);
+for my $k (0 .. 1) {
+    open my $in, '<', "$dir/predict.$k" or die "no result from predictor $k";
+    my ($n, $bad, $first) = split ' ', scalar(<$in>), 3;
+    $predicts += $n;
+    $predict_failures += $bad;
+    diag("predictor $k, first failure: $first") if $bad;
+}
+ok($predicts > 100, "predictions were sent during the upgrades ($predicts)");
+is($predict_failures, 0, 'no prediction failed during the upgrades');
+
+my (%acked, @failures, $dupes);
+for my $k (0 .. 1) {
+    open my $in, '<', "$dir/fit.$k" or die;
+    while (<$in>) {
+        if (/^ok (\S+) (v\d+) (\S+)/) { $dupes++ if $acked{"$1 $2"}++; $acked{"$1 $2 mean"} = $3 }
+        else { push @failures, $_ }
+    }
+}
+my @versions = grep { !/mean$/ } keys %acked;
+ok(@versions > 10, 'fits were acknowledged during the upgrades (' . scalar(@versions) . ')');
+is(scalar @failures, 0, 'no fit failed during the upgrades') or diag(join '', @failures[0 .. ($#failures < 9 ? $#failures : 9)]);
+ok(!$dupes, 'no version was acknowledged twice');
+
+my $wrong = 0;
+for my $key (@versions) {
+    my ($series, $version) = split ' ', $key;
+    my ($st, $j) = $t->predict($series, { value => 0 + $acked{"$key mean"} }, $version);
+    next if $st == 200 && $j->{model_version} eq $version && close_enough($j->{score}, 0, 1e-9);
+    diag("$series $version: $st " . encode_json($j // {})) if $wrong++ < 3;
+}
+is($wrong, 0, 'every acknowledged version answers with its own mean, after a rollback and an upgrade');
+
+# The versions of each series are consecutive: none skipped, none reused.
+for my $k (0 .. 1) {
+    my @v = sort { $a <=> $b } map { /^u$k v(\d+)$/ ? $1 : () } @versions;
+    my ($st, $j) = $t->predict("u$k", { value => 1 });
+    is($j->{model_version}, 'v' . ($v[-1] // 0), "u$k: the latest version is the last one acknowledged");
+    is_deeply(\@v, [2 .. $v[-1]], "u$k: v2..v$v[-1] were each acknowledged once");
+}
+opendir my $d, $t->store_dir or die;
+my @copies = grep { /^copy\./ } readdir $d;
+is(scalar @copies, 0, 'no copy of the store is left behind');
+
+AnomalyTest::done();
