@@ -62,12 +62,21 @@ is($ok, 40, '40 predicts answered 200');
 ok($anomalies >= 10, "some predicts are anomalies ($anomalies)");
 is(($t->predict('nope', { value => 1 }))[0], 404, 'predict of an unknown series: 404');
 is(($t->request('POST', '/metrics', '{}', quiet => 1))[0], 405, 'POST /metrics: 405');
+# Refusals before the body is read count too (not in the latency histogram).
+is(($t->request('GET', '/predict/m1', undef, quiet => 1))[0], 405, 'GET /predict: 405');
+is(($t->request('POST', '/predict/bad%2Fid', '{"value": 1}', quiet => 1))[0], 400, 'predict with a bad id: 400');
+is(($t->request('PUT', '/fit/m1', '{}', quiet => 1))[0], 405, 'PUT /fit: 405');
+is(($t->request('POST', '/fit/' . ('x' x 200), '{}', quiet => 1))[0], 400, 'fit with a 200-character id: 400');
 
 sleep 1.1;  # the load windows count whole seconds
 ($s) = metrics();
 is($s->{'anomaly_requests_total{endpoint="predict",status="200"}'}, 40, 'predict 200 count');
 is($s->{'anomaly_requests_total{endpoint="predict",status="404"}'}, 1, 'predict 404 count');
 is($s->{'anomaly_requests_total{endpoint="fit",status="200"}'}, 3, 'fit 200 count');
+is($s->{'anomaly_requests_total{endpoint="predict",status="405"}'}, 1, 'predict 405 count');
+is($s->{'anomaly_requests_total{endpoint="predict",status="400"}'}, 1, 'predict 400 count');
+is($s->{'anomaly_requests_total{endpoint="fit",status="405"}'}, 1, 'fit 405 count');
+is($s->{'anomaly_requests_total{endpoint="fit",status="400"}'}, 1, 'fit 400 count');
 is($s->{anomaly_series}, 2, 'series gauge');
 is($s->{anomaly_versions}, 3, 'versions gauge');
 is($s->{anomaly_anomalies_total}, $anomalies, 'anomalies counter matches the answers');
@@ -94,9 +103,9 @@ ok($s->{'anomaly_request_duration_seconds_sum{endpoint="predict"}'} > 0, 'histog
 my (undef, $h) = $t->healthcheck;
 my $load = $h->{load};
 ok(ref $load eq 'HASH', 'healthcheck has load') or diag(explain($h));
-is(sprintf('%.0f', $load->{predict}{rps_10s} * 10), 41, 'predict requests in the last 10 s');
-is(sprintf('%.0f', $load->{predict}{rps_60s} * 60), 41, 'predict requests in the last 60 s');
-is(sprintf('%.0f', $load->{fit}{rps_10s} * 10), 3, 'fit requests in the last 10 s');
+is(sprintf('%.0f', $load->{predict}{rps_10s} * 10), 43, 'predict requests in the last 10 s, refusals included');
+is(sprintf('%.0f', $load->{predict}{rps_60s} * 60), 43, 'predict requests in the last 60 s');
+is(sprintf('%.0f', $load->{fit}{rps_10s} * 10), 5, 'fit requests in the last 10 s');
 is($load->{predict}{in_flight}, 0, 'no predict in flight');
 is($load->{fit}{in_flight}, 0, 'no fit in flight');
 

@@ -219,10 +219,27 @@ ngx_int_t internal_error(ngx_http_request_t *r, const char *what) noexcept {
     return send_body(r, NGX_HTTP_INTERNAL_SERVER_ERROR, body, sizeof(body) - 1);
 }
 
-void record(EndpointStats &stats, std::uint64_t started_ns, ngx_uint_t status) {
-    stats.latency.record(monotonic_ns() - started_ns);
+// An answer, by status, in /metrics and the load figures.
+void count_answer(EndpointStats &stats, ngx_uint_t status) {
     __atomic_fetch_add(&stats.statuses[status_slot(static_cast<int>(status))], 1, __ATOMIC_RELAXED);
     stats.rate.add(ngx_time());
+}
+
+// An answer to a request whose body was read: its latency too.
+void record(EndpointStats &stats, std::uint64_t started_ns, ngx_uint_t status) {
+    stats.latency.record(monotonic_ns() - started_ns);
+    count_answer(stats, status);
+}
+
+// Handlers return NGX_DONE when the body callback answers (and records);
+// anything else is an answer given before the body was read: a refusal by
+// the module, or nginx's own (413 for a body over client_max_body_size).
+ngx_int_t counted(ngx_http_request_t *r, EndpointStats &stats, ngx_int_t rc) {
+    if (rc == NGX_DONE) return rc;
+    ngx_uint_t status = rc >= NGX_HTTP_SPECIAL_RESPONSE ? static_cast<ngx_uint_t>(rc) : r->headers_out.status;
+    if (rc == NGX_ERROR || status == 0) status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    count_answer(stats, status);
+    return rc;
 }
 
 // Counts a request in flight until its pool goes, however it ends.
@@ -383,7 +400,7 @@ void predict_body_read(ngx_http_request_t *r) noexcept {
     predict_run(r);
 }
 
-ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
+ngx_int_t predict_start(ngx_http_request_t *r) noexcept {
     try {
         if (!(r->method & NGX_HTTP_POST))
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /predict.");
@@ -400,6 +417,10 @@ ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
     }
+}
+
+ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
+    return counted(r, zone_of(r)->my_stats().predict, predict_start(r));
 }
 
 // ---- fit ----
@@ -626,7 +647,7 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
     fit_finish(r, ctx, rc);
 }
 
-ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
+ngx_int_t fit_start(ngx_http_request_t *r) noexcept {
     try {
         if (!(r->method & NGX_HTTP_POST))
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /fit.");
@@ -652,6 +673,10 @@ ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
     }
+}
+
+ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
+    return counted(r, zone_of(r)->my_stats().fit, fit_start(r));
 }
 
 // ---- plot ----
