@@ -561,6 +561,85 @@ sub child {
     POSIX::_exit($rc);
 }
 
+# Background load for the reload and upgrade tests, until the file $o{stop}
+# exists. Fitters fit series "$o{prefix}$k", each fit with a distinct mean,
+# and log "ok SERIES VERSION MEAN" or "fail STATUS BODY" to $o{dir}/fit.$k.
+# Predictors send predictions over fresh connections (so that every worker
+# and every nginx generation gets some) to $o{prefix}0 .. $o{series}-1 and
+# write "COUNT FAILURES FIRST-FAILURE" to $o{dir}/predict.$k.
+# Returns the children's pids.
+sub start_load {
+    my (%o) = @_;
+    my ($port, $dir, $stop, $prefix) = @o{qw(port dir stop prefix)};
+    my @kids;
+    for my $k (0 .. $o{fitters} - 1) {
+        push @kids, child(sub {
+            my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => $o{timeout} // 30);
+            open my $log, '>', "$dir/fit.$k" or die;
+            my $i = 0;
+            until (-e $stop) {
+                my $base = 1000 * $k + ++$i;
+                my @v = map { $base + ($_ % 5) } 1 .. 20;
+                my @ts = map { 1700000000 + 60 * $_ } 1 .. 20;
+                my $mean = 0;
+                $mean += $_ / 20 for @v;
+                my $res = $ua->post("http://127.0.0.1:$port/fit/$prefix$k", {
+                    headers => { 'Content-Type' => 'application/json' },
+                    content => encode_body({ timestamps => \@ts, values => \@v }) });
+                my $j = eval { decode_json($res->{content}) };
+                if ($res->{status} == 200 && $j) { print $log "ok $prefix$k $j->{version} $mean\n" }
+                else { print $log "fail $res->{status} " . substr($res->{content} // '', 0, 200) . "\n" }
+                $log->flush;
+                sleep $o{fit_pause} if $o{fit_pause};
+            }
+        });
+    }
+    for my $k (0 .. $o{predictors} - 1) {
+        push @kids, child(sub {
+            my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 30);
+            my ($n, $bad, $first) = (0, 0, '');
+            until (-e $stop) {
+                my $res = $ua->post("http://127.0.0.1:$port/predict/$prefix" . ($n % $o{series}), {
+                    headers => { 'Content-Type' => 'application/json' },
+                    content => '{"timestamp": 1700000000, "value": 10}' });
+                $n++;
+                next if $res->{status} == 200;
+                $first ||= "$res->{status} $res->{content}";
+                $bad++;
+            }
+            open my $out, '>', "$dir/predict.$k" or die;
+            print $out "$n $bad $first\n";
+        });
+    }
+    return @kids;
+}
+
+# Stops the load of start_load and reads what its clients wrote: predictions
+# sent and failed, acknowledged versions ("SERIES VERSION" => mean), failed
+# fits, and versions acknowledged twice.
+sub stop_load {
+    my (%o) = @_;
+    open my $fh, '>', $o{stop} or die;
+    close $fh;
+    waitpid $_, 0 for @{$o{kids}};
+    my %r = (predicts => 0, predict_failures => 0, acked => {}, fit_failures => [], dupes => 0);
+    for my $k (0 .. $o{predictors} - 1) {
+        open my $in, '<', "$o{dir}/predict.$k" or die "no result from predictor $k";
+        my ($n, $bad, $first) = split ' ', scalar(<$in>), 3;
+        $r{predicts} += $n;
+        $r{predict_failures} += $bad;
+        diag("predictor $k, first failure: $first") if $bad;
+    }
+    for my $k (0 .. $o{fitters} - 1) {
+        open my $in, '<', "$o{dir}/fit.$k" or die;
+        while (<$in>) {
+            if (/^ok (\S+) (v\d+) (\S+)/) { $r{dupes}++ if exists $r{acked}{"$1 $2"}; $r{acked}{"$1 $2"} = $3 }
+            else { push @{$r{fit_failures}}, $_ }
+        }
+    }
+    return \%r;
+}
+
 # Replaces done_testing(): stops every nginx this file started, then checks
 # each error.log and the Content-Type of every response, then done_testing.
 sub done {
