@@ -38,6 +38,7 @@ struct TakeoverCtx {
     std::int64_t load_ms = 0;
     std::uint64_t zone_commits = 0;  // when the zone was behind the store: its count
     std::uint64_t disk_commits = 0;  //   and the store's
+    bool copy_allowed = false;       // the store has been held by a stranger for a while
     std::int64_t copy_loaded = -1;   // versions read from a copy of a store held by another generation
     std::int64_t copy_ms = 0;
     std::string copy_error;
@@ -61,6 +62,7 @@ struct Runtime {
     ngx_msec_t next_takeover = 0;
     ngx_uint_t locked_by_stranger = 0;  // takeovers refused with no live owner
     std::string last_error;           // last store error logged, to log each once
+    std::string last_copy_error;      // the same for copies of a store held by another
 
     ngx_event_t timer{};
     ngx_connection_t *wakeup = nullptr;  // our datagram socket
@@ -240,7 +242,7 @@ void takeover_thread(void *data, ngx_log_t *) {
         std::unique_ptr<Store> store;
         ctx->copy_loaded = -1;
         ctx->result = Store::open(rt->settings.dir, &store, &ctx->error);
-        if (ctx->result == Store::OpenResult::locked) load_from_copy(ctx);
+        if (ctx->result == Store::OpenResult::locked && ctx->copy_allowed) load_from_copy(ctx);
         if (ctx->result != Store::OpenResult::opened) return;
         Zone *zone = rt->settings.zone;
         zone->lock();
@@ -468,6 +470,7 @@ void takeover_finished() {
     switch (rt->takeover.result) {
     case Store::OpenResult::opened:
         rt->owner = true;
+        rt->locked_by_stranger = 0;
         rt->last_error.clear();
         ngx_log_error(NGX_LOG_NOTICE, rt->log, 0, "anomaly store \"%s\" opened by this worker",
                       rt->settings.dir.c_str());
@@ -491,8 +494,10 @@ void takeover_finished() {
                           "anomaly store \"%s\" is held by another process (an nginx binary upgrade?): "
                           "read %L versions from a copy in %L ms; fits wait until it is released",
                           rt->settings.dir.c_str(), rt->takeover.copy_loaded, rt->takeover.copy_ms);
-        } else if (!rt->takeover.copy_error.empty()) {
-            log_store_error(NGX_LOG_WARN, "cannot read a copy of the store: " + rt->takeover.copy_error);
+        } else if (!rt->takeover.copy_error.empty() && rt->takeover.copy_error != rt->last_copy_error) {
+            rt->last_copy_error = rt->takeover.copy_error;
+            ngx_log_error(NGX_LOG_WARN, rt->log, 0, "anomaly store \"%s\": cannot read a copy of it: %s",
+                          rt->settings.dir.c_str(), rt->takeover.copy_error.c_str());
         }
         if (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid)) {
             if (++rt->locked_by_stranger == 25)
@@ -520,6 +525,9 @@ void try_takeover() {
     ngx_pid_t pid = sh()->owner_pid;
     if (pid != 0 && process_alive(pid)) return;
     rt->takeover_task.ctx = &rt->takeover;
+    // Only a store held for two checks in a row (400 ms) by no worker of this
+    // zone is copied: not one that another worker is opening at this moment.
+    rt->takeover.copy_allowed = rt->locked_by_stranger >= 2;
     if (ngx_thread_task_post(rt->settings.pool, &rt->takeover_task) == NGX_OK)
         rt->takeover_running = true;
 }
