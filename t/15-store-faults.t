@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # Store faults. A disk that fills up while fits arrive (a small tmpfs), a
-# corrupted store at start, a store directory that cannot be created. A fit
+# corrupted store at start, a store directory that becomes unwritable while
+# nginx runs, a store directory that cannot be created. A fit
 # that cannot be made durable is 503 store_unavailable and never appears
 # later; predictions keep being answered; the store recovers without a
 # restart once the fault is gone; no worker dies.
@@ -145,6 +146,41 @@ subtest 'corrupted store at start: degraded, no crash loop, recovers once repair
     ok($st == 200 && $j->{model_version} eq 'v1' && $j->{anomaly}, 'the stored model answers');
     ($st, $j) = $t->fit('c1', $b);
     is($j && $j->{version}, 'v2', 'and numbering continues');
+};
+
+# ---------------------------------------------------------------------------
+subtest 'a store directory that becomes unwritable while nginx runs' => sub {
+    my $t = AnomalyTest->new(workers => 2);
+    my ($b) = make_series(20, seed => 11);
+    is(($t->fit('w', $b))[1]{version}, 'v1', 'trained before the fault');
+    my $spool = $t->store_dir . '/spool';
+    ok(-d $spool, 'the store has its spool directory');
+
+    # Fits received by a worker that does not own the store travel through a
+    # file in spool/: those fail; the owner's own fits need no new file.
+    chmod 0500, $spool or die "chmod $spool: $!";
+    my (@ok, @refused, @other);
+    for my $i (1 .. 24) {
+        my ($st, $j, $raw) = $t->fit('w', $b);
+        if ($st == 200) { push @ok, $j->{version} }
+        elsif ($st == 503 && ($j->{code} // '') eq 'store_unavailable' && ($j->{detail} // '') =~ /spool.*Permission denied/) { push @refused, $raw }
+        else { push @other, "$st $raw" }
+        my ($pst) = $t->predict('w', { value => 1 });
+        push @other, "predict $pst" unless $pst == 200;
+    }
+    chmod 0700, $spool or die "chmod $spool: $!";
+    ok(@refused >= 1, scalar(@refused) . ' fits refused with 503 store_unavailable naming the spool directory');
+    is_deeply(\@other, [], 'every other fit was acknowledged and every prediction answered');
+    is_deeply(\@ok, [ map { 'v' . ($_ + 1) } 1 .. @ok ], 'the acknowledged fits took consecutive versions');
+
+    my @after = map { ($t->fit('w', $b))[1]{version} } 1 .. 6;
+    is_deeply(\@after, [ map { 'v' . ($_ + 1 + @ok) } 1 .. 6 ], 'once the directory is writable again, fits succeed without a restart');
+
+    $t->stop;
+    $t->start or return;
+    my ($st, $j) = $t->request('GET', '/series/w');
+    is(scalar @{ $j->{versions} // [] }, 1 + @ok + 6, 'after a restart the store holds exactly the acknowledged versions');
+    $t->stop;
 };
 
 # ---------------------------------------------------------------------------
