@@ -432,15 +432,16 @@ doc = yaml.safe_load(open("docker/compose.yml"))
 svc = doc["services"]["anomaly"]
 if svc["build"] != {"context": "..", "dockerfile": "docker/Dockerfile"}:
     fail("build is not the repository root with docker/Dockerfile: %r" % svc["build"])
-ports = [interpolate(p) for p in svc["ports"]]
-if len(ports) != 1 or ports[0].rsplit(":", 1)[1] + "/tcp" not in image_ports:
+ports = [interpolate(str(p)) for p in svc["ports"]]
+host, _, container = ports[0].rpartition(":") if len(ports) == 1 else ("", "", "")
+if container.split("/")[0] + "/tcp" not in image_ports:
     fail("ports %r do not publish the image's port %s" % (ports, image_ports))
-if ports[0].rsplit(":", 1)[0] != env.get("ANOMALY_LISTEN", "127.0.0.1:8080"):
+if host != interpolate("${ANOMALY_LISTEN:-127.0.0.1:8080}"):
     fail("ports %r do not publish on ANOMALY_LISTEN" % ports)
 vols = [interpolate(v) for v in svc["volumes"]]
 if len(vols) != 1 or vols[0].split(":")[1] != volume:
     fail("volumes %r do not mount the image's volume %s" % (vols, volume))
-if vols[0].split(":")[0] not in doc.get("volumes", {}) and not vols[0].startswith(("/", ".")):
+if vols[0].split(":")[0] not in (doc.get("volumes") or {}) and not vols[0].startswith(("/", ".")):
     fail("volume %r is not declared" % vols[0])
 for k, v in svc["environment"].items():
     print("%s=%s" % (k, interpolate(v)))

@@ -233,7 +233,8 @@ void record(EndpointStats &stats, std::uint64_t started_ns, ngx_uint_t status) {
 
 // Handlers return NGX_DONE when the body callback answers (and records);
 // anything else is an answer given before the body was read: a refusal by
-// the module, or nginx's own (413 for a body over client_max_body_size).
+// the module (405, a bad series id, a store that refuses fits), or an error
+// nginx met at once while starting to read the body.
 ngx_int_t counted(ngx_http_request_t *r, EndpointStats &stats, ngx_int_t rc) {
     if (rc == NGX_DONE) return rc;
     ngx_uint_t status = rc >= NGX_HTTP_SPECIAL_RESPONSE ? static_cast<ngx_uint_t>(rc) : r->headers_out.status;

@@ -197,14 +197,28 @@ void recover_committing(Store *store) {
 // workers exit. A new zone is filled from a copy of the store so that
 // predictions are answered at once; fits wait until the store is released,
 // and the worker that then opens it reads again whatever was committed since.
+// A worker of this zone holds the store or is opening it.
+bool held_by_us() {
+    return (sh()->owner_pid != 0 && process_alive(sh()->owner_pid)) ||
+           (sh()->opening_pid != 0 && sh()->opening_pid != ngx_pid && process_alive(sh()->opening_pid));
+}
+
 void load_from_copy(TakeoverCtx *ctx) {
     Zone *zone = rt->settings.zone;
     zone->lock();
-    const bool go = !sh()->loaded && !sh()->copy_loading &&
-                    (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid));
-    if (go) sh()->copy_loading = 1;
+    const bool go = !sh()->loaded && (sh()->copy_reader == 0 || !process_alive(sh()->copy_reader)) &&
+                    !held_by_us();
+    if (go) sh()->copy_reader = ngx_pid;
     zone->unlock();
     if (!go) return;
+    struct Done {  // however the read ends, another worker may try again
+        Zone *zone;
+        ~Done() {
+            zone->lock();
+            if (zone->shared()->copy_reader == ngx_pid) zone->shared()->copy_reader = 0;
+            zone->unlock();
+        }
+    } done{zone};
     const auto started = std::chrono::steady_clock::now();
     bool zone_full = false;
     std::uint64_t commits = 0;
@@ -216,9 +230,9 @@ void load_from_copy(TakeoverCtx *ctx) {
         },
         &commits, &ctx->copy_error);
     zone->lock();
-    sh()->copy_loading = 0;
     if (ok && !sh()->loaded) {
         sh()->loaded = 1;
+        sh()->from_copy = 1;
         sh()->store_commits = commits;
         if (zone_full) sh()->load_incomplete = 507;
         if (sh()->owner_pid == 0) {
@@ -241,18 +255,23 @@ void takeover_thread(void *data, ngx_log_t *) {
         ctx->error.clear();
         std::unique_ptr<Store> store;
         ctx->copy_loaded = -1;
-        ctx->result = Store::open(rt->settings.dir, &store, &ctx->error);
-        if (ctx->result == Store::OpenResult::locked && ctx->copy_allowed) load_from_copy(ctx);
-        if (ctx->result != Store::OpenResult::opened) return;
         Zone *zone = rt->settings.zone;
         zone->lock();
-        sh()->owner_pid = ngx_pid;
+        if (sh()->opening_pid == 0 || !process_alive(sh()->opening_pid)) sh()->opening_pid = ngx_pid;
+        zone->unlock();
+        ctx->result = Store::open(rt->settings.dir, &store, &ctx->error);
+        zone->lock();
+        if (sh()->opening_pid == ngx_pid) sh()->opening_pid = 0;
+        if (ctx->result == Store::OpenResult::opened) sh()->owner_pid = ngx_pid;
         bool loaded = sh()->loaded;
+        const bool from_copy = sh()->from_copy;
         const std::uint64_t zone_commits = sh()->store_commits;
         zone->unlock();
+        if (ctx->result == Store::OpenResult::locked && ctx->copy_allowed) load_from_copy(ctx);
+        if (ctx->result != Store::OpenResult::opened) return;
         ctx->loaded = -1;
         ctx->zone_commits = ctx->disk_commits = 0;
-        if (loaded && zone_commits != store->commits()) {
+        if (loaded && (from_copy || zone_commits != store->commits())) {
             // Another generation of nginx (a binary upgrade rolled back, or
             // anomaly_store pointed elsewhere in a reload) committed while this
             // zone was kept. Reading the versions again makes the zone match
@@ -270,6 +289,7 @@ void takeover_thread(void *data, ngx_log_t *) {
             }
             zone->lock();
             sh()->loaded = 1;
+            sh()->from_copy = 0;
             sh()->store_commits = store->commits();
             ctx->loaded = static_cast<std::int64_t>(sh()->versions_stored);
             zone->unlock();
@@ -283,8 +303,18 @@ void takeover_thread(void *data, ngx_log_t *) {
         else zone->set_store_state(StoreState::ready, ctx->error.c_str());
         rt->store = std::move(store);
     } catch (const std::exception &e) {
+        // The store (if opened) is closed by now: let any worker take it again.
+        Zone *zone = rt->settings.zone;
+        zone->lock();
+        if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
+        if (sh()->opening_pid == ngx_pid) sh()->opening_pid = 0;
+        zone->unlock();
         ctx->result = Store::OpenResult::failed;
-        ctx->error = e.what();
+        try {
+            ctx->error = e.what();
+        } catch (const std::exception &) {
+            ctx->error.clear();
+        }
     }
 }
 
@@ -404,12 +434,12 @@ void commit_thread(void *data, ngx_log_t *) {
         }
     } catch (const std::exception &e) {
         // Out of memory or similar: fail the batch rather than leave it hanging.
+        // finish_commit reads no model when given an error: nothing here allocates.
+        zone->finish_commit(claims, {}, "The fit could not be committed: the server ran out of memory.");
         try {
             ctx->error = e.what();
-            std::vector<Model> none(claims.size());
-            zone->finish_commit(claims, none, "The fit could not be committed: the server ran out of memory.");
         } catch (const std::exception &) {
-            ctx->error = "out of memory";  // the fits waiting give up after anomaly's 30 s
+            ctx->error.clear();
         }
     }
     for (const Zone::Claim &c : claims) {
@@ -499,7 +529,7 @@ void takeover_finished() {
             ngx_log_error(NGX_LOG_WARN, rt->log, 0, "anomaly store \"%s\": cannot read a copy of it: %s",
                           rt->settings.dir.c_str(), rt->takeover.copy_error.c_str());
         }
-        if (sh()->owner_pid == 0 || !process_alive(sh()->owner_pid)) {
+        if (!held_by_us()) {
             if (++rt->locked_by_stranger == 25)
                 log_store_error(NGX_LOG_WARN, "held by a process that is not one of this nginx's workers "
                                               "(another nginx, or an old generation still exiting): " +
@@ -519,8 +549,8 @@ void takeover_finished() {
 void try_takeover() {
     if (rt->owner || rt->takeover_running || ngx_quit || ngx_terminate) return;
     // A worker on its way out (reload, binary upgrade, quit) takes the store
-    // only to commit fits still queued, such as its own, when nobody else will.
-    if (ngx_exiting && sh()->jobs_pending == 0) return;
+    // only to commit its own fits still queued, when nobody else will.
+    if (ngx_exiting && !rt->settings.zone->has_pending_from(ngx_pid)) return;
     if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_takeover) < 0) return;
     ngx_pid_t pid = sh()->owner_pid;
     if (pid != 0 && process_alive(pid)) return;

@@ -435,6 +435,21 @@ bool Zone::spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq) {
     return used;
 }
 
+bool Zone::has_pending_from(ngx_pid_t submitter) {
+    bool pending = false;
+    lock();
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
+         q = ngx_queue_next(q)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        if (job->submitter == submitter && job->kind == JobKind::fit && job->state == JobState::pending) {
+            pending = true;
+            break;
+        }
+    }
+    unlock();
+    return pending;
+}
+
 void Zone::collect_orphans() {
     lock();
     ngx_queue_t *q = ngx_queue_head(&sh_->jobs);

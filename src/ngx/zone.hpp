@@ -100,7 +100,9 @@ struct Shared {
     // finds another count on disk (another nginx generation wrote meanwhile)
     // reads the versions again before it assigns new version numbers.
     std::uint64_t store_commits;
-    ngx_uint_t copy_loading;       // a worker is reading the models from a copy
+    ngx_pid_t copy_reader;         // the worker reading the models from a copy, 0 none
+    ngx_uint_t from_copy;          // the models came from a copy: read the store again on open
+    ngx_pid_t opening_pid;         // a worker of this zone opening the store (log replay can be slow)
     // Not every stored version could be read into the zone (507 zone_full or
     // 503 store_unavailable, 0 if all were): fits are refused, since a new
     // version of a series could overwrite one on disk that was left out.
@@ -191,6 +193,8 @@ public:
     void requeue(const std::vector<Claim> &claims);
     // Whether a job still refers to a spool file.
     bool spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq);
+    // Whether fits this process submitted are still waiting to be committed.
+    bool has_pending_from(ngx_pid_t submitter);
     // Frees finished jobs whose worker is gone.
     void collect_orphans();
 

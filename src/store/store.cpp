@@ -28,16 +28,11 @@ Store::OpenResult Store::open(const std::string &dir, std::unique_ptr<Store> *st
     leveldb::Status s = leveldb::DB::Open(options, dir, &db);
     if (s.ok()) {
         std::unique_ptr<Store> opened(new Store(db));
+        // A count that cannot be read counts as 0: a zone that kept its models
+        // then reads them again, which is always safe.
         std::string count;
         s = db->Get(leveldb::ReadOptions(), leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), &count);
-        if (s.ok() && !decode_u64(count, &opened->commits_)) {
-            *error = "the commit count record does not decode";
-            return OpenResult::failed;
-        }
-        if (!s.ok() && !s.IsNotFound()) {
-            *error = s.ToString();
-            return OpenResult::failed;
-        }
+        if (!s.ok() || !decode_u64(count, &opened->commits_)) opened->commits_ = 0;
         *store = std::move(opened);
         return OpenResult::opened;
     }
@@ -56,6 +51,7 @@ Store::~Store() { delete db_; }
 namespace {
 
 bool copy_file(const std::string &from, const std::string &to, std::string *error);
+bool list_dir(const std::string &dir, std::vector<std::string> *names);
 void remove_tree(const std::string &dir);
 
 // LevelDB's own files: tables are immutable once written, so they are linked;
@@ -68,10 +64,7 @@ bool copy_store(const std::string &dir, const std::string &scratch, std::string 
     }
     if (!copy_file(dir + "/CURRENT", scratch + "/CURRENT", error)) return false;
     std::vector<std::string> names;
-    if (DIR *d = ::opendir(dir.c_str())) {
-        while (dirent *e = ::readdir(d)) names.emplace_back(e->d_name);
-        ::closedir(d);
-    } else {
+    if (!list_dir(dir, &names)) {
         *error = "cannot list " + dir + ": " + std::strerror(errno);
         return false;
     }
@@ -85,9 +78,12 @@ bool copy_store(const std::string &dir, const std::string &scratch, std::string 
     }
     for (const std::string &name : names) {
         const std::string from = dir + "/" + name, to = scratch + "/" + name;
+        // A file a compaction removed meanwhile is skipped: if the copied
+        // MANIFEST still needs it, opening the copy says so.
         if (ends_with(name, ".ldb") || ends_with(name, ".sst")) {
-            if (::link(from.c_str(), to.c_str()) != 0 && !copy_file(from, to, error)) return false;
-        } else if (ends_with(name, ".log") && !copy_file(from, to, error)) {
+            if (::link(from.c_str(), to.c_str()) != 0 && errno != ENOENT && !copy_file(from, to, error))
+                return false;
+        } else if (ends_with(name, ".log") && !copy_file(from, to, error) && errno != ENOENT) {
             return false;
         }
     }
@@ -104,11 +100,14 @@ bool Store::read_copy(const std::string &dir, const std::string &scratch,
     bool ok = copy_store(dir, scratch, error);
     if (ok) {
         // The copy may end in the middle of a log record the holder was
-        // writing: read what is whole rather than refuse the copy.
+        // writing: read what is whole rather than refuse the copy. The log
+        // is replayed into memory and reused, not written out as tables.
         leveldb::Options options;
         options.create_if_missing = false;
         options.paranoid_checks = false;
         options.compression = leveldb::kNoCompression;
+        options.reuse_logs = true;
+        options.write_buffer_size = std::size_t{1} << 30;
         leveldb::DB *db = nullptr;
         leveldb::Status s = leveldb::DB::Open(options, scratch, &db);
         if (!s.ok()) {
@@ -263,15 +262,26 @@ bool copy_file(const std::string &from, const std::string &to, std::string *erro
     return ok;
 }
 
+bool list_dir(const std::string &dir, std::vector<std::string> *names) {
+    DIR *d = ::opendir(dir.c_str());
+    if (d == nullptr) return false;
+    try {
+        while (dirent *e = ::readdir(d)) {
+            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names->emplace_back(e->d_name);
+        }
+    } catch (...) {
+        ::closedir(d);
+        throw;
+    }
+    ::closedir(d);
+    return true;
+}
+
 // The copy's directory holds files only.
 void remove_tree(const std::string &dir) {
-    if (DIR *d = ::opendir(dir.c_str())) {
-        while (dirent *e = ::readdir(d)) {
-            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-                ::unlink((dir + "/" + e->d_name).c_str());
-        }
-        ::closedir(d);
-    }
+    std::vector<std::string> names;
+    list_dir(dir, &names);
+    for (const std::string &name : names) ::unlink((dir + "/" + name).c_str());
     ::rmdir(dir.c_str());
 }
 

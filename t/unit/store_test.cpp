@@ -86,6 +86,39 @@ TEST(Store, CommitCountIsDurable) {
     EXPECT_EQ(models, 4u) << "the count is not a model";
 }
 
+// A store held open by another Store (another nginx generation) is read
+// through a copy: every model, the commit count, and no copy left behind.
+TEST(Store, ReadCopyOfAHeldStore) {
+    const std::string dir = temp_dir();
+    std::string error;
+    std::unique_ptr<Store> holder;
+    ASSERT_EQ(Store::open(dir, &holder, &error), Store::OpenResult::opened) << error;
+    ASSERT_TRUE(holder->commit({version_of("a", 1, 10), version_of("b", 1, 10)}, &error));
+    ASSERT_TRUE(holder->commit({version_of("a", 2, 10)}, &error));
+    std::unique_ptr<Store> second;
+    ASSERT_EQ(Store::open(dir, &second, &error), Store::OpenResult::locked);
+
+    std::vector<std::pair<std::string, std::uint32_t>> seen;
+    std::uint64_t commits = 0;
+    error.clear();
+    ASSERT_TRUE(Store::read_copy(dir, dir + "/copy.1",
+                                 [&](std::string_view s, const Model &m) { seen.emplace_back(s, m.version); },
+                                 &commits, &error))
+        << error;
+    EXPECT_EQ(seen, (std::vector<std::pair<std::string, std::uint32_t>>{{"a", 1}, {"a", 2}, {"b", 1}}));
+    EXPECT_EQ(commits, 2u);
+    EXPECT_NE(access((dir + "/copy.1").c_str(), F_OK), 0) << "the copy is removed";
+
+    // The holder goes on committing; a second copy sees it.
+    ASSERT_TRUE(holder->commit({version_of("c", 1, 10)}, &error));
+    seen.clear();
+    ASSERT_TRUE(Store::read_copy(dir, dir + "/copy.1",
+                                 [&](std::string_view s, const Model &m) { seen.emplace_back(s, m.version); },
+                                 &commits, &error));
+    EXPECT_EQ(seen.size(), 4u);
+    EXPECT_EQ(commits, 3u);
+}
+
 TEST(Store, OneOpenAtATime) {
     const std::string dir = temp_dir();
     std::string error;
