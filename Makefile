@@ -10,17 +10,23 @@ MODULE    := $(BUILD)/ngx_http_anomaly_module.so
 NGX_TREE  := $(BUILD)/nginx
 SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp)
 
-# Debian packages the build, the service and the tests need.
-PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make cmake \
-             libgtest-dev perl libjson-pp-perl curl gettext-base procps chromium
+# Debian packages the build and `make run` need, and those only the tests need.
+PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make gettext-base procps util-linux curl
+TEST_PACKAGES := cmake libgtest-dev perl libjson-pp-perl chromium
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps build run test unit integration soak bench fuzz docker-check clean
+.PHONY: all deps test-deps install-missing build run test unit integration soak bench fuzz docker-check clean
 
 all: build
 
 deps:
-	@missing=""; for p in $(PACKAGES); do \
+	@$(MAKE) --no-print-directory install-missing WANT="$(PACKAGES)"
+
+test-deps:
+	@$(MAKE) --no-print-directory install-missing WANT="$(TEST_PACKAGES)"
+
+install-missing:
+	@missing=""; for p in $(WANT); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -50,7 +56,7 @@ run: build
 	@conf/run.sh
 
 # The core and the store without nginx, then again under ASan and UBSan.
-unit: deps
+unit: deps test-deps
 	cmake -S t/unit -B $(BUILD)/unit > /dev/null
 	cmake --build $(BUILD)/unit -j2
 	ctest --test-dir $(BUILD)/unit --output-on-failure
@@ -58,14 +64,14 @@ unit: deps
 	cmake --build $(BUILD)/unit-sanitize -j2
 	ctest --test-dir $(BUILD)/unit-sanitize --output-on-failure
 
-integration: build
+integration: build test-deps
 	prove -I t/lib -j1 t/
 
 test: build unit integration
 
 # The long variant of the worker-crash test: 30 s of SIGKILLs under 8 fitting
 # clients and 100 predicting connections.
-soak: build
+soak: build test-deps
 	ANOMALY_SOAK=1 prove -v -I t/lib t/07-worker-crash.t
 
 bench: build
