@@ -1415,8 +1415,11 @@ ngx_int_t init_module(ngx_cycle_t *cycle) noexcept {
                 }
                 closedir(d);
             }
+            // A running owner removes spool files and LevelDB replaces its
+            // files at any moment: one gone since the listing is not an error
+            // (a reload under fit load failed on that).
             for (const std::string &path : paths) {
-                if (lchown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0) {
+                if (lchown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0 && errno != ENOENT) {
                     ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot chown \"%s\"",
                                   path.c_str());
                     return NGX_ERROR;
