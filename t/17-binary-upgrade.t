@@ -11,10 +11,8 @@ use strict;
 use warnings;
 use Test::More;
 use File::Temp qw(tempdir);
-use HTTP::Tiny;
-use JSON::PP;
 use Time::HiRes qw(sleep time);
-use AnomalyTest qw(make_series encode_body close_enough);
+use AnomalyTest qw(make_series);
 
 my $t = AnomalyTest->new(workers => 2);
 my $port = $t->port;
@@ -91,23 +89,7 @@ $t->{master} = $new;
 sleep 1;
 
 my $r = AnomalyTest::stop_load(%load, kids => \@kids);
-ok($r->{predicts} > 100, "predictions were sent during the upgrades ($r->{predicts})");
-is($r->{predict_failures}, 0, 'no prediction failed during the upgrades');
-my %acked = %{$r->{acked}};
-my @failures = @{$r->{fit_failures}};
-my @versions = keys %acked;
-ok(@versions > 10, 'fits were acknowledged during the upgrades (' . scalar(@versions) . ')');
-is(scalar @failures, 0, 'no fit failed during the upgrades') or diag(join '', @failures[0 .. ($#failures < 9 ? $#failures : 9)]);
-ok(!$r->{dupes}, 'no version was acknowledged twice');
-
-my $wrong = 0;
-for my $key (@versions) {
-    my ($series, $version) = split ' ', $key;
-    my ($st, $j) = $t->predict($series, { value => 0 + $acked{$key} }, $version);
-    next if $st == 200 && $j->{model_version} eq $version && close_enough($j->{score}, 0, 1e-9);
-    diag("$series $version: $st " . encode_json($j // {})) if $wrong++ < 3;
-}
-is($wrong, 0, 'every acknowledged version answers with its own mean, after a rollback and an upgrade');
+my @versions = AnomalyTest::check_load($t, $r, during => 'the upgrades', min_fits => 10, after => 'after a rollback and an upgrade');
 
 # The versions of each series are consecutive: none skipped, none reused.
 for my $k (0 .. 1) {

@@ -192,17 +192,17 @@ void recover_committing(Store *store) {
     for (const Zone::Claim &c : done) send_wakeup(c.submitter, 'd');
 }
 
-// The store is locked and no worker of this zone owns it: another nginx
-// generation holds it, as during a binary upgrade (USR2) until the old
-// workers exit. A new zone is filled from a copy of the store so that
-// predictions are answered at once; fits wait until the store is released,
-// and the worker that then opens it reads again whatever was committed since.
 // A worker of this zone holds the store or is opening it.
 bool held_by_us() {
     return (sh()->owner_pid != 0 && process_alive(sh()->owner_pid)) ||
            (sh()->opening_pid != 0 && sh()->opening_pid != ngx_pid && process_alive(sh()->opening_pid));
 }
 
+// The store is locked and no worker of this zone owns it: another nginx
+// generation holds it, as during a binary upgrade (USR2) until the old
+// workers exit. A new zone is filled from a copy of the store so that
+// predictions are answered at once; fits wait until the store is released,
+// and the worker that then opens it reads again whatever was committed since.
 void load_from_copy(TakeoverCtx *ctx) {
     Zone *zone = rt->settings.zone;
     zone->lock();

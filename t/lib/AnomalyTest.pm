@@ -640,6 +640,34 @@ sub stop_load {
     return \%r;
 }
 
+# The checks every test under start_load makes of what stop_load returned:
+# requests were sent and none failed, no version was acknowledged twice, and
+# each acknowledged version answers with its own mean. $o{during} names the
+# ordeal in the test names ("the reloads"); $o{min_fits} is how many fits
+# must have been acknowledged. Returns the acknowledged "SERIES VERSION" keys.
+sub check_load {
+    my ($t, $r, %o) = @_;
+    ok($r->{predicts} > 100, "predictions were sent during $o{during} ($r->{predicts})");
+    is($r->{predict_failures}, 0, "no prediction failed during $o{during}");
+    my %acked = %{$r->{acked}};
+    my @failures = @{$r->{fit_failures}};
+    my @versions = keys %acked;
+    ok(@versions > $o{min_fits}, "fits were acknowledged during $o{during} (" . scalar(@versions) . ')');
+    is(scalar @failures, 0, "no fit failed during $o{during}")
+        or diag(join '', @failures[0 .. ($#failures < 9 ? $#failures : 9)]);
+    ok(!$r->{dupes}, 'no version was acknowledged twice');
+
+    my $wrong = 0;
+    for my $key (@versions) {
+        my ($series, $version) = split ' ', $key;
+        my ($st, $j) = $t->predict($series, { value => 0 + $acked{$key} }, $version);
+        next if $st == 200 && $j->{model_version} eq $version && close_enough($j->{score}, 0, 1e-9);
+        diag("$series $version: $st " . encode_json($j // {})) if $wrong++ < 3;
+    }
+    is($wrong, 0, 'every acknowledged version answers with its own mean' . ($o{after} ? ", $o{after}" : ''));
+    return @versions;
+}
+
 # Replaces done_testing(): stops every nginx this file started, then checks
 # each error.log and the Content-Type of every response, then done_testing.
 sub done {
