@@ -503,6 +503,10 @@ void fit_parsed(ngx_event_t *ev) noexcept {
     ngx_int_t rc;
     try {
         if (work->error) {
+            // Validation errors are the client's; a failure to hand the fit
+            // to the store (a full disk under spool/) is the operator's.
+            if (work->error.status >= 500)
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: %s", work->error.detail.c_str());
             rc = send_error(r, work->error);
         } else {
             Zone *zone = zone_of(r);
