@@ -6,21 +6,27 @@
 
 namespace anomaly {
 
+namespace {
+
+std::uint64_t second_tag(std::int64_t s) { return static_cast<std::uint32_t>(s); }
+
+}  // namespace
+
 void RateWindow::add(std::int64_t now_s) noexcept {
-    const int slot = static_cast<int>(now_s % kSeconds);
-    if (__atomic_load_n(&second[slot], __ATOMIC_RELAXED) != now_s) {
-        __atomic_store_n(&count[slot], 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&second[slot], now_s, __ATOMIC_RELAXED);
+    std::uint64_t *slot = &slots[now_s % kSeconds];
+    const std::uint64_t tag = second_tag(now_s);
+    std::uint64_t seen = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    for (;;) {
+        const std::uint64_t next = seen >> 32 == tag ? seen + 1 : (tag << 32 | 1);
+        if (__atomic_compare_exchange_n(slot, &seen, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
     }
-    __atomic_fetch_add(&count[slot], 1, __ATOMIC_RELAXED);
 }
 
 std::uint64_t RateWindow::total(std::int64_t now_s, int window) const noexcept {
     std::uint64_t sum = 0;
     for (std::int64_t s = now_s - window; s < now_s; s++) {
-        const int slot = static_cast<int>(s % kSeconds);
-        if (__atomic_load_n(&second[slot], __ATOMIC_RELAXED) == s)
-            sum += __atomic_load_n(&count[slot], __ATOMIC_RELAXED);
+        const std::uint64_t v = __atomic_load_n(&slots[s % kSeconds], __ATOMIC_RELAXED);
+        if (v >> 32 == second_tag(s)) sum += v & 0xffffffffu;
     }
     return sum;
 }

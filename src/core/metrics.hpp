@@ -12,18 +12,22 @@ namespace anomaly {
 
 // Requests per second over the last seconds, from per-second counters that
 // wrap every kSeconds. Fixed layout: lives in shared memory, one per worker
-// and endpoint; updated with relaxed atomics (a race at a second boundary
-// may lose a count, which a load figure can afford).
+// and endpoint. Several processes may write one window (workers sharing a
+// statistics slot), so a slot holds its second and its count in one word:
+// starting a new second and counting in it is a single atomic step, and no
+// count is lost when two writers start the same second together.
 struct RateWindow {
     static constexpr int kSeconds = 64;
-    std::int64_t second[kSeconds];
-    std::uint64_t count[kSeconds];
+    // The low 32 bits of the Unix second in the high half, the count in the
+    // low half.
+    std::uint64_t slots[kSeconds];
 
     void add(std::int64_t now_s) noexcept;
     // Requests in the `window` whole seconds before now_s.
     std::uint64_t total(std::int64_t now_s, int window) const noexcept;
 };
-static_assert(std::is_trivially_copyable<RateWindow>::value, "lives in shared memory");
+static_assert(std::is_trivially_copyable<RateWindow>::value && std::is_standard_layout<RateWindow>::value,
+              "lives in shared memory");
 
 // The statuses counted one by one; anything else counts as "other".
 constexpr int kCountedStatuses[] = {200, 400, 404, 405, 413, 422, 500, 503, 507};

@@ -1,6 +1,9 @@
 // RateWindow, status slots and the Prometheus text exposition.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -8,6 +11,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <pthread.h>
+#include <sys/time.h>
 
 #include "core/metrics.hpp"
 
@@ -72,6 +78,67 @@ TEST(RateWindow, SkippedSecondsDoNotLeak) {
     add(w.get(), t + 128, 1);
     EXPECT_EQ(w->total(t + 129, 64), 1u);
     EXPECT_EQ(w->total(t + 129, 1), 1u);
+}
+
+namespace {
+
+// A second writer that interrupts the first one anywhere, even between two
+// of its instructions: a signal handler, run by a timer every 20 us.
+RateWindow *interrupted_window = nullptr;
+std::atomic<std::int64_t> interrupted_second{0};
+std::atomic<std::uint64_t> interrupting_adds[RateWindow::kSeconds];
+
+void interrupting_writer(int) {
+    const std::int64_t s = interrupted_second.load(std::memory_order_relaxed);
+    interrupted_window->add(s);
+    interrupting_adds[s % RateWindow::kSeconds].fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+// Workers can share a window (a statistics slot). When one of them starts a
+// new second, another may do the same between its steps: no request may be
+// lost then. The first writer runs through new seconds, one request each,
+// and the timer's writer adds to whichever second the first one is in.
+TEST(RateWindow, WritersSharingAWindowLoseNothingAtSecondBoundaries) {
+    auto w = fresh();
+    interrupted_window = w.get();
+    struct sigaction action {}, previous {};
+    action.sa_handler = interrupting_writer;
+    sigemptyset(&action.sa_mask);
+    ASSERT_EQ(sigaction(SIGALRM, &action, &previous), 0);
+    sigset_t alarm;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    const itimerval every_20us{{0, 20}, {0, 20}};
+    ASSERT_EQ(setitimer(ITIMER_REAL, &every_20us, nullptr), 0);
+
+    constexpr std::int64_t t = 1700000000;
+    // A loss needs an interruption at one of a few instructions: thousands.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    std::uint64_t lost = 0, seconds = 0, interruptions = 0;
+    for (std::int64_t first = t; interruptions < 8000 && std::chrono::steady_clock::now() < until;
+         first += RateWindow::kSeconds) {
+        for (int i = 0; i < RateWindow::kSeconds; i++) {
+            interrupted_second.store(first + i, std::memory_order_relaxed);
+            w->add(first + i);
+        }
+        // Counted with the timer's writer held off.
+        pthread_sigmask(SIG_BLOCK, &alarm, nullptr);
+        std::uint64_t expected = RateWindow::kSeconds;
+        for (auto &n : interrupting_adds) expected += n.exchange(0, std::memory_order_relaxed);
+        interruptions += expected - RateWindow::kSeconds;
+        lost += expected - w->total(first + RateWindow::kSeconds, RateWindow::kSeconds);
+        seconds += RateWindow::kSeconds;
+        interrupted_second.store(first + RateWindow::kSeconds, std::memory_order_relaxed);
+        pthread_sigmask(SIG_UNBLOCK, &alarm, nullptr);
+    }
+    const itimerval off{};
+    setitimer(ITIMER_REAL, &off, nullptr);
+    sigaction(SIGALRM, &previous, nullptr);
+    EXPECT_GT(interruptions, 1000u);
+    EXPECT_EQ(lost, 0u) << "requests lost in " << seconds << " new seconds, with " << interruptions
+                        << " requests added by the interrupting writer";
 }
 
 TEST(StatusSlot, CountedAndOther) {
