@@ -4,6 +4,9 @@
 #include <dirent.h>
 #include <cstring>
 #include <fcntl.h>
+#include <map>
+#include <mutex>
+#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,8 +18,24 @@
 
 namespace anomaly {
 
+namespace {
+
+// The stores this process holds open: LevelDB refuses a second open of one
+// before it asks the lock, and a process does not see its own lock.
+std::mutex open_mutex;
+std::set<std::string> open_dirs;
+
+}  // namespace
+
 Store::OpenResult Store::open(const std::string &dir, std::unique_ptr<Store> *store,
                               std::string *error) {
+    {
+        std::lock_guard<std::mutex> guard(open_mutex);
+        if (open_dirs.count(dir) != 0) {
+            *error = "the store is already open in this process";
+            return OpenResult::locked;
+        }
+    }
     leveldb::Options options;
     options.create_if_missing = true;
     options.paranoid_checks = true;        // refuse a damaged store instead of guessing
@@ -24,29 +43,76 @@ Store::OpenResult Store::open(const std::string &dir, std::unique_ptr<Store> *st
     // Training data is mostly doubles, which snappy cannot shrink; compressing
     // them only takes CPU from the workers during compactions.
     options.compression = leveldb::kNoCompression;
-    leveldb::DB *db = nullptr;
-    leveldb::Status s = leveldb::DB::Open(options, dir, &db);
-    if (s.ok()) {
-        std::unique_ptr<Store> opened(new Store(db));
-        // A count that cannot be read counts as 0: a zone that kept its models
-        // then reads them again, which is always safe.
-        std::string count;
-        s = db->Get(leveldb::ReadOptions(), leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), &count);
-        if (!s.ok() || !decode_u64(count, &opened->commits_)) opened->commits_ = 0;
-        *store = std::move(opened);
-        return OpenResult::opened;
+    for (int attempt = 1;; attempt++) {
+        leveldb::DB *db = nullptr;
+        leveldb::Status s = leveldb::DB::Open(options, dir, &db);
+        if (s.ok()) {
+            std::unique_ptr<Store> opened(new Store(db));
+            // A count that cannot be read counts as 0: a zone that kept its models
+            // then reads them again, which is always safe.
+            std::string count;
+            s = db->Get(leveldb::ReadOptions(), leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), &count);
+            if (!s.ok() || !decode_u64(count, &opened->commits_)) opened->commits_ = 0;
+            std::lock_guard<std::mutex> guard(open_mutex);
+            open_dirs.insert(dir);
+            opened->dir_ = dir;
+            *store = std::move(opened);
+            return OpenResult::opened;
+        }
+        *error = s.ToString();
+        if (!s.IsIOError()) return OpenResult::failed;
+        // Whether another process holds the store is asked of the lock itself.
+        const long holder = lock_holder(dir);
+        if (holder > 0 || holder == -1) return OpenResult::locked;
+        // Nobody holds it: another I/O error, or a holder that let go just
+        // before the lock was asked. Once more tells them apart.
+        if (attempt == 2) return OpenResult::failed;
     }
-    *error = s.ToString();
-    // LevelDB reports a held LOCK as an IO error on the LOCK file.
-    if (s.IsIOError() && error->find("LOCK") != std::string::npos &&
-        (error->find("unavailable") != std::string::npos ||
-         error->find("already held") != std::string::npos)) {
-        return OpenResult::locked;
-    }
-    return OpenResult::failed;
 }
 
-Store::~Store() { delete db_; }
+Store::~Store() {
+    delete db_;
+    if (!dir_.empty()) {
+        std::lock_guard<std::mutex> guard(open_mutex);
+        open_dirs.erase(dir_);
+    }
+}
+
+long Store::lock_holder(const std::string &dir) {
+    struct Lock {
+        int fd = -1;
+        dev_t dev = 0;
+        ino_t ino = 0;
+    };
+    static std::mutex mutex;
+    static std::map<std::string, Lock> locks;  // never closed, see store.hpp
+    const std::string path = dir + "/LOCK";
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return -2;
+    std::lock_guard<std::mutex> guard(mutex);
+    Lock &lock = locks[path];
+    if (lock.fd != -1 && (lock.dev != st.st_dev || lock.ino != st.st_ino)) {
+        // The file was replaced: nobody can reach the old one any more, so
+        // dropping a lock of ours on it harms no one.
+        ::close(lock.fd);
+        lock.fd = -1;
+    }
+    if (lock.fd == -1) {
+        lock.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (lock.fd == -1) return -2;
+        struct stat opened;
+        if (::fstat(lock.fd, &opened) == 0) {
+            lock.dev = opened.st_dev;
+            lock.ino = opened.st_ino;
+        }
+    }
+    struct flock query {};
+    query.l_type = F_WRLCK;
+    query.l_whence = SEEK_SET;  // the whole file, as LevelDB locks it
+    if (::fcntl(lock.fd, F_GETLK, &query) != 0) return -2;
+    if (query.l_type == F_UNLCK) return 0;
+    return query.l_pid > 0 ? static_cast<long>(query.l_pid) : -1;
+}
 
 namespace {
 

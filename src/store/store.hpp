@@ -23,9 +23,18 @@ public:
     enum class OpenResult { opened, locked, failed };
 
     // Opens (creating if missing) the database in dir. `locked` means another
-    // process holds it; `failed` fills *error with a sentence for the log.
+    // process (or another Store of this one) holds it; `failed` fills *error
+    // with a sentence for the log.
     static OpenResult open(const std::string &dir, std::unique_ptr<Store> *store,
                            std::string *error);
+
+    // The pid of the process holding dir's LOCK, which LevelDB takes with
+    // fcntl(F_SETLK): 0 when none does, -1 when one does that cannot be named
+    // (another pid namespace), -2 when it cannot be told (no LOCK file yet, or
+    // one that cannot be read). A process never sees its own lock. The LOCK
+    // file stays open in this process from the first call on, since closing
+    // any descriptor of it would drop a lock this process holds.
+    static long lock_holder(const std::string &dir);
     ~Store();
 
     // Calls visit(series_id, model) for every stored version, in key order
@@ -72,6 +81,7 @@ private:
     explicit Store(leveldb::DB *db) : db_(db) {}
     leveldb::DB *db_;
     std::uint64_t commits_ = 0;
+    std::string dir_;  // set when this Store holds dir_'s LOCK
 };
 
 // A spool file carries one validated fit from the worker that received it to

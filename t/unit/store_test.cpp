@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/encoding.hpp"
@@ -127,6 +130,62 @@ TEST(Store, OneOpenAtATime) {
     EXPECT_EQ(Store::open(dir, &second, &error), Store::OpenResult::locked) << error;
     first.reset();
     EXPECT_EQ(Store::open(dir, &second, &error), Store::OpenResult::opened) << error;
+}
+
+namespace {
+
+// In a child process: takes a write lock on path as LevelDB does (fcntl),
+// or tries to. Returns the child's pid; it writes 'y' (locked) or 'n' to
+// the pipe `told`, then holds the lock until the pipe `hold` is closed.
+pid_t lock_in_child(const std::string &path, int told, const int hold[2]) {
+    const pid_t child = fork();
+    if (child != 0) return child;
+    close(hold[1]);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    const char c = fd >= 0 && fcntl(fd, F_SETLK, &lock) == 0 ? 'y' : 'n';
+    if (write(told, &c, 1) != 1) _exit(1);
+    char ignored;
+    while (read(hold[0], &ignored, 1) > 0) {
+    }
+    _exit(0);
+}
+
+}  // namespace
+
+// Whether another process holds the store is asked of the lock, which names
+// that process; asking never drops this process's own lock.
+TEST(Store, TheLockNamesItsHolder) {
+    const std::string dir = temp_dir();
+    EXPECT_EQ(Store::lock_holder(dir), -2) << "no LOCK file yet";
+    int told[2], hold[2];
+    ASSERT_EQ(pipe(told), 0);
+    ASSERT_EQ(pipe(hold), 0);
+    const pid_t child = lock_in_child(dir + "/LOCK", told[1], hold);
+    char c = 0;
+    ASSERT_EQ(read(told[0], &c, 1), 1);
+    ASSERT_EQ(c, 'y');
+    EXPECT_EQ(Store::lock_holder(dir), child);
+    std::unique_ptr<Store> store;
+    std::string error;
+    EXPECT_EQ(Store::open(dir, &store, &error), Store::OpenResult::locked) << error;
+    close(hold[1]);
+    waitpid(child, nullptr, 0);
+    EXPECT_EQ(Store::lock_holder(dir), 0) << "released when the holder ended";
+
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    EXPECT_EQ(Store::lock_holder(dir), 0) << "a process does not see its own lock";
+    ASSERT_EQ(pipe(hold), 0);
+    const pid_t other = lock_in_child(dir + "/LOCK", told[1], hold);
+    close(hold[1]);
+    ASSERT_EQ(read(told[0], &c, 1), 1);
+    EXPECT_EQ(c, 'n') << "asking kept this process's lock";
+    waitpid(other, nullptr, 0);
+    close(told[0]);
+    close(told[1]);
+    close(hold[0]);
 }
 
 TEST(Store, UnusableDirectoryFails) {
