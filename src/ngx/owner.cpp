@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -68,6 +69,10 @@ struct Runtime {
     ngx_connection_t *wakeup = nullptr;  // our datagram socket
     int send_fd = -1;
     std::uint32_t name_hash = 0;
+    // Spool files are <pid>.<seq>. seq counts on from the moment this process
+    // started, in microseconds after boot: a later process given the same pid
+    // starts beyond every number this one drew (at most one a microsecond),
+    // so it never writes over a dead worker's queued fit.
     std::uint64_t spool_seq = 0;
 
     ngx_thread_task_t takeover_task{};
@@ -132,6 +137,12 @@ void remove_orphan_spools() {
     closedir(dir);
 }
 
+// A copy of the store is named after its reader, copy.<pid>.<start>, so that
+// a later process given the same pid does not keep a dead reader's copy.
+std::string copy_dir(ProcessId reader) {
+    return rt->settings.dir + "/copy." + std::to_string(reader.pid) + "." + std::to_string(reader.start);
+}
+
 // Copies of the store (load_from_copy) whose reader died before removing them:
 // their links would keep old table files on disk.
 void remove_orphan_copies() {
@@ -140,9 +151,13 @@ void remove_orphan_copies() {
     std::vector<std::string> dead;
     while (dirent *e = readdir(dir)) {
         long pid = 0;
+        unsigned long long start = 0;
         char rest = 0;
-        if (std::sscanf(e->d_name, "copy.%ld%c", &pid, &rest) != 1) continue;
-        if (pid != ngx_pid && !process_alive(static_cast<ngx_pid_t>(pid))) dead.emplace_back(e->d_name);
+        const int n = std::sscanf(e->d_name, "copy.%ld.%llu%c", &pid, &start, &rest);
+        // copy.<pid>, from an older build, goes by the pid alone (start 0).
+        if (n != 2 && !(n == 1 && std::sscanf(e->d_name, "copy.%ld%c", &pid, &rest) == 1)) continue;
+        const ProcessId reader{static_cast<ngx_pid_t>(pid), start};
+        if (reader != ProcessId::self() && !reader.alive()) dead.emplace_back(e->d_name);
     }
     closedir(dir);
     for (const std::string &name : dead) Store::remove_copy(rt->settings.dir + "/" + name);
@@ -189,13 +204,50 @@ void recover_committing(Store *store) {
     }
     zone->finish_commit(done, models, nullptr);
     zone->requeue(again);
-    for (const Zone::Claim &c : done) send_wakeup(c.submitter, 'd');
+    for (const Zone::Claim &c : done) send_wakeup(c.submitter.pid, 'd');
+}
+
+// Whether the owner the zone names still holds the store. Asked of LevelDB's
+// LOCK, not of the pid: a dead owner's pid may already belong to another
+// process (one that kill(pid, 0) cannot tell apart).
+bool owner_holds_store() {
+    Zone *zone = rt->settings.zone;
+    zone->lock();
+    const ProcessId owner{sh()->owner_pid, sh()->owner_start};
+    zone->unlock();
+    if (owner.none()) return false;
+    // A process never sees its own lock: this one knows whether it is the owner.
+    if (owner.pid == ngx_pid) return owner == ProcessId::self();
+    const long holder = Store::lock_holder(rt->settings.dir);
+    if (holder >= 0) return holder == owner.pid;
+    return owner.alive();  // the lock cannot tell
 }
 
 // A worker of this zone holds the store or is opening it.
 bool held_by_us() {
-    return (sh()->owner_pid != 0 && process_alive(sh()->owner_pid)) ||
-           (sh()->opening_pid != 0 && sh()->opening_pid != ngx_pid && process_alive(sh()->opening_pid));
+    if (owner_holds_store()) return true;
+    Zone *zone = rt->settings.zone;
+    zone->lock();
+    const ProcessId opening = sh()->opening;
+    zone->unlock();
+    return !opening.none() && opening != ProcessId::self() && opening.alive();
+}
+
+// Makes this process the one named in *who (the zone's copy reader or
+// opener) unless a live one is named there already. /proc is read outside
+// the zone's lock.
+bool name_me_unless_alive(ProcessId Shared::*who) {
+    Zone *zone = rt->settings.zone;
+    zone->lock();
+    const ProcessId seen = sh()->*who;
+    zone->unlock();
+    const ProcessId me = ProcessId::self();
+    if (!seen.none() && seen != me && seen.alive()) return false;
+    zone->lock();
+    const bool named = sh()->*who == seen;
+    if (named) sh()->*who = me;
+    zone->unlock();
+    return named;
 }
 
 // The store is locked and no worker of this zone owns it: another nginx
@@ -205,17 +257,12 @@ bool held_by_us() {
 // and the worker that then opens it reads again whatever was committed since.
 void load_from_copy(TakeoverCtx *ctx) {
     Zone *zone = rt->settings.zone;
-    zone->lock();
-    const bool go = !sh()->loaded && (sh()->copy_reader == 0 || !process_alive(sh()->copy_reader)) &&
-                    !held_by_us();
-    if (go) sh()->copy_reader = ngx_pid;
-    zone->unlock();
-    if (!go) return;
+    if (sh()->loaded || held_by_us() || !name_me_unless_alive(&Shared::copy_reader)) return;
     struct Done {  // however the read ends, another worker may try again
         Zone *zone;
         ~Done() {
             zone->lock();
-            if (zone->shared()->copy_reader == ngx_pid) zone->shared()->copy_reader = 0;
+            if (zone->shared()->copy_reader == ProcessId::self()) zone->shared()->copy_reader = ProcessId{};
             zone->unlock();
         }
     } done{zone};
@@ -224,7 +271,7 @@ void load_from_copy(TakeoverCtx *ctx) {
     std::uint64_t commits = 0;
     ctx->copy_error.clear();
     const bool ok = Store::read_copy(
-        rt->settings.dir, rt->settings.dir + "/copy." + std::to_string(ngx_pid),
+        rt->settings.dir, copy_dir(ProcessId::self()),
         [&](std::string_view series, const Model &model) {
             if (!zone_full && !zone->load_version(series, model)) zone_full = true;
         },
@@ -256,13 +303,15 @@ void takeover_thread(void *data, ngx_log_t *) {
         std::unique_ptr<Store> store;
         ctx->copy_loaded = -1;
         Zone *zone = rt->settings.zone;
-        zone->lock();
-        if (sh()->opening_pid == 0 || !process_alive(sh()->opening_pid)) sh()->opening_pid = ngx_pid;
-        zone->unlock();
+        const ProcessId me = ProcessId::self();
+        name_me_unless_alive(&Shared::opening);
         ctx->result = Store::open(rt->settings.dir, &store, &ctx->error);
         zone->lock();
-        if (sh()->opening_pid == ngx_pid) sh()->opening_pid = 0;
-        if (ctx->result == Store::OpenResult::opened) sh()->owner_pid = ngx_pid;
+        if (sh()->opening == me) sh()->opening = ProcessId{};
+        if (ctx->result == Store::OpenResult::opened) {
+            sh()->owner_pid = me.pid;
+            sh()->owner_start = me.start;
+        }
         bool loaded = sh()->loaded;
         const bool from_copy = sh()->from_copy;
         const std::uint64_t zone_commits = sh()->store_commits;
@@ -307,7 +356,7 @@ void takeover_thread(void *data, ngx_log_t *) {
         Zone *zone = rt->settings.zone;
         zone->lock();
         if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
-        if (sh()->opening_pid == ngx_pid) sh()->opening_pid = 0;
+        if (sh()->opening == ProcessId::self()) sh()->opening = ProcessId{};
         zone->unlock();
         ctx->result = Store::OpenResult::failed;
         try {
@@ -343,7 +392,7 @@ void serve_reads() {
             if (!rt->store->read_model(c.series_id, c.version, &model, &error)) {
                 if (error.empty()) error = "version not found in the store";
             } else if (rt->store->read_training_data(c.series_id, c.version, &data, &error)) {
-                write_spool(spool_path(c.submitter, c.spool_seq), model, encode_training_data(data), &error);
+                write_spool(spool_path(c.submitter.pid, c.spool_seq), model, encode_training_data(data), &error);
             }
         } catch (const std::exception &e) {
             error = e.what();
@@ -355,7 +404,7 @@ void serve_reads() {
         }
     }
     zone->finish_reads(reads);
-    for (const Zone::Claim &c : reads) send_wakeup(c.submitter, 'd');
+    for (const Zone::Claim &c : reads) send_wakeup(c.submitter.pid, 'd');
 }
 
 void commit_thread(void *data, ngx_log_t *) {
@@ -377,7 +426,8 @@ void commit_thread(void *data, ngx_log_t *) {
             bool found = false;
             if (claims[i].in_memory) {
                 std::lock_guard<std::mutex> guard(held_mutex);
-                auto it = claims[i].submitter == ngx_pid ? held_fits.find(claims[i].spool_seq) : held_fits.end();
+                auto it = claims[i].submitter == ProcessId::self() ? held_fits.find(claims[i].spool_seq)
+                                                                   : held_fits.end();
                 if (it != held_fits.end()) {
                     models[i] = it->second.model;
                     batch[i].training_data = std::move(it->second.training_data);
@@ -387,7 +437,7 @@ void commit_thread(void *data, ngx_log_t *) {
                     error = "it was held by a process that no longer owns the store";
                 }
             } else {
-                found = read_spool(spool_path(claims[i].submitter, claims[i].spool_seq), &models[i],
+                found = read_spool(spool_path(claims[i].submitter.pid, claims[i].spool_seq), &models[i],
                                    &batch[i].training_data, &error);
             }
             if (!found) {
@@ -443,8 +493,8 @@ void commit_thread(void *data, ngx_log_t *) {
         }
     }
     for (const Zone::Claim &c : claims) {
-        if (!c.in_memory) unlink(spool_path(c.submitter, c.spool_seq).c_str());
-        send_wakeup(c.submitter, 'd');
+        if (!c.in_memory) unlink(spool_path(c.submitter.pid, c.spool_seq).c_str());
+        send_wakeup(c.submitter.pid, 'd');
     }
 }
 
@@ -550,10 +600,9 @@ void try_takeover() {
     if (rt->owner || rt->takeover_running || ngx_quit || ngx_terminate) return;
     // A worker on its way out (reload, binary upgrade, quit) takes the store
     // only to commit its own fits still queued, when nobody else will.
-    if (ngx_exiting && !rt->settings.zone->has_pending_from(ngx_pid)) return;
+    if (ngx_exiting && !rt->settings.zone->has_pending_from(ProcessId::self())) return;
     if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_takeover) < 0) return;
-    ngx_pid_t pid = sh()->owner_pid;
-    if (pid != 0 && process_alive(pid)) return;
+    if (owner_holds_store()) return;
     rt->takeover_task.ctx = &rt->takeover;
     // Only a store held for two checks in a row (400 ms) by no worker of this
     // zone is copied: not one that another worker is opening at this moment.
@@ -594,8 +643,10 @@ std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
 bool hand_over(std::uint64_t seq, const Model &model, std::string training_data, bool *in_memory,
                std::string *error) {
     // A spool file costs a write and a read of the whole training data; the
-    // owner keeps its own fits in memory instead.
-    *in_memory = __atomic_load_n(&sh()->owner_pid, __ATOMIC_RELAXED) == ngx_pid;
+    // owner keeps its own fits in memory instead. The start time tells this
+    // process from a dead owner that had the same pid.
+    *in_memory = __atomic_load_n(&sh()->owner_pid, __ATOMIC_RELAXED) == ngx_pid &&
+                 __atomic_load_n(&sh()->owner_start, __ATOMIC_RELAXED) == ProcessId::self().start;
     if (*in_memory) {
         std::lock_guard<std::mutex> guard(held_mutex);
         held_fits[seq] = HeldFit{model, std::move(training_data)};
@@ -638,6 +689,10 @@ void store_wake_owner() {
 ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*on_wakeup)()) {
     rt = new Runtime();
     rt->settings = settings;
+    (void)ProcessId::self();  // before any thread asks for it
+    timespec boot{};
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    rt->spool_seq = static_cast<std::uint64_t>(boot.tv_sec) * 1000000 + static_cast<std::uint64_t>(boot.tv_nsec) / 1000;
     rt->spool_dir = settings.dir + "/spool";
     rt->log = cycle->log;
     rt->on_wakeup = on_wakeup;

@@ -41,6 +41,7 @@ bool hand_over(std::uint64_t seq, const Model &model, std::string training_data,
                std::string *error);
 // Drops what hand_over() kept once the fit is answered, whatever the outcome.
 void discard_handed_over(std::uint64_t seq, bool in_memory);
+// A number for a spool file name, never used before by any process with this pid.
 std::uint64_t next_spool_seq();
 std::string spool_path(ngx_pid_t submitter, std::uint64_t seq);
 

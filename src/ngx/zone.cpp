@@ -1,9 +1,14 @@
 #include "ngx/zone.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace anomaly {
 
@@ -49,7 +54,63 @@ void insert_series(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
 
 }  // namespace
 
-bool process_alive(ngx_pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+namespace {
+
+enum class Found { running, zombie, absent, unknown };
+
+// Reads the start time of a process from /proc/<pid>/stat: field 22, counted
+// after the command name, which may hold spaces and parentheses.
+Found process_start(ngx_pid_t pid, std::uint64_t *start) {
+    char path[32];
+    std::snprintf(path, sizeof(path), "/proc/%ld/stat", static_cast<long>(pid));
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT || errno == ESRCH ? Found::absent : Found::unknown;
+    char buf[1024];
+    ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    ::close(fd);
+    if (n <= 0) return n == 0 || errno == ESRCH ? Found::absent : Found::unknown;
+    buf[n] = '\0';
+    const char *p = std::strrchr(buf, ')');
+    if (p == nullptr || p[1] != ' ') return Found::unknown;
+    p += 2;                          // field 3, the state
+    if (*p == 'Z' || *p == 'X') return Found::zombie;
+    for (int field = 3; field < 22; field++) {
+        p = std::strchr(p, ' ');
+        if (p == nullptr) return Found::unknown;
+        p++;
+    }
+    char *end = nullptr;
+    *start = std::strtoull(p, &end, 10);
+    return end != p ? Found::running : Found::unknown;
+}
+
+}  // namespace
+
+ProcessId ProcessId::self() {
+    // Read again after a fork: nginx's workers start as copies of the master.
+    static ProcessId me{};
+    if (me.pid != ngx_pid) {
+        std::uint64_t start = 0;
+        if (process_start(ngx_pid, &start) != Found::running) start = 0;
+        me = ProcessId{ngx_pid, start};
+    }
+    return me;
+}
+
+bool ProcessId::alive() const {
+    if (pid <= 0) return false;
+    std::uint64_t now_start = 0;
+    switch (process_start(pid, &now_start)) {
+    case Found::running:
+        return start == 0 || now_start == start;
+    case Found::zombie:
+        return false;
+    case Found::absent:   // or hidden (no /proc, hidepid): then the pid alone
+    case Found::unknown:  // tells, and a pid in use counts as alive, since a
+        break;            // live worker taken for dead could lose its jobs
+    }
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
 
 const char *store_state_name(StoreState s) {
     switch (s) {
@@ -241,7 +302,7 @@ Job *Zone::add(JobKind kind, std::string_view series_id, std::uint32_t version, 
         job->kind = kind;
         job->version = version;
         job->id = sh_->next_job_id++;
-        job->submitter = ngx_pid;
+        job->submitter = ProcessId::self();
         job->state = JobState::pending;
         job->spool_seq = spool_seq;
         job->in_memory = in_memory;
@@ -426,7 +487,7 @@ bool Zone::spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq) {
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
-        if (job->submitter == submitter && job->spool_seq == spool_seq) {
+        if (job->submitter.pid == submitter && job->spool_seq == spool_seq) {
             used = true;
             break;
         }
@@ -435,7 +496,7 @@ bool Zone::spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq) {
     return used;
 }
 
-bool Zone::has_pending_from(ngx_pid_t submitter) {
+bool Zone::has_pending_from(ProcessId submitter) {
     bool pending = false;
     lock();
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
@@ -451,13 +512,30 @@ bool Zone::has_pending_from(ngx_pid_t submitter) {
 }
 
 void Zone::collect_orphans() {
+    // Whether a submitter lives is asked of /proc, outside the lock; the
+    // submitters beyond the first few wait for the next round.
+    std::array<ProcessId, 64> submitters;
+    std::size_t n = 0;
+    lock();
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs) && n < submitters.size();
+         q = ngx_queue_next(q)) {
+        const Job *job = ngx_queue_data(q, Job, link);
+        const bool finished = job->state == JobState::done || job->state == JobState::failed;
+        if (finished && std::find(submitters.begin(), submitters.begin() + n, job->submitter) == submitters.begin() + n)
+            submitters[n++] = job->submitter;
+    }
+    unlock();
+    std::size_t gone = 0;
+    for (std::size_t i = 0; i < n; i++)
+        if (!submitters[i].alive()) submitters[gone++] = submitters[i];
+    if (gone == 0) return;
     lock();
     ngx_queue_t *q = ngx_queue_head(&sh_->jobs);
     while (q != ngx_queue_sentinel(&sh_->jobs)) {
         Job *job = ngx_queue_data(q, Job, link);
         q = ngx_queue_next(q);
         bool finished = job->state == JobState::done || job->state == JobState::failed;
-        if (finished && !process_alive(job->submitter)) {
+        if (finished && std::find(submitters.begin(), submitters.begin() + gone, job->submitter) != submitters.begin() + gone) {
             ngx_queue_remove(&job->link);
             ngx_slab_free_locked(pool_, job);
         }

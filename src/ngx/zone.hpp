@@ -34,8 +34,24 @@ enum class StoreState : std::uint32_t {
 };
 const char *store_state_name(StoreState s);
 
-// Whether a worker (of any generation) still runs.
-bool process_alive(ngx_pid_t pid);
+// A process, told apart from a later one given the same pid: its pid and its
+// start time (clock ticks after boot, field 22 of /proc/<pid>/stat). The zone
+// names workers this way, since Linux hands a dead worker's pid out again.
+struct ProcessId {
+    ngx_pid_t pid;        // 0: none
+    std::uint64_t start;  // 0: unknown (no /proc): the pid alone counts
+
+    // This process; first called at process start, before any thread uses it.
+    static ProcessId self();
+    // Whether that process still runs (a zombie does not). About 10 us: it
+    // reads /proc/<pid>/stat.
+    bool alive() const;
+    bool none() const { return pid == 0; }
+    bool operator==(const ProcessId &o) const { return pid == o.pid && start == o.start; }
+    bool operator!=(const ProcessId &o) const { return !(*this == o); }
+};
+static_assert(std::is_trivially_copyable<ProcessId>::value && std::is_standard_layout<ProcessId>::value,
+              "lives in shared memory");
 
 struct EndpointStats {
     LatencyHistogram latency;
@@ -49,6 +65,8 @@ struct WorkerStats {
     EndpointStats fit;
     std::uint64_t anomalies;   // predictions that answered true
 };
+static_assert(std::is_trivially_copyable<WorkerStats>::value && std::is_standard_layout<WorkerStats>::value,
+              "lives in shared memory");
 
 struct SeriesNode {
     ngx_rbtree_node_t node;    // key: crc32 of the id
@@ -68,11 +86,11 @@ enum class JobKind : std::uint8_t { fit, read };  // read: a version's training 
 struct Job {
     ngx_queue_t link;
     std::uint64_t id;
-    ngx_pid_t submitter;          // the worker holding the client's request
+    ProcessId submitter;          // the worker holding the client's request
     JobState state;
     std::uint32_t version;        // assigned when committing
     std::uint32_t status;         // HTTP status when failed
-    std::uint64_t spool_seq;      // spool file <submitter>.<spool_seq>
+    std::uint64_t spool_seq;      // spool file <submitter pid>.<spool_seq>
     std::uint64_t points;
     std::uint8_t in_memory;       // kept in the submitter's memory: it owned the store
     JobKind kind;
@@ -81,6 +99,8 @@ struct Job {
     char code[32];                // error code when failed
     char error[kJobErrorLength];  // error detail when failed
 };
+static_assert(std::is_trivially_copyable<Job>::value && std::is_standard_layout<Job>::value,
+              "lives in shared memory");
 
 struct Shared {
     // Lookups go through the hash buckets (one or two cache misses); the
@@ -92,7 +112,10 @@ struct Shared {
     std::uint64_t series_trained;  // series with at least one version
     std::uint64_t versions_stored;
 
-    ngx_pid_t owner_pid;           // process that has the store open, 0 none
+    // The process that has the store open, 0 none. Whether it still holds it
+    // is asked of the store's LOCK (see owner.cpp), not of its pid.
+    ngx_pid_t owner_pid;
+    std::uint64_t owner_start;     // its ProcessId::start
     std::int64_t last_write_ms;    // Unix ms of the last durable write, 0 none
     StoreState store_state;
     ngx_uint_t loaded;             // versions on disk have been read into this zone
@@ -100,9 +123,9 @@ struct Shared {
     // finds another count on disk (another nginx generation wrote meanwhile)
     // reads the versions again before it assigns new version numbers.
     std::uint64_t store_commits;
-    ngx_pid_t copy_reader;         // the worker reading the models from a copy, 0 none
+    ProcessId copy_reader;         // the worker reading the models from a copy, none
     ngx_uint_t from_copy;          // the models came from a copy: read the store again on open
-    ngx_pid_t opening_pid;         // a worker of this zone opening the store (log replay can be slow)
+    ProcessId opening;             // a worker of this zone opening the store (log replay can be slow)
     // Not every stored version could be read into the zone (507 zone_full or
     // 503 store_unavailable, 0 if all were): fits are refused, since a new
     // version of a series could overwrite one on disk that was left out.
@@ -115,6 +138,8 @@ struct Shared {
 
     WorkerStats stats[kStatSlots];
 };
+static_assert(std::is_trivially_copyable<Shared>::value && std::is_standard_layout<Shared>::value,
+              "lives in shared memory");
 
 // What a predict (or plot) finds.
 enum class Lookup { found, not_loaded, series_not_found, version_not_found };
@@ -165,7 +190,7 @@ public:
         SeriesNode *node = nullptr;
         std::uint64_t spool_seq = 0;
         bool in_memory = false;
-        ngx_pid_t submitter = 0;
+        ProcessId submitter{};
         std::uint32_t version = 0;
         std::string_view series_id;      // points into the job
         std::uint32_t fail_status = 0;   // set when this fit cannot be committed
@@ -194,7 +219,7 @@ public:
     // Whether a job still refers to a spool file.
     bool spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq);
     // Whether fits this process submitted are still waiting to be committed.
-    bool has_pending_from(ngx_pid_t submitter);
+    bool has_pending_from(ProcessId submitter);
     // Frees finished jobs whose worker is gone.
     void collect_orphans();
 
