@@ -690,6 +690,7 @@ ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*
     rt = new Runtime();
     rt->settings = settings;
     (void)ProcessId::self();  // before any thread asks for it
+    settings.zone->claim_stats_slot();
     timespec boot{};
     clock_gettime(CLOCK_BOOTTIME, &boot);
     rt->spool_seq = static_cast<std::uint64_t>(boot.tv_sec) * 1000000 + static_cast<std::uint64_t>(boot.tv_nsec) / 1000;
@@ -754,6 +755,7 @@ void store_stop() {
         if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
         zone->unlock();
     }
+    rt->settings.zone->release_stats_slot();
     if (rt->timer.timer_set) ngx_del_timer(&rt->timer);
     delete rt;
     rt = nullptr;

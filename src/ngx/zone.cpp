@@ -543,6 +543,54 @@ void Zone::collect_orphans() {
     unlock();
 }
 
+void Zone::claim_stats_slot() {
+    const ProcessId me = ProcessId::self();
+    for (int attempt = 0; attempt < 3; attempt++) {
+        std::array<ProcessId, kStatSlots> seen;
+        lock();
+        for (ngx_uint_t i = 0; i < kStatSlots; i++) seen[i] = sh_->stats[i].process;
+        unlock();
+        // A dead worker's slot first: its requests in flight ended with it.
+        ngx_uint_t pick = kStatSlots;
+        for (ngx_uint_t i = 0; i < kStatSlots && pick == kStatSlots; i++)
+            if (!seen[i].none() && !seen[i].alive()) pick = i;
+        for (ngx_uint_t i = 0; i < kStatSlots && pick == kStatSlots; i++)
+            if (seen[i].none()) pick = i;
+        if (pick == kStatSlots) break;
+        lock();
+        WorkerStats &w = sh_->stats[pick];
+        const bool claimed = w.process == seen[pick];
+        if (claimed) {
+            w.process = me;
+            // The counters keep counting; only the gauge of requests in
+            // flight is the process's own, and those of a gone one ended.
+            __atomic_store_n(&w.predict.in_flight, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&w.fit.in_flight, 0, __ATOMIC_RELAXED);
+        }
+        unlock();
+        if (claimed) {
+            stats_slot_ = pick;
+            return;
+        }
+    }
+    // Every slot has a live worker (more than kStatSlots of them): share one.
+    // The counters are atomic, so nothing is lost.
+    stats_slot_ = static_cast<ngx_uint_t>(me.pid) % kStatSlots;
+}
+
+void Zone::release_stats_slot() {
+    if (stats_slot_ >= kStatSlots) return;
+    lock();
+    WorkerStats &w = sh_->stats[stats_slot_];
+    if (w.process == ProcessId::self()) {
+        // Requests still in flight now end with the process.
+        __atomic_store_n(&w.predict.in_flight, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&w.fit.in_flight, 0, __ATOMIC_RELAXED);
+        w.process = ProcessId{};
+    }
+    unlock();
+}
+
 bool Zone::load_version(std::string_view series_id, const Model &model) {
     bool ok = false;
     lock();

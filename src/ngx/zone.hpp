@@ -20,7 +20,7 @@
 
 namespace anomaly {
 
-constexpr ngx_uint_t kStatSlots = 32;      // workers write slot ngx_worker % 32
+constexpr ngx_uint_t kStatSlots = 32;      // statistics slots, one per worker process
 constexpr std::size_t kStoreErrorLength = 240;
 constexpr std::size_t kJobErrorLength = 240;
 
@@ -64,6 +64,7 @@ struct WorkerStats {
     EndpointStats predict;
     EndpointStats fit;
     std::uint64_t anomalies;   // predictions that answered true
+    ProcessId process;         // the worker counting here, none when free
 };
 static_assert(std::is_trivially_copyable<WorkerStats>::value && std::is_standard_layout<WorkerStats>::value,
               "lives in shared memory");
@@ -172,7 +173,13 @@ public:
     // says whether any follow.
     Lookup list_series(std::string_view after, std::size_t limit, std::vector<SeriesSummary> *out, bool *more);
 
-    WorkerStats &my_stats() { return sh_->stats[ngx_worker % kStatSlots]; }
+    // This process's statistics: its own slot once claim_stats_slot() found one.
+    WorkerStats &my_stats() { return sh_->stats[stats_slot_ < kStatSlots ? stats_slot_ : ngx_worker % kStatSlots]; }
+    // At process start: a free slot, else one whose process is gone (its counts
+    // stay in the totals), else one shared with another live worker.
+    void claim_stats_slot();
+    // At exit: frees the slot for the next worker.
+    void release_stats_slot();
 
     // --- fits (any worker) ---
     // Queues a fit; nullptr when the zone has no room.
@@ -241,6 +248,7 @@ private:
     Shared *sh_ = nullptr;
     ngx_str_t name_{};
     size_t size_ = 0;
+    ngx_uint_t stats_slot_ = kStatSlots;  // none claimed yet
 };
 
 }  // namespace anomaly
