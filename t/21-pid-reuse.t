@@ -8,7 +8,8 @@
 #    same pid: the replacement's fits must not reuse the dead worker's spool
 #    file names, or a queued fit would be committed with another's data.
 # Needs root: a chosen pid is taken by writing pid - 1 to
-# /proc/sys/kernel/ns_last_pid just before a fork.
+# /proc/sys/kernel/ns_last_pid just before a fork. The test runs in a pid
+# namespace of its own (unshare), where no other program forks meanwhile.
 
 use strict;
 use warnings;
@@ -21,6 +22,11 @@ use Time::HiRes qw(time sleep);
 use AnomalyTest qw(make_series mean_std close_enough);
 
 plan skip_all => 'needs root (ns_last_pid, workers as nobody)' if $> != 0;
+unless ($ENV{ANOMALY_OWN_PID_NAMESPACE}) {
+    $ENV{ANOMALY_OWN_PID_NAMESPACE} = 1;
+    { exec 'unshare', '--pid', '--fork', '--mount-proc', $^X, (map { "-I$_" } grep { !ref } @INC), $0, @ARGV }
+    plan skip_all => "cannot start a pid namespace (unshare: $!)";
+}
 plan skip_all => 'cannot choose pids here (/proc/sys/kernel/ns_last_pid)'
     unless open my $probe, '>', '/proc/sys/kernel/ns_last_pid';
 close $probe;
@@ -77,6 +83,14 @@ sub workers_of {
         push @pids, $pid if (scalar(<$c>) // '') =~ /worker process/;
     }
     return @pids;
+}
+
+# A process's start time (field 22 of /proc/<pid>/stat), undef when it is gone.
+sub start_of {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return undef;
+    my ($after) = (scalar(<$fh>) // '') =~ /\) (.*)$/s or return undef;
+    return (split ' ', $after)[19];
 }
 
 sub reaped { my ($pid) = @_; return !-e "/proc/$pid" }
@@ -185,17 +199,20 @@ sub fit_in_child {
     # Kill that worker; its replacement is given the same pid.
     my $replacement;
     my $victim = $worker;
-    for (1 .. 20) {
+    for (1 .. 50) {
+        # Another process took the pid first: wait for it to end.
+        last if $victim != $worker && !wait_until(10, sub { reaped($worker) });
+        my $victim_start = start_of($victim);
         set_last_pid($worker);
         kill 'KILL', $victim;
-        my @now;
+        my @now;   # the new worker: maybe with the victim's very pid
         last unless wait_until(10, sub {
-            @now = grep { $_ != $owner && $_ != $victim } workers_of($t);
+            @now = grep { $_ != $owner && ($_ != $victim || (start_of($_) // '') ne $victim_start) }
+                   workers_of($t);
             return @now >= 1;
         });
         if ($now[0] == $worker) { $replacement = $now[0]; last }
         $victim = $now[0];                  # another fork came first: again
-        last if -e "/proc/$worker";         # the pid went to another process
     }
     waitpid $xkid, 0;
     SKIP: {
