@@ -110,10 +110,12 @@ TEST(RateWindow, WritersSharingAWindowLoseNothingAtSecondBoundaries) {
     sigset_t alarm;
     sigemptyset(&alarm);
     sigaddset(&alarm, SIGALRM);
+    constexpr std::int64_t t = 1700000000;
+    interrupted_second.store(t);  // before the first interruption
+    for (auto &n : interrupting_adds) n.store(0);
     const itimerval every_20us{{0, 20}, {0, 20}};
     ASSERT_EQ(setitimer(ITIMER_REAL, &every_20us, nullptr), 0);
 
-    constexpr std::int64_t t = 1700000000;
     // A loss needs an interruption at one of a few instructions: thousands.
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
     std::uint64_t lost = 0, seconds = 0, interruptions = 0;
