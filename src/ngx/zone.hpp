@@ -121,9 +121,14 @@ enum class Lookup { found, not_loaded, series_not_found, version_not_found };
 
 class Zone {
 public:
-    // shm_zone->init callback.
+    // cycle: the configuration that declares the zone.
+    explicit Zone(ngx_cycle_t *cycle) : cycle_(cycle) {}
+
+    // From the shm_zone->init callback.
     static ngx_int_t init(ngx_shm_zone_t *shm_zone, void *data);
     static Zone *from(ngx_shm_zone_t *shm_zone) { return static_cast<Zone *>(shm_zone->data); }
+
+    ngx_cycle_t *cycle() const { return cycle_; }
 
     Shared *shared() const { return sh_; }
     ngx_slab_pool_t *pool() const { return pool_; }
@@ -212,6 +217,7 @@ private:
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
 
+    ngx_cycle_t *cycle_ = nullptr;
     ngx_slab_pool_t *pool_ = nullptr;
     Shared *sh_ = nullptr;
     ngx_str_t name_{};

@@ -219,6 +219,21 @@ sub master_pid { $_[0]{master} }
 
 sub running { my ($self) = @_; return $self->{master} && _pid_alive($self->{master}) }
 
+# Runs nginx once and returns its exit status (0 when it started), without
+# dying or waiting for the store: for tests of a start that must be refused.
+sub try_start {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    unlink "$d/nginx.pid";
+    my $rc = system("$NGINX -p $d/ -c $d/nginx.conf -e $d/error.log >$d/nginx.out 2>&1");
+    my $deadline = time + 5;
+    while ($rc == 0 && time < $deadline) {   # so that done() stops it
+        last if $self->{master} = $self->_read_pid_file;
+        sleep 0.02;
+    }
+    return $rc;
+}
+
 # Starts nginx and waits until /healthcheck says the store is ready.
 # Emits one test; returns true when nginx is up and ready. wait => 0 only
 # starts it (no test): for a store that is not meant to open.
