@@ -15,7 +15,8 @@ package AnomalyTest;
 # Environment:
 #   ANOMALY_TEST_KEEP=1      keep the temporary directories (and print them)
 #   ANOMALY_TEST_NGINX       nginx binary (default /usr/sbin/nginx)
-#   ANOMALY_TEST_MODULE      module path (default <repo>/build/ngx_http_anomaly_module.so)
+#   ANOMALY_TEST_MODULE      module path (default <repo>/build/ngx_http_anomaly_module.so;
+#                            the option module => PATH sets it for one instance)
 
 use strict;
 use warnings;
@@ -52,11 +53,13 @@ my $JSON = JSON::PP->new->allow_nonref->canonical;
 sub new {
     my ($class, %opts) = @_;
 
-    die "module not built: $MODULE does not exist (run `make build`)\n"
-        unless -f $MODULE;
+    my $module = $opts{module} // $MODULE;
+    die "module not built: $module does not exist (run `make build`)\n"
+        unless -f $module;
     die "nginx binary $NGINX not found\n" unless -x $NGINX;
 
     my $self = bless {
+        module       => $module,
         workers      => 2,
         zone_size    => '16m',
         http_extra   => '',
@@ -123,7 +126,7 @@ $self->{predict_extra}
         }
 API
     return <<"CONF";
-load_module $MODULE;
+load_module $self->{module};
 
 worker_processes $self->{workers};
 error_log $d/error.log info;
