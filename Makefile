@@ -1,4 +1,4 @@
-# make build | install-module | run | test | unit | integration | soak | bench | fuzz | docker-check | clean
+# make build | install-module | run | reload | stop | test | unit | integration | soak | bench | fuzz | docker-check | clean
 # Builds the module against Debian's nginx (nginx-dev) unless NGINX_SRC points
 # at another configured-for-compat nginx source tree.
 
@@ -15,7 +15,7 @@ PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make gettext-bas
 TEST_PACKAGES := cmake libgtest-dev perl libjson-pp-perl chromium
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps test-deps install-missing install-module build run test unit integration soak bench fuzz docker-check clean
+.PHONY: all deps test-deps install-missing install-module build run reload stop test unit integration soak bench fuzz docker-check clean
 
 all: build
 
@@ -64,8 +64,18 @@ install-module:
 	@[ -f $(MODULE_OBJ) ] || { echo "install-module: $(MODULE_OBJ) is not built; run make build" >&2; exit 1; }
 	$(call install_module,$(MODULE))
 
-run: build
+# conf/run.sh checks that nginx's workers can reach the run directory and
+# the store before it builds (make build), then serves in the foreground.
+run:
 	@conf/run.sh
+
+# The server of `make run`: render and check the configuration again and
+# reload it (HUP to the master in the run directory), or stop it (QUIT).
+reload:
+	@conf/run.sh reload
+
+stop:
+	@conf/run.sh stop
 
 # The core and the store without nginx, then again under ASan and UBSan.
 unit: deps test-deps

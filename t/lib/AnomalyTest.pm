@@ -183,6 +183,13 @@ $self->{health_extra}
             anomaly_dashboard;
         }
 
+        # browsers ask for it on every dashboard visit
+        location = /favicon.ico {
+            access_log off;
+            log_not_found off;
+            return 204;
+        }
+
 $self->{locations}
     }
 }
