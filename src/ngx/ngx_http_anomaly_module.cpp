@@ -14,7 +14,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <dirent.h>
 #include <malloc.h>
 #include <unistd.h>
 #include <vector>
@@ -27,6 +26,7 @@
 #include "core/request.hpp"
 #include "core/series.hpp"
 #include "ngx/owner.hpp"
+#include "ngx/store_dir.hpp"
 #include "ngx/zone.hpp"
 #include "store/store.hpp"
 
@@ -1492,6 +1492,29 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     return NGX_CONF_OK;
 }
 
+// The zone's init callback. nginx calls it after creating its own paths and
+// before it commits a new configuration, so the store directory is prepared
+// here: a refusal stops a start and leaves a reload on the old configuration
+// (a failing init_module would make the master exit). nginx -t and
+// nginx -s also get here, and change nothing on disk.
+ngx_int_t init_zone(ngx_shm_zone_t *shm_zone, void *data) noexcept {
+    try {
+        Zone *zone = Zone::from(shm_zone);
+        if (!ngx_test_config && ngx_process != NGX_PROCESS_SIGNALLER) {
+            ngx_cycle_t *cycle = zone->cycle();
+            auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
+            auto *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
+            std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
+            if (prepare_store_dir(shm_zone->shm.log, dir, ccf->user) != NGX_OK) return NGX_ERROR;
+        }
+        return Zone::init(shm_zone, data);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0, "anomaly_zone \"%V\": %s", &shm_zone->shm.name,
+                      e.what());
+        return NGX_ERROR;
+    }
+}
+
 char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
     MainConf *mcf = static_cast<MainConf *>(conf);
     if (mcf->shm_zone != nullptr) return const_cast<char *>("is duplicate");
@@ -1524,8 +1547,8 @@ char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
     void *mem = ngx_pcalloc(cf->pool, sizeof(Zone));
     if (mem == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
     static_assert(std::is_trivially_destructible<Zone>::value, "lives in the conf pool");
-    mcf->shm_zone->data = new (mem) Zone();
-    mcf->shm_zone->init = Zone::init;
+    mcf->shm_zone->data = new (mem) Zone(cf->cycle);
+    mcf->shm_zone->init = init_zone;
     mcf->shm_zone->noreuse = 0;
     return NGX_CONF_OK;
 }
@@ -1671,46 +1694,6 @@ ngx_command_t commands[] = {
     ngx_null_command,
 };
 
-// The master (root) creates the store directory for the workers' user.
-ngx_int_t init_module(ngx_cycle_t *cycle) noexcept {
-    MainConf *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
-    if (mcf == nullptr || mcf->shm_zone == nullptr || ngx_test_config) return NGX_OK;
-    std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot create \"%s\"", dir.c_str());
-        return NGX_ERROR;
-    }
-    ngx_core_conf_t *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
-    if (geteuid() == 0 && ccf->user != static_cast<ngx_uid_t>(NGX_CONF_UNSET_UINT)) {
-        // Workers open the store as ccf->user: give them the directory and
-        // whatever a tool run as root may have left in it.
-        std::string spool = dir + "/spool";
-        mkdir(spool.c_str(), 0700);
-        for (const std::string &sub : {dir, spool}) {
-            std::vector<std::string> paths{sub};
-            if (DIR *d = opendir(sub.c_str())) {
-                while (dirent *e = readdir(d)) {
-                    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0 &&
-                        std::strcmp(e->d_name, "spool") != 0)
-                        paths.push_back(sub + "/" + e->d_name);
-                }
-                closedir(d);
-            }
-            // A running owner removes spool files and LevelDB replaces its
-            // files at any moment: one gone since the listing is not an error
-            // (a reload under fit load failed on that).
-            for (const std::string &path : paths) {
-                if (lchown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0 && errno != ENOENT) {
-                    ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot chown \"%s\"",
-                                  path.c_str());
-                    return NGX_ERROR;
-                }
-            }
-        }
-    }
-    return NGX_OK;
-}
-
 // A million-point fit allocates about 80 MB in passing (the body copy, the
 // parsed vectors, the encoded record, LevelDB's batch and memtable). By
 // default glibc maps each block over a few MB afresh and unmaps it when
@@ -1777,7 +1760,7 @@ ngx_module_t ngx_http_anomaly_module = {
     anomaly::commands,
     NGX_HTTP_MODULE,
     nullptr,                  // init master
-    anomaly::init_module,
+    nullptr,                  // init module: see init_zone
     anomaly::init_process,
     nullptr,                  // init thread
     nullptr,                  // exit thread

@@ -66,13 +66,21 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     Zone *zone = from(shm_zone);
     zone->name_ = shm_zone->shm.name;
     zone->size_ = shm_zone->shm.size;
+    zone->pool_ = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
     if (data != nullptr) {  // reload with the same zone: keep the models
-        Zone *old = static_cast<Zone *>(data);
-        zone->pool_ = old->pool_;
-        zone->sh_ = old->sh_;
+        // Read from the memory itself, not from the old Zone object, which
+        // another build of the module may have laid out differently too.
+        const auto *header = static_cast<const ZoneHeader *>(zone->pool_->data);
+        std::string problem = zone_header_problem(header, std::string_view(reinterpret_cast<char *>(zone->name_.data),
+                                                                          zone->name_.len),
+                                                  kZoneLayout, zone->size_);
+        if (!problem.empty()) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0, "%s", problem.c_str());
+            return NGX_ERROR;
+        }
+        zone->sh_ = static_cast<Shared *>(zone->pool_->data);
         return NGX_OK;
     }
-    zone->pool_ = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
     if (shm_zone->shm.exists) {  // Windows-style reattach; kept for completeness
         zone->sh_ = static_cast<Shared *>(zone->pool_->data);
         return NGX_OK;
@@ -81,6 +89,7 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     if (sh == nullptr) return NGX_ERROR;
     zone->pool_->data = sh;
     zone->sh_ = sh;
+    sh->header = make_zone_header(kZoneLayout, zone->size_);
     ngx_rbtree_init(&sh->tree, &sh->sentinel, insert_series);
     // A bucket for every 256 bytes of zone: about one series a bucket when full.
     std::size_t buckets = 1024;

@@ -17,8 +17,13 @@
 #include "core/histogram.hpp"
 #include "core/metrics.hpp"
 #include "core/series.hpp"
+#include "core/zone_header.hpp"
 
 namespace anomaly {
+
+// The layout of Shared and of everything it points to. Raise it with any
+// change to those types: a reload refuses a zone of another layout.
+constexpr std::uint32_t kZoneLayout = 1;
 
 constexpr ngx_uint_t kStatSlots = 32;      // workers write slot ngx_worker % 32
 constexpr std::size_t kStoreErrorLength = 240;
@@ -91,6 +96,7 @@ struct Job {
 };
 
 struct Shared {
+    ZoneHeader header;             // first: read before anything else at a reload
     // Lookups go through the hash buckets (one or two cache misses); the
     // tree keeps the series in a stable order for /series pages.
     ngx_rbtree_t tree;
@@ -125,9 +131,13 @@ struct Shared {
     WorkerStats stats[kStatSlots];
 };
 
-static_assert(std::is_trivially_copyable<Job>::value, "Job lives in shared memory");
-static_assert(std::is_standard_layout<Job>::value, "Job is linked by offsetof");
-static_assert(std::is_standard_layout<SeriesNode>::value, "SeriesNode is found by offsetof");
+// Shared memory holds plain data only: no constructors or destructors run
+// there, and every process reads the same bytes.
+template <typename T>
+constexpr bool kPlainData = std::is_trivially_copyable<T>::value && std::is_standard_layout<T>::value;
+static_assert(kPlainData<Shared> && kPlainData<Job> && kPlainData<SeriesNode> && kPlainData<WorkerStats> &&
+                  kPlainData<EndpointStats> && kPlainData<Model> && kPlainData<ZoneHeader>,
+              "types in the anomaly_zone must be plain data");
 
 // What a predict (or plot) finds.
 enum class Lookup { found, not_loaded, series_not_found, version_not_found };
@@ -141,9 +151,16 @@ enum class Abandoned {
 
 class Zone {
 public:
-    // shm_zone->init callback.
+    // cycle: the configuration that declares the zone.
+    explicit Zone(ngx_cycle_t *cycle) : cycle_(cycle) {}
+
+    // From the shm_zone->init callback. data is the zone of the previous
+    // configuration when nginx keeps the memory (a reload with the same name
+    // and size): its header must be this build's, or the reload is refused.
     static ngx_int_t init(ngx_shm_zone_t *shm_zone, void *data);
     static Zone *from(ngx_shm_zone_t *shm_zone) { return static_cast<Zone *>(shm_zone->data); }
+
+    ngx_cycle_t *cycle() const { return cycle_; }
 
     Shared *shared() const { return sh_; }
     ngx_slab_pool_t *pool() const { return pool_; }
@@ -246,6 +263,7 @@ private:
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
 
+    ngx_cycle_t *cycle_ = nullptr;
     ngx_slab_pool_t *pool_ = nullptr;
     Shared *sh_ = nullptr;
     ngx_str_t name_{};
