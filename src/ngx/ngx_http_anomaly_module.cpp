@@ -913,10 +913,9 @@ void plot_thread(void *data, ngx_log_t *) {
         PlotInput in;
         in.series_id = work->series_id;
         in.model = &work->model;
-        in.data = &training;
         in.sigma = work->sigma;
         in.tail = work->tail;
-        work->svg = render_plot(in);
+        work->svg = render_plot(in, training);
     } catch (const std::exception &e) {
         work->error = make_error(500, "internal_error", "The plot could not be drawn; the error log says why.");
         try {
