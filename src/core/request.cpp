@@ -18,8 +18,6 @@ namespace {
 using simdjson::ondemand::json_type;
 namespace od = simdjson::ondemand;
 
-constexpr std::int64_t kMaxTimestamp = 253402300799;  // 9999-12-31T23:59:59Z
-
 // One parser per thread: fits parse in pool threads, predicts in event loops.
 // It keeps its buffers, so a warm parser does not allocate.
 od::parser &thread_parser() {

@@ -779,7 +779,8 @@ void fit_thread(void *data, ngx_log_t *) {
         if (work->error) return;
         work->points = model.points;
         std::string error;
-        if (!hand_over(work->spool_seq, model, encode_training_data(training), &work->in_memory, &error)) {
+        if (!hand_over(work->spool_seq, model, encode_plot_envelope(summarize_for_plot(training)),
+                       encode_training_data(training), &work->in_memory, &error)) {
             const std::string_view reason = public_reason(error);
             work->error = make_error(503, "store_unavailable",
                                      reason.empty() ? std::string("The fit could not be handed to the store; the error log says why.")
@@ -904,8 +905,8 @@ void plot_thread(void *data, ngx_log_t *) {
     BackgroundPriority background;
     PlotWork *work = static_cast<PlotWork *>(data);
     try {
-        TrainingData training;
-        if (!decode_training_data(work->data, &training)) {
+        PlotEnvelope envelope;
+        if (!decode_plot_envelope(work->data, &envelope)) {
             work->error = make_error(503, "store_unavailable", "The plot's data does not decode; the error log says why.");
             work->svg = "the data read from the store does not decode";
             return;
@@ -913,7 +914,7 @@ void plot_thread(void *data, ngx_log_t *) {
         PlotInput in;
         in.series_id = work->series_id;
         in.model = &work->model;
-        in.data = &training;
+        in.envelope = &envelope;
         in.sigma = work->sigma;
         in.tail = work->tail;
         work->svg = render_plot(in);

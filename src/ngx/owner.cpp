@@ -94,6 +94,7 @@ Runtime *rt = nullptr;
 // Fits this process validated while it owned the store, waiting for commit.
 struct HeldFit {
     Model model;
+    std::string plot_envelope;
     std::string training_data;
 };
 std::mutex held_mutex;
@@ -355,13 +356,13 @@ void release_store_after_failure(const std::string &error) {
 
 // ---- plot reads: run in a pool thread, beside commits ----
 
-// What /plot draws of a version, encoded; false with *error empty when the
-// version is not in the store.
+// What /plot draws of a version, its encoded plot envelope; false with
+// *error empty when the version is not in the store.
 bool read_plot_data(Store *store, std::string_view series, std::uint32_t version, std::string *out,
                     std::string *error) {
-    TrainingData data;
-    if (!store->read_training_data(series, version, &data, error)) return false;
-    *out = encode_training_data(data);
+    PlotEnvelope envelope;
+    if (!store->read_plot_envelope(series, version, &envelope, error)) return false;
+    *out = encode_plot_envelope(envelope);
     return true;
 }
 
@@ -432,6 +433,7 @@ void commit_thread(void *data, ngx_log_t *) {
                 auto it = claims[i].submitter == ngx_pid ? held_fits.find(claims[i].spool_seq) : held_fits.end();
                 if (it != held_fits.end()) {
                     models[i] = it->second.model;
+                    batch[i].plot_envelope = std::move(it->second.plot_envelope);
                     batch[i].training_data = std::move(it->second.training_data);
                     held_fits.erase(it);
                     found = true;
@@ -440,7 +442,7 @@ void commit_thread(void *data, ngx_log_t *) {
                 }
             } else {
                 found = read_spool(spool_path(claims[i].submitter, claims[i].spool_seq), &models[i],
-                                   &batch[i].training_data, &error);
+                                   &batch[i].plot_envelope, &batch[i].training_data, &error);
             }
             if (!found) {
                 claims[i].fail_status = 503;
@@ -675,17 +677,17 @@ std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
     return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
 }
 
-bool hand_over(std::uint64_t seq, const Model &model, std::string training_data, bool *in_memory,
-               std::string *error) {
+bool hand_over(std::uint64_t seq, const Model &model, std::string plot_envelope, std::string training_data,
+               bool *in_memory, std::string *error) {
     // A spool file costs a write and a read of the whole training data; the
     // owner keeps its own fits in memory instead.
     *in_memory = __atomic_load_n(&sh()->owner_pid, __ATOMIC_RELAXED) == ngx_pid;
     if (*in_memory) {
         std::lock_guard<std::mutex> guard(held_mutex);
-        held_fits[seq] = HeldFit{model, std::move(training_data)};
+        held_fits[seq] = HeldFit{model, std::move(plot_envelope), std::move(training_data)};
         return true;
     }
-    return write_spool(spool_path(ngx_pid, seq), model, training_data, error);
+    return write_spool(spool_path(ngx_pid, seq), model, plot_envelope, training_data, error);
 }
 
 namespace {
