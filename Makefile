@@ -1,4 +1,4 @@
-# make build | run | test | unit | integration | soak | bench | fuzz | docker-check | clean
+# make build | install-module | run | reload | stop | test | unit | integration | soak | bench | fuzz | docker-check | clean
 # Builds the module against Debian's nginx (nginx-dev) unless NGINX_SRC points
 # at another configured-for-compat nginx source tree.
 
@@ -15,7 +15,7 @@ PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make gettext-bas
 TEST_PACKAGES := cmake libgtest-dev perl libjson-pp-perl chromium
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps test-deps install-missing build run test unit integration soak bench fuzz docker-check clean
+.PHONY: all deps test-deps install-missing install-module build run reload stop test unit integration soak bench fuzz docker-check clean
 
 all: build
 
@@ -48,12 +48,34 @@ $(NGX_TREE)/objs/Makefile: config
 	    --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log 2>&1 \
 	  || { tail -20 $(BUILD)/configure.log; exit 1; }
 
+# nginx maps the installed module. Writing into that file (cp) changes the
+# code under every running worker; a new file renamed over it leaves them on
+# the one they mapped.
+MODULE_OBJ := $(NGX_TREE)/objs/ngx_http_anomaly_module.so
+install_module = install -D -m 0644 $(MODULE_OBJ) $(1).tmp && mv -f $(1).tmp $(1)
+
 $(MODULE): $(NGX_TREE)/objs/Makefile $(SOURCES)
 	$(MAKE) -C $(NGX_TREE) -f objs/Makefile modules
-	cp $(NGX_TREE)/objs/ngx_http_anomaly_module.so $(MODULE)
+	$(call install_module,$(MODULE))
 
-run: build
+# Installs the module built last, as the build does, to $(MODULE) (make
+# install-module MODULE=/usr/lib/nginx/modules/ngx_http_anomaly_module.so).
+install-module:
+	@[ -f $(MODULE_OBJ) ] || { echo "install-module: $(MODULE_OBJ) is not built; run make build" >&2; exit 1; }
+	$(call install_module,$(MODULE))
+
+# conf/run.sh checks that nginx's workers can reach the run directory and
+# the store before it builds (make build), then serves in the foreground.
+run:
 	@conf/run.sh
+
+# The server of `make run`: render and check the configuration again and
+# reload it (HUP to the master in the run directory), or stop it (QUIT).
+reload:
+	@conf/run.sh reload
+
+stop:
+	@conf/run.sh stop
 
 # The core and the store without nginx, then again under ASan and UBSan.
 unit: deps test-deps

@@ -19,7 +19,7 @@ fi
 
 : "${ANOMALY_LISTEN:=0.0.0.0:8080}"
 : "${ANOMALY_DATA_DIR:=/var/lib/anomaly}"
-: "${ANOMALY_WORKERS:=auto}"
+: "${ANOMALY_WORKERS:=2}"   # auto would count the host's cores, not the container's quota
 : "${ANOMALY_ZONE_SIZE:=64m}"
 : "${ANOMALY_RUN_DIR:=/tmp/anomaly}"
 : "${ANOMALY_MODULE:=/usr/lib/nginx/modules/ngx_http_anomaly_module.so}"

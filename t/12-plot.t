@@ -4,6 +4,8 @@
 use strict;
 use warnings;
 use Test::More;
+use File::Temp ();
+use HTTP::Tiny;
 use AnomalyTest qw(error_ok);
 
 my $t = AnomalyTest->new(workers => 2);
@@ -55,5 +57,50 @@ is(($t->request('POST', '/fit/million', $body))[0], 200, 'fit a million points')
 is($st, 200, 'plot of a million points');
 ok(length($svg) < 300_000, 'its size is bounded: ' . length($svg) . ' bytes');
 like($svg, qr{v1, 1000000 points}, 'title counts every point');
+
+# What a plot draws is stored at fit time (a few KB): 200 plots of the
+# million-point version at once leave nothing in spool/, and fits go on.
+{
+    use Time::HiRes qw(time sleep);
+    my $port = $t->port;
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my @kids = map {
+        my $k = $_;
+        AnomalyTest::child(sub {
+            my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 30);
+            my %count;
+            for (1 .. 10) {
+                my $res = $ua->get("http://127.0.0.1:$port/plot?series_id=million");
+                my $code = $res->{status} == 503 && $res->{content} =~ /server_busy/
+                    && ($res->{headers}{'retry-after'} // '') eq '1' ? 'busy' : $res->{status};
+                $count{$code}++;
+            }
+            open my $out, '>', "$dir/$k" or die;
+            print $out join(' ', map { "$_=$count{$_}" } sort keys %count), "\n";
+        });
+    } 1 .. 20;
+    my ($spool_files, @fit_seconds) = (0);
+    my ($small) = AnomalyTest::make_series(12, seed => 4);
+    for (1 .. 5) {
+        opendir my $d, $t->store_dir . '/spool' or die;
+        my $n = grep { !/^\./ } readdir $d;
+        $spool_files = $n if $n > $spool_files;
+        my $t0 = time;
+        my ($fst) = $t->fit('during_plots', $small);
+        push @fit_seconds, sprintf('%.3f', time - $t0) if $fst == 200;
+    }
+    waitpid $_, 0 for @kids;
+    my %total;
+    for my $k (1 .. 20) {
+        open my $in, '<', "$dir/$k" or next;
+        $total{$1} += $2 while <$in> =~ /(\w+)=(\d+)/g;
+    }
+    diag('200 plots at once: ' . join(', ', map { "$_ x$total{$_}" } sort keys %total)
+         . '; fits meanwhile took ' . join(' ', @fit_seconds) . ' s');
+    is(($total{200} // 0) + ($total{busy} // 0), 200, 'every plot is drawn, or refused 503 server_busy with Retry-After');
+    ok(($total{200} // 0) > 0, 'plots were drawn');
+    is(scalar @fit_seconds, 5, 'fits made during the plots are acknowledged');
+    is($spool_files, 0, 'plots write nothing to spool/');
+}
 
 AnomalyTest::done();

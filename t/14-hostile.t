@@ -135,10 +135,16 @@ for my $c (@cases) {
     check($name, post($path, $body), $status, $code);
 }
 
-# Content types are not checked: a JSON body is read as JSON whatever it says.
-check('fit as text/plain', post('/fit/ct1', $valid, ct => 'text/plain'), 200);
-check('fit without a content type', post('/fit/ct2', $valid, ct => undef), 200);
-check('fit as form', post('/fit/ct3', $valid, ct => 'application/x-www-form-urlencoded'), 200);
+# A fit changes state: only a body declared as JSON trains a model, so that
+# no web page (which can post text/plain or a form anywhere) can. Predictions
+# change nothing and read any content type as JSON.
+check('fit as text/plain', post('/fit/ct1', $valid, ct => 'text/plain'), 415, 'unsupported_media_type');
+check('fit without a content type', post('/fit/ct2', $valid, ct => undef), 415, 'unsupported_media_type');
+check('fit as form', post('/fit/ct3', $valid, ct => 'application/x-www-form-urlencoded'), 415, 'unsupported_media_type');
+check('fit as multipart', post('/fit/ct4', $valid, ct => 'multipart/form-data; boundary=x'), 415, 'unsupported_media_type');
+check('fit as text/csv', post('/fit/ct5', $valid, ct => 'text/csv'), 415, 'unsupported_media_type');
+check('fit as application/json; charset=utf-8', post('/fit/ct6', $valid, ct => 'application/json; charset=utf-8'), 200);
+check('fit as application/vnd.metrics+json', post('/fit/ct7', $valid, ct => 'application/vnd.metrics+json'), 200);
 check('predict as text/plain', post('/predict/keep', '{"value":1}', ct => 'text/plain'), 200);
 
 # Methods
@@ -151,17 +157,17 @@ for my $m ('GET', 'PUT', 'DELETE', 'PATCH', 'HEAD') {
 check('POST /healthcheck', post('/healthcheck', '{}'), 405, 'method_not_allowed');
 
 # Chunked bodies work; a slow body that still arrives in time works.
-my $chunked = "POST /fit/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+my $chunked = "POST /fit/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
             . sprintf("%x\r\n%s\r\n0\r\n\r\n", length $valid, $valid);
 check('chunked fit', raw($chunked), 200);
-my @pieces = ("POST /fit-slow/trickle HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " . length($valid) . "\r\n\r\n",
+my @pieces = ("POST /fit-slow/trickle HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " . length($valid) . "\r\n\r\n",
               map { substr($valid, $_ * 60, 60) } 0 .. int(length($valid) / 60));
 check('slow but complete body', raw(\@pieces, trickle => 0.2), 200);
 # A body that stops arriving: nginx's client_body_timeout, as JSON.
-my ($st, $body) = raw("POST /fit-slow/stalled HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n{\"timestamps\":[1,", half_close => 0);
+my ($st, $body) = raw("POST /fit-slow/stalled HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"timestamps\":[1,", half_close => 0);
 ok($st == 408 || $st == 0, "stalled body: 408 or closed (got $st)");
 # A body shorter than its Content-Length, then the client goes away.
-($st) = raw("POST /fit/partial HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"timestamps\":[1,2", half_close => 1);
+($st) = raw("POST /fit/partial HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"timestamps\":[1,2", half_close => 1);
 ok($st == 400 || $st == 0, "partial body then close: 400 or closed (got $st)");
 
 ok($requests_checked >= 150, "$requests_checked bad requests, each with its expected status and code");

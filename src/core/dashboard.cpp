@@ -104,11 +104,12 @@ async function select(id) {
   for (const li of $("series").children) li.classList.toggle("active", li.dataset.id === id);
   $("title").textContent = id;
   try {
-    versions = (await json("series/" + encodeURIComponent(id))).versions;
+    // The newest 1000 versions: a page costs the same however long the history.
+    versions = (await json("series/" + encodeURIComponent(id) + "?order=newest&limit=1000")).versions;
   } catch (e) { $("message").textContent = e.message; return; }
   const sel = $("version");
   sel.replaceChildren();
-  for (const v of versions.slice().reverse()) {
+  for (const v of versions) {
     const o = document.createElement("option");
     o.value = v.version;
     o.textContent = v.version + " \u00b7 " + v.trained_at.replace("T", " ").slice(0, 19);

@@ -20,8 +20,11 @@ enum class Tail : std::uint8_t {
     lower = 2,  // value < mean - k * std
 };
 
+// The latest timestamp a fit accepts: 9999-12-31T23:59:59Z (the earliest is 0).
+constexpr std::int64_t kMaxTimestamp = 253402300799;
+
 struct TrainingData {
-    std::vector<std::int64_t> timestamps;  // Unix seconds, strictly increasing
+    std::vector<std::int64_t> timestamps;  // Unix seconds, 0..kMaxTimestamp, strictly increasing
     std::vector<double> values;            // finite
 };
 

@@ -1,7 +1,9 @@
 #include "core/encoding.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 namespace anomaly {
 
@@ -83,6 +85,10 @@ std::string model_key(std::string_view series_id, std::uint32_t version) {
 
 std::string training_data_key(std::string_view series_id, std::uint32_t version) {
     return key('d', series_id, version);
+}
+
+std::string plot_envelope_key(std::string_view series_id, std::uint32_t version) {
+    return key('p', series_id, version);
 }
 
 bool parse_model_key(std::string_view k, std::string_view *series_id, std::uint32_t *version) noexcept {
@@ -211,6 +217,57 @@ bool decode_training_data(std::string_view bytes, TrainingData *d) {
             return false;
     }
     return p == end;
+}
+
+std::string encode_plot_envelope(const PlotEnvelope &e) {
+    std::string out;
+    out.reserve(32 + 18 * e.columns.size());
+    put_u8(&out, kPlotEnvelopeFormat);
+    put_u8(&out, 0);
+    put_fixed(&out, e.columns.size(), 2);
+    put_fixed(&out, 0, 4);
+    put_fixed(&out, e.points, 8);
+    put_fixed(&out, static_cast<std::uint64_t>(e.first_timestamp), 8);
+    put_fixed(&out, static_cast<std::uint64_t>(e.last_timestamp), 8);
+    for (const PlotEnvelope::Column &c : e.columns) {
+        put_fixed(&out, c.column, 2);
+        put_double(&out, c.min);
+        put_double(&out, c.max);
+    }
+    return out;
+}
+
+bool decode_plot_envelope(std::string_view bytes, PlotEnvelope *e) {
+    Reader r(bytes);
+    if (r.fixed(1) != kPlotEnvelopeFormat || r.fixed(1) != 0) return false;
+    const std::uint64_t count = r.fixed(2);
+    if (r.fixed(4) != 0) return false;
+    PlotEnvelope out;
+    out.points = r.fixed(8);
+    out.first_timestamp = static_cast<std::int64_t>(r.fixed(8));
+    out.last_timestamp = static_cast<std::int64_t>(r.fixed(8));
+    // Checked before anything is allocated: the size must be exact.
+    if (r.failed() || count > static_cast<std::uint64_t>(kPlotColumns) || r.left() != count * 18) return false;
+    // The drawing subtracts and formats these timestamps: keep them in the range fits accept.
+    if (out.first_timestamp < 0 || out.first_timestamp > out.last_timestamp || out.last_timestamp > kMaxTimestamp)
+        return false;
+    if ((count == 0) != (out.points == 0) || count > out.points) return false;
+    if (count == 0 && (out.first_timestamp != 0 || out.last_timestamp != 0)) return false;
+    out.columns.resize(count);
+    int previous = -1;
+    for (PlotEnvelope::Column &c : out.columns) {
+        const int column = static_cast<int>(r.fixed(2));
+        c.min = r.real();
+        c.max = r.real();
+        if (column <= previous || column >= kPlotColumns || !std::isfinite(c.min) || !std::isfinite(c.max) ||
+            !(c.min <= c.max))
+            return false;
+        c.column = static_cast<std::uint16_t>(column);
+        previous = column;
+    }
+    if (r.failed() || r.left() != 0) return false;
+    *e = std::move(out);
+    return true;
 }
 
 }  // namespace anomaly

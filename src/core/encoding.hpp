@@ -5,6 +5,8 @@
 // Keys (series ids never contain '/'):
 //   "m/<series_id>/" + 4-byte big-endian version   -> encode_model()
 //   "d/<series_id>/" + 4-byte big-endian version   -> encode_training_data()
+//   "p/<series_id>/" + 4-byte big-endian version   -> encode_plot_envelope()
+//        (absent for versions fitted before plots were summarised)
 //   "c/commits"                                    -> u64 little-endian: batches written
 // Big-endian versions make LevelDB iterate a series' versions in order.
 #pragma once
@@ -14,14 +16,17 @@
 #include <string_view>
 
 #include "detector.hpp"
+#include "plot.hpp"
 
 namespace anomaly {
 
 constexpr std::uint8_t kModelFormat = 1;
 constexpr std::uint8_t kTrainingDataFormat = 1;
+constexpr std::uint8_t kPlotEnvelopeFormat = 1;
 
 std::string model_key(std::string_view series_id, std::uint32_t version);
 std::string training_data_key(std::string_view series_id, std::uint32_t version);
+std::string plot_envelope_key(std::string_view series_id, std::uint32_t version);
 // Splits a model key; false when key is not one.
 bool parse_model_key(std::string_view key, std::string_view *series_id,
                      std::uint32_t *version) noexcept;
@@ -48,5 +53,19 @@ bool decode_model(std::string_view bytes, Model *model) noexcept;
 // series take one or two bytes a point instead of eight.
 std::string encode_training_data(const TrainingData &data);
 bool decode_training_data(std::string_view bytes, TrainingData *data);
+
+// Plot envelope (what /plot draws), format 1:
+//   u8 format (1) | u8 0 | u16 column count | u32 0 | u64 points
+//   | i64 first_timestamp | i64 last_timestamp
+//   | column count x (u16 column | f64 min | f64 max), columns ascending
+// 32 + 18 bytes a non-empty column: at most 17,312 bytes however many points.
+// Values stay f64: f32 would move a value across the band's edge and flatten
+// a series with a large offset (at 1e9 its step is 64).
+std::string encode_plot_envelope(const PlotEnvelope &envelope);
+// False on a damaged, short or overlong record, and on one that valid
+// training data cannot give: columns not ascending or beyond kPlotColumns,
+// more columns than points, min > max or not finite, timestamps outside
+// 0..kMaxTimestamp or out of order.
+bool decode_plot_envelope(std::string_view bytes, PlotEnvelope *envelope);
 
 }  // namespace anomaly

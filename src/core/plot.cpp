@@ -15,11 +15,16 @@ namespace {
 constexpr int kWidth = 1100, kHeight = 520;
 constexpr int kLeft = 90, kRight = kLeft + kPlotColumns, kTop = 60, kBottom = 450;
 
-struct Column {
-    double min = INFINITY, max = -INFINITY;
-    bool outside_low = false, outside_high = false;
-    double low_value = 0, high_value = 0;  // the most extreme point outside the band
-};
+// The time axis: a timestamp's distance from t0 as a fraction of tspan.
+// Differences in doubles are exact for timestamps below 2^53 (all valid
+// ones) and cannot overflow for any.
+double fraction_of(std::int64_t t, std::int64_t t0, double tspan) {
+    return (static_cast<double>(t) - static_cast<double>(t0)) / tspan;
+}
+
+double span_of(std::int64_t t0, std::int64_t t1) {
+    return std::max(1.0, static_cast<double>(t1) - static_cast<double>(t0));
+}
 
 std::string num(double v) {
     char buf[32];
@@ -72,48 +77,63 @@ std::string escape_xml(std::string_view s) {
 
 }  // namespace
 
+PlotEnvelope summarize_for_plot(const TrainingData &d) {
+    PlotEnvelope e;
+    const std::size_t n = std::min(d.values.size(), d.timestamps.size());
+    if (n == 0) return e;
+    e.points = n;
+    e.first_timestamp = d.timestamps.front();
+    e.last_timestamp = d.timestamps[n - 1];
+    const std::int64_t t0 = e.first_timestamp;
+    const double tspan = span_of(t0, e.last_timestamp);
+    double min[kPlotColumns], max[kPlotColumns];
+    std::fill(min, min + kPlotColumns, INFINITY);
+    std::fill(max, max + kPlotColumns, -INFINITY);
+    for (std::size_t i = 0; i < n; i++) {
+        // The column render_plot has always drawn a point in: its x, truncated.
+        const double x = kLeft + std::clamp(fraction_of(d.timestamps[i], t0, tspan), 0.0, 1.0) * (kPlotColumns - 1);
+        const int c = std::min(static_cast<int>(x) - kLeft, kPlotColumns - 1);
+        const double v = d.values[i];
+        min[c] = std::min(min[c], v);
+        max[c] = std::max(max[c], v);
+    }
+    for (int c = 0; c < kPlotColumns; c++)
+        if (min[c] <= max[c]) e.columns.push_back({static_cast<std::uint16_t>(c), min[c], max[c]});
+    return e;
+}
+
+std::string render_plot(const PlotInput &in, const TrainingData &data) {
+    const PlotEnvelope envelope = summarize_for_plot(data);
+    PlotInput from_data = in;
+    from_data.envelope = &envelope;
+    return render_plot(from_data);
+}
+
 std::string render_plot(const PlotInput &in) {
-    const TrainingData &d = *in.data;
+    const PlotEnvelope &e = *in.envelope;
     const Model &m = *in.model;
-    const std::size_t n = d.values.size();
     const double upper = m.mean + in.sigma * m.std;
     const double lower = m.mean - in.sigma * m.std;
     const bool flag_high = in.tail != Tail::lower;
     const bool flag_low = in.tail != Tail::upper;
 
-    const std::int64_t t0 = n ? d.timestamps.front() : 0;
-    const std::int64_t t1 = n ? d.timestamps.back() : 1;
-    const double tspan = std::max<double>(1, static_cast<double>(t1 - t0));
+    const bool any = !e.columns.empty();
+    const std::int64_t t0 = any ? e.first_timestamp : 0;
+    const std::int64_t t1 = any ? e.last_timestamp : 1;
+    const double tspan = span_of(t0, t1);
 
     double vmin = std::min(lower, m.mean), vmax = std::max(upper, m.mean);
-    for (double v : d.values) {
-        vmin = std::min(vmin, v);
-        vmax = std::max(vmax, v);
+    for (const PlotEnvelope::Column &c : e.columns) {
+        vmin = std::min(vmin, c.min);
+        vmax = std::max(vmax, c.max);
     }
     if (vmax - vmin < 1e-300) vmax = vmin + 1;
     const double pad = (vmax - vmin) * 0.05;
     vmin -= pad;
     vmax += pad;
 
-    auto x_of = [&](std::int64_t t) { return kLeft + (static_cast<double>(t - t0) / tspan) * (kPlotColumns - 1); };
+    auto x_of = [&](std::int64_t t) { return kLeft + fraction_of(t, t0, tspan) * (kPlotColumns - 1); };
     auto y_of = [&](double v) { return kBottom - (v - vmin) / (vmax - vmin) * (kBottom - kTop); };
-
-    std::vector<Column> cols(kPlotColumns);
-    for (std::size_t i = 0; i < n; i++) {
-        const int c = std::clamp(static_cast<int>(x_of(d.timestamps[i])) - kLeft, 0, kPlotColumns - 1);
-        Column &col = cols[c];
-        const double v = d.values[i];
-        col.min = std::min(col.min, v);
-        col.max = std::max(col.max, v);
-        if (flag_high && v > upper && (!col.outside_high || v > col.high_value)) {
-            col.outside_high = true;
-            col.high_value = v;
-        }
-        if (flag_low && v < lower && (!col.outside_low || v < col.low_value)) {
-            col.outside_low = true;
-            col.low_value = v;
-        }
-    }
 
     std::string svg;
     svg.reserve(160 * 1024);
@@ -172,10 +192,9 @@ std::string render_plot(const PlotInput &in) {
 
     // The data: one vertical stroke per column from its min to its max, joined.
     svg += "<polyline fill=\"none\" stroke=\"#374151\" stroke-opacity=\"0.85\" stroke-width=\"1\" points=\"";
-    for (int c = 0; c < kPlotColumns; c++) {
-        if (cols[c].min > cols[c].max) continue;
-        const double x = kLeft + c + 0.5;
-        svg += num(x) + "," + num(y_of(cols[c].min)) + " " + num(x) + "," + num(y_of(cols[c].max)) + " ";
+    for (const PlotEnvelope::Column &c : e.columns) {
+        const double x = kLeft + c.column + 0.5;
+        svg += num(x) + "," + num(y_of(c.min)) + " " + num(x) + "," + num(y_of(c.max)) + " ";
     }
     svg += "\"/>\n";
 
@@ -189,14 +208,16 @@ std::string render_plot(const PlotInput &in) {
     hline(lower, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
     hline(m.mean, "stroke=\"#1d4ed8\" stroke-width=\"2\" stroke-dasharray=\"6 4\"");
 
-    // Training points outside the band, one mark per column and side.
+    // Training points outside the band, one mark per column and side, at the
+    // column's most extreme value: outside the band on a side means its
+    // extreme on that side is.
     svg += "<g fill=\"#dc2626\">";
-    for (int c = 0; c < kPlotColumns; c++) {
-        const double x = kLeft + c + 0.5;
-        if (cols[c].outside_high)
-            svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(cols[c].high_value)) + "\" r=\"3\"/>";
-        if (cols[c].outside_low)
-            svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(cols[c].low_value)) + "\" r=\"3\"/>";
+    for (const PlotEnvelope::Column &c : e.columns) {
+        const double x = kLeft + c.column + 0.5;
+        if (flag_high && c.max > upper)
+            svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(c.max)) + "\" r=\"3\"/>";
+        if (flag_low && c.min < lower)
+            svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(c.min)) + "\" r=\"3\"/>";
     }
     svg += "</g>\n</svg>\n";
     return svg;

@@ -105,7 +105,7 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
     return out;
 }
 
-std::string render_versions(std::string_view series_id, const std::vector<Model> &versions) {
+std::string render_versions(std::string_view series_id, const std::vector<Model> &versions, bool more) {
     std::string out = "{\"series_id\":";
     append_json_string(&out, series_id);
     out += ",\"versions\":[";
@@ -123,7 +123,10 @@ std::string render_versions(std::string_view series_id, const std::vector<Model>
                ",\"last_timestamp\":" + std::to_string(m.last_timestamp) + ",\"trained_at\":\"" +
                iso8601_ms(m.trained_at_ms) + "\"}";
     }
-    out += "]}";
+    out += "],\"next_after\":";
+    if (more && !versions.empty()) out += "\"v" + std::to_string(versions.back().version) + "\"";
+    else out += "null";
+    out += '}';
     return out;
 }
 

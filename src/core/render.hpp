@@ -49,6 +49,7 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
 // GET /series/{id}:
 // {"series_id":"s1","versions":[{"version":"v1","points":10,"mean":..,"std":..,
 //   "detector":"three_sigma","first_timestamp":..,"last_timestamp":..,"trained_at":"..."}]}
-std::string render_versions(std::string_view series_id, const std::vector<Model> &versions);
+// more: another page follows; next_after then names the last version given.
+std::string render_versions(std::string_view series_id, const std::vector<Model> &versions, bool more);
 
 }  // namespace anomaly

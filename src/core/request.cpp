@@ -18,8 +18,6 @@ namespace {
 using simdjson::ondemand::json_type;
 namespace od = simdjson::ondemand;
 
-constexpr std::int64_t kMaxTimestamp = 253402300799;  // 9999-12-31T23:59:59Z
-
 // One parser per thread: fits parse in pool threads, predicts in event loops.
 // It keeps its buffers, so a warm parser does not allocate.
 od::parser &thread_parser() {
@@ -541,6 +539,28 @@ Error parse_predict_body(const char *body, std::size_t length, PredictInput *out
     dom::element root;
     if (!reused_parser().parse(body, length, false).get(root)) return predict_from_dom(root, out);
     return diagnose_predict_body(body, length, out);
+}
+
+bool is_json_media_type(std::string_view content_type) noexcept {
+    std::string_view type = content_type.substr(0, content_type.find(';'));
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+    while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+    auto lower_equal = [](std::string_view a, std::string_view b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); i++) {
+            char c = a[i];
+            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+            if (c != b[i]) return false;
+        }
+        return true;
+    };
+    constexpr std::string_view kApplication = "application/";
+    if (type.size() <= kApplication.size() || !lower_equal(type.substr(0, kApplication.size()), kApplication))
+        return false;
+    const std::string_view subtype = type.substr(kApplication.size());
+    if (lower_equal(subtype, "json")) return true;
+    return subtype.size() > 5 && lower_equal(subtype.substr(subtype.size() - 5), "+json") &&
+           subtype.find('/') == std::string_view::npos;
 }
 
 }  // namespace anomaly

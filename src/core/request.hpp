@@ -51,6 +51,13 @@ struct PredictInput {
     double value = 0;
 };
 
+// Whether a Content-Type header declares JSON: application/json or any
+// application/...+json, parameters (charset) allowed, case-insensitive. A
+// body that changes state must say so: a web page can post text/plain or a
+// form to any server its visitor reaches, but not JSON without the server's
+// consent (CORS preflight).
+bool is_json_media_type(std::string_view content_type) noexcept;
+
 // Parses {"timestamp": "1700000000" | 1700000000, "value": 42.0}.
 // "timestamp" is optional; "value" is required.
 //   400 malformed_json     not JSON, not an object, no "value"

@@ -14,7 +14,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <dirent.h>
 #include <malloc.h>
 #include <unistd.h>
 #include <vector>
@@ -27,6 +26,7 @@
 #include "core/request.hpp"
 #include "core/series.hpp"
 #include "ngx/owner.hpp"
+#include "ngx/store_dir.hpp"
 #include "ngx/zone.hpp"
 #include "store/store.hpp"
 
@@ -36,7 +36,8 @@ namespace anomaly {
 namespace {
 
 constexpr ngx_msec_t kFitPoll = 20;           // fallback when a wake-up is lost
-constexpr ngx_msec_t kFitGiveUp = 30000;      // a fit still not committed by then is withdrawn
+constexpr ngx_msec_t kDefaultFitTimeout = 30000;  // anomaly_fit_timeout
+constexpr size_t kDefaultFitMemory = 128 * 1024 * 1024;  // anomaly_fit_memory
 constexpr std::size_t kMaxPredictBody = 64 * 1024;
 // A predict that arrives while the zone is being filled (a start, or a new
 // nginx generation in a binary upgrade) waits this long before 503.
@@ -51,6 +52,7 @@ struct MainConf {
     ngx_str_t thread_pool_name;
     ngx_thread_pool_t *thread_pool;
     ngx_flag_t endpoints_used;
+    size_t fit_memory;                    // anomaly_fit_memory: body bytes of fits per worker
 };
 
 struct LocConf {
@@ -60,11 +62,14 @@ struct LocConf {
     ngx_uint_t tail;                      // anomaly_tail
     size_t min_points;                    // anomaly_min_points
     size_t max_points;                    // anomaly_max_points
+    ngx_msec_t fit_timeout;               // anomaly_fit_timeout
 };
 
 constexpr double kUnsetSigma = -1;
 
-// Per request: what the variables show, and the state of a fit.
+struct FitWork;
+
+// Per request: what the variables show, and where a fit or a plot waits.
 struct RequestCtx {
     std::uint32_t version = 0;        // $anomaly_model_version
     int result = -1;                  // $anomaly_result: -1 none, 0 false, 1 true
@@ -73,27 +78,34 @@ struct RequestCtx {
     ngx_http_request_t *request = nullptr;
     ngx_str_t series_id{};
     std::uint64_t started_ns = 0;
-    ngx_msec_t queued_at = 0;
-    Job *job = nullptr;
-    std::uint64_t spool_seq = 0;
-    bool in_memory = false;
-    ngx_queue_t waiting{};            // in fits_waiting while the owner commits
-    bool plot = false;                // a /plot waiting for its training data
     ngx_event_t *load_wait = nullptr; // a predict waiting for the zone to be filled
     std::uint64_t body_read_ns = 0;
+    bool plot = false;
+
+    // A fit or a plot waits in one place at a time. nginx may end the
+    // request anywhere (a closed connection, worker_shutdown_timeout): a
+    // pool cleanup (request_ended) then takes it out of whatever it waits in.
+    enum class Wait : std::uint8_t {
+        none,
+        thread_slot,  // in fits_for_threads: every fit thread slot is busy
+        task,         // a pool task works for it; r->main->blocked holds the request
+        owner,        // in owner_waits: the store's owner commits it or reads for it
+    };
+    Wait wait = Wait::none;
+    ngx_queue_t link{};
+    FitWork *queued_fit = nullptr;    // Wait::thread_slot
+    Job *job = nullptr;               // Wait::owner
+    ngx_msec_t deadline = 0;          // Wait::owner: answered 503 store_timeout after
+    std::uint64_t spool_seq = 0;
+    bool in_memory = false;
+    std::uint64_t budget = 0;         // body bytes held in this worker's fit budget
+    bool in_progress = false;         // counted in fits_in_progress
+    Model model;                      // the version a plot draws
 };
 
-// A /plot being drawn in a pool thread from the spool file the owner wrote.
-struct PlotWork {
-    std::string path;
-    std::string series_id;
-    double sigma = 3;
-    Tail tail = Tail::both;
-    std::string svg;
-    Error error;
-};
-
-// A fit being parsed and validated in a pool thread.
+// A fit being parsed and validated in a pool thread. It owns its task, so
+// that nothing the thread touches lives in the request's pool but the body,
+// which r->main->blocked keeps until the task is done.
 struct FitWork {
     struct Piece {
         const u_char *data;   // in memory, or nullptr when in the file
@@ -101,20 +113,41 @@ struct FitWork {
         off_t offset;
         size_t length;
     };
+    ngx_thread_task_t task{};
+    ngx_http_request_t *request = nullptr;
     std::vector<Piece> pieces;
     size_t length = 0;
     FitLimits limits;
     std::uint64_t spool_seq = 0;
     bool in_memory = false;           // handed over in memory (see hand_over)
     Error error;
+    std::string log_detail;           // what the error log says of a 5xx
     std::uint64_t points = 0;
 };
 
+// A /plot being drawn in a pool thread from what the owner read.
+struct PlotWork {
+    ngx_thread_task_t task{};
+    ngx_http_request_t *request = nullptr;
+    std::string data;                 // the owner's answer (see read_plot_data)
+    Model model;
+    std::string series_id;
+    double sigma = 3;
+    Tail tail = Tail::both;
+    std::string svg;
+    Error error;
+};
+
 // ---- process state ----
-ngx_queue_t fits_waiting;
-ngx_uint_t fits_in_progress = 0;   // parsing or waiting: keeps an exiting worker alive
+ngx_queue_t owner_waits;          // fits and plots waiting on the owner
+ngx_queue_t fits_for_threads;     // fits waiting for a thread slot
+ngx_uint_t fit_threads_busy = 0;  // fit tasks posted and not yet done
+ngx_uint_t fit_threads_max = 1;   // the CPUs of the machine: more parse no faster
+std::uint64_t fit_budget_used = 0;  // body bytes of the fits this worker holds
+ngx_uint_t fits_in_progress = 0;  // parsing or waiting: keeps an exiting worker alive
 ngx_event_t fit_timer;
 Zone *process_zone = nullptr;
+ngx_thread_pool_t *process_pool = nullptr;
 
 std::uint64_t monotonic_ns() {
     timespec ts;
@@ -207,8 +240,8 @@ ngx_int_t not_loaded_error(ngx_http_request_t *r) {
     const Shared *sh = zone_of(r)->shared();
     if (sh->store_state != StoreState::unavailable)
         return send_error(r, 503, "store_loading", "The models are still being read from the store; try again shortly.");
-    std::string detail = std::string("The models cannot be read: the store is unavailable (") + sh->store_error + ").";
-    return send_error(r, 503, "store_loading", detail.c_str());
+    return send_error(r, 503, "store_loading",
+                      "The models cannot be read: the store is unavailable; /healthcheck and the error log say why.");
 }
 
 // Allocates nothing but from the request pool: it answers from catch blocks,
@@ -424,16 +457,98 @@ ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
     return counted(r, zone_of(r)->my_stats().predict, predict_start(r));
 }
 
-// ---- fit ----
+// ---- waiting: thread slots, pool tasks, the owner ----
 
 void fit_timer_arm() {
     if (fits_in_progress > 0 && !fit_timer.timer_set) ngx_add_timer(&fit_timer, kFitPoll);
 }
 
+// 503 server_busy with Retry-After: the client may simply try again.
+ngx_int_t send_busy(ngx_http_request_t *r, const char *detail, bool discard_body) {
+    ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
+    if (h != nullptr) {
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        ngx_str_set(&h->value, "1");
+    }
+    if (discard_body) return reject(r, 503, "server_busy", detail);
+    return send_error(r, 503, "server_busy", detail);
+}
+
+void leave_progress(RequestCtx *ctx) {
+    if (!ctx->in_progress) return;
+    ctx->in_progress = false;
+    fits_in_progress--;
+}
+
+// Takes a fit or plot out of the queue it waits in. What it handed to the
+// owner is abandoned: a job still queued is withdrawn (and its spool file
+// or held fit discarded), one being committed is freed by the owner.
+void stop_waiting(RequestCtx *ctx) {
+    switch (ctx->wait) {
+    case RequestCtx::Wait::thread_slot:
+        ngx_queue_remove(&ctx->link);
+        delete ctx->queued_fit;
+        ctx->queued_fit = nullptr;
+        break;
+    case RequestCtx::Wait::owner:
+        ngx_queue_remove(&ctx->link);
+        if (process_zone->abandon(ctx->job) == Abandoned::withdrawn && !ctx->plot)
+            discard_handed_over(ctx->spool_seq, ctx->in_memory);
+        ctx->job = nullptr;
+        break;
+    case RequestCtx::Wait::task:  // r->main->blocked keeps the request until the task is done
+    case RequestCtx::Wait::none:
+        break;
+    }
+    ctx->wait = RequestCtx::Wait::none;
+}
+
+// Pool cleanup of fit and plot requests: runs however the request ends.
+void request_ended(void *data) noexcept {
+    RequestCtx *ctx = static_cast<RequestCtx *>(data);
+    try {
+        stop_waiting(ctx);
+    } catch (...) {
+        ctx->wait = RequestCtx::Wait::none;
+    }
+    fit_budget_used -= ctx->budget;
+    ctx->budget = 0;
+    leave_progress(ctx);
+}
+
+bool watch_end(ngx_http_request_t *r, RequestCtx *ctx) {
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == nullptr) return false;
+    cln->handler = request_ended;
+    cln->data = ctx;
+    return true;
+}
+
+// Holds `bytes` of this worker's fit budget for the request until it ends.
+// A fit alone is always admitted, so that one larger than the budget can
+// still be trained.
+bool take_budget(ngx_http_request_t *r, RequestCtx *ctx, std::uint64_t bytes) {
+    const std::uint64_t limit = main_conf(r)->fit_memory;
+    if (fit_budget_used > 0 && fit_budget_used + bytes > limit) return false;
+    fit_budget_used += bytes;
+    ctx->budget += bytes;
+    return true;
+}
+
+void wait_for_owner(ngx_http_request_t *r, RequestCtx *ctx, Job *job) {
+    ctx->job = job;
+    ctx->deadline = ngx_current_msec + loc_conf(r)->fit_timeout;
+    ctx->wait = RequestCtx::Wait::owner;
+    ngx_queue_insert_tail(&owner_waits, &ctx->link);
+    store_wake_owner();
+    fit_timer_arm();
+}
+
 // Finalizes from our own events (thread completions, wake-ups, timers), so
 // posted requests run here as nginx's own event handlers would.
 void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc) {
-    fits_in_progress--;
+    leave_progress(ctx);
     Zone *zone = zone_of(r);
     if (zone != nullptr && !ctx->plot) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
     ngx_connection_t *c = r->connection;
@@ -441,31 +556,63 @@ void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc) {
     ngx_http_run_posted_requests(c);
 }
 
-void draw_plot(ngx_http_request_t *r, RequestCtx *ctx) noexcept;
+// A pool task of ours is done: the request may go on unless nginx ended it
+// meanwhile (then it only waited for the task to let it go).
+bool task_done_for(ngx_http_request_t *r, RequestCtx *ctx) {
+    r->main->blocked--;
+    ctx->wait = RequestCtx::Wait::none;
+    if (!r->connection->error) return true;
+    ngx_connection_t *c = r->connection;
+    ngx_http_finalize_request(r, NGX_ERROR);
+    ngx_http_run_posted_requests(c);
+    return false;
+}
 
-// Answers every waiting fit whose job the owner has finished.
+void draw_plot(ngx_http_request_t *r, RequestCtx *ctx, std::string data) noexcept;
+
+// Answers every waiting fit or plot whose job the owner has finished, and
+// those whose deadline has passed.
 void fits_check() noexcept {
     if (process_zone == nullptr) return;
-    ngx_queue_t *q = ngx_queue_head(&fits_waiting);
-    while (q != ngx_queue_sentinel(&fits_waiting)) {
-        RequestCtx *ctx = ngx_queue_data(q, RequestCtx, waiting);
+    ngx_queue_t *q = ngx_queue_head(&owner_waits);
+    while (q != ngx_queue_sentinel(&owner_waits)) {
+        RequestCtx *ctx = ngx_queue_data(q, RequestCtx, link);
         q = ngx_queue_next(q);
         ngx_http_request_t *r = ctx->request;
         ngx_int_t rc;
-        bool removed = false;
         try {
             Shared *sh = process_zone->shared();
-            bool give_up = ngx_current_msec - ctx->queued_at > kFitGiveUp ||
-                           (sh->store_state == StoreState::unavailable && sh->owner_pid == 0);
+            const bool late = static_cast<ngx_msec_int_t>(ngx_current_msec - ctx->deadline) >= 0;
+            const bool store_down = sh->store_state == StoreState::unavailable && sh->owner_pid == 0;
             Job outcome;
-            if (!process_zone->take_result(ctx->job, give_up, &outcome)) continue;
-            ngx_queue_remove(&ctx->waiting);
-            removed = true;
-            if (ctx->plot && outcome.state == JobState::done) {
-                draw_plot(r, ctx);
+            if (!process_zone->take_result(ctx->job, late || store_down, &outcome)) {
+                if (!late) continue;
+                // The owner has it and has not finished: a hung disk, or an
+                // owner stopped. The fit may still become durable.
+                stop_waiting(ctx);
+                rc = send_error(r, 503, "store_timeout",
+                                ctx->plot ? "The store did not read the plot's data in time; try again."
+                                          : "The store did not confirm the fit in time. It may still be stored: "
+                                            "GET /series/{series_id} lists the versions.");
+                fit_finish(r, ctx, rc);
                 continue;
             }
-            if (outcome.state != JobState::done) discard_handed_over(ctx->spool_seq, ctx->in_memory);
+            ngx_queue_remove(&ctx->link);
+            ctx->wait = RequestCtx::Wait::none;
+            ctx->job = nullptr;
+            if (ctx->plot && outcome.state == JobState::done) {
+                std::string data;
+                try {
+                    data.assign(reinterpret_cast<char *>(outcome.data), outcome.data_len);
+                } catch (...) {
+                    process_zone->free_data(outcome.data);
+                    throw;
+                }
+                process_zone->free_data(outcome.data);
+                draw_plot(r, ctx, std::move(data));
+                continue;
+            }
+            if (outcome.state != JobState::done && !ctx->plot) discard_handed_over(ctx->spool_seq, ctx->in_memory);
             if (outcome.state == JobState::done) {
                 ctx->version = outcome.version;
                 std::string body = render_fit(
@@ -474,14 +621,15 @@ void fits_check() noexcept {
                 rc = send_body(r, NGX_HTTP_OK, body.data(), body.size());
             } else {
                 std::string detail = outcome.error;
-                if (give_up && sh->store_error[0] != '\0')
-                    detail = std::string("The store is unavailable: ") + sh->store_error + ".";
+                if (store_down) detail = "The store is unavailable; /healthcheck and the error log say why.";
                 Error error = make_error(static_cast<int>(outcome.status), outcome.code, detail);
                 rc = send_error(r, error);
             }
         } catch (const std::exception &e) {
-            if (!removed) {
-                ngx_queue_remove(&ctx->waiting);
+            try {
+                stop_waiting(ctx);
+            } catch (...) {
+                ctx->wait = RequestCtx::Wait::none;
             }
             rc = internal_error(r, e.what());
         }
@@ -494,26 +642,71 @@ void fit_timer_handler(ngx_event_t *) noexcept {
     fit_timer_arm();
 }
 
+// ---- fit ----
+
+void fit_thread(void *data, ngx_log_t *);
+void fit_parsed(ngx_event_t *ev) noexcept;
+
+bool post_fit(ngx_http_request_t *r, RequestCtx *ctx, FitWork *work) {
+    work->request = r;
+    work->task.ctx = work;
+    work->task.handler = fit_thread;
+    work->task.event.handler = fit_parsed;
+    work->task.event.data = work;
+    work->task.event.log = r->connection->log;
+    if (ngx_thread_task_post(process_pool, &work->task) != NGX_OK) return false;
+    r->main->blocked++;
+    ctx->wait = RequestCtx::Wait::task;
+    fit_threads_busy++;
+    return true;
+}
+
+// A thread slot is free: the fit that waited longest for one takes it.
+void start_queued_fits() {
+    while (fit_threads_busy < fit_threads_max && !ngx_queue_empty(&fits_for_threads)) {
+        ngx_queue_t *q = ngx_queue_head(&fits_for_threads);
+        RequestCtx *ctx = ngx_queue_data(q, RequestCtx, link);
+        ngx_queue_remove(q);
+        FitWork *work = ctx->queued_fit;
+        ctx->queued_fit = nullptr;
+        ctx->wait = RequestCtx::Wait::none;
+        if (post_fit(ctx->request, ctx, work)) continue;
+        delete work;
+        fit_finish(ctx->request, ctx, send_busy(ctx->request, "The thread pool queue is full; try again.", false));
+    }
+}
+
 void fit_parsed(ngx_event_t *ev) noexcept {
-    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
+    FitWork *work = static_cast<FitWork *>(ev->data);
+    ngx_http_request_t *r = work->request;
     RequestCtx *ctx = get_ctx(r);
-    ngx_thread_task_t *task = reinterpret_cast<ngx_thread_task_t *>(
-        reinterpret_cast<char *>(ev) - offsetof(ngx_thread_task_t, event));
-    FitWork *work = *static_cast<FitWork **>(task->ctx);
+    fit_threads_busy--;
+    try {
+        start_queued_fits();
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: %s", e.what());
+    }
+    if (!task_done_for(r, ctx)) {
+        if (!work->error) discard_handed_over(work->spool_seq, work->in_memory);
+        delete work;
+        return;
+    }
     ngx_int_t rc;
     try {
         if (work->error) {
             // Validation errors are the client's; a failure to hand the fit
-            // to the store (a full disk under spool/) is the operator's.
+            // to the store (a full disk under spool/) is the operator's, and
+            // only the log names files.
             if (work->error.status >= 500)
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: %s", work->error.detail.c_str());
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: %s",
+                              work->log_detail.empty() ? work->error.detail.c_str() : work->log_detail.c_str());
             rc = send_error(r, work->error);
         } else {
             Zone *zone = zone_of(r);
-            ctx->job = zone->add_job(
+            Job *job = zone->add_job(
                 std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
                 work->points, work->spool_seq, work->in_memory);
-            if (ctx->job == nullptr) {
+            if (job == nullptr) {
                 discard_handed_over(work->spool_seq, work->in_memory);
                 u_char detail[200];
                 u_char *end = ngx_snprintf(detail, sizeof(detail) - 1,
@@ -525,11 +718,8 @@ void fit_parsed(ngx_event_t *ev) noexcept {
             } else {
                 ctx->spool_seq = work->spool_seq;
                 ctx->in_memory = work->in_memory;
-                ctx->queued_at = ngx_current_msec;
-                ngx_queue_insert_tail(&fits_waiting, &ctx->waiting);
                 delete work;
-                store_wake_owner();
-                fit_timer_arm();
+                wait_for_owner(r, ctx, job);
                 return;
             }
         }
@@ -543,10 +733,12 @@ void fit_parsed(ngx_event_t *ev) noexcept {
 // Never throws: an exception leaving a pool thread would end the worker.
 void fit_failed(FitWork *work, const std::exception &e) noexcept {
     try {
-        if (dynamic_cast<const std::bad_alloc *>(&e) != nullptr)
+        if (dynamic_cast<const std::bad_alloc *>(&e) != nullptr) {
             work->error = make_error(507, "out_of_memory", "The server has no memory for this fit.");
-        else
-            work->error = make_error(500, "internal_error", std::string("The fit failed on the server: ") + e.what() + ".");
+        } else {
+            work->error = make_error(500, "internal_error", "The fit failed on the server; the error log says why.");
+            work->log_detail = std::string("fit failed: ") + e.what();
+        }
     } catch (const std::exception &) {
         work->error.status = 507;
         work->error.code = "out_of_memory";
@@ -558,7 +750,7 @@ void fit_failed(FitWork *work, const std::exception &e) noexcept {
 // spool file, so that a 25 MB fit never stalls an event loop.
 void fit_thread(void *data, ngx_log_t *) {
     BackgroundPriority background;
-    FitWork *work = *static_cast<FitWork **>(data);
+    FitWork *work = static_cast<FitWork *>(data);
     try {
         std::string body;
         body.resize(work->length + kJsonPadding);
@@ -587,9 +779,15 @@ void fit_thread(void *data, ngx_log_t *) {
         if (work->error) return;
         work->points = model.points;
         std::string error;
-        if (!hand_over(work->spool_seq, model, encode_training_data(training), &work->in_memory, &error))
+        if (!hand_over(work->spool_seq, model, encode_plot_envelope(summarize_for_plot(training)),
+                       encode_training_data(training), &work->in_memory, &error)) {
+            const std::string_view reason = public_reason(error);
             work->error = make_error(503, "store_unavailable",
-                                     "The fit could not be handed to the store: " + error + ".");
+                                     reason.empty() ? std::string("The fit could not be handed to the store; the error log says why.")
+                                                    : "The fit could not be handed to the store (" + std::string(reason) +
+                                                          "); the error log says more.");
+            work->log_detail = "the fit could not be handed to the store: " + error;
+        }
     } catch (const std::exception &e) {
         fit_failed(work, e);
     }
@@ -598,6 +796,7 @@ void fit_thread(void *data, ngx_log_t *) {
 void fit_body_read(ngx_http_request_t *r) noexcept {
     RequestCtx *ctx = get_ctx(r);
     ctx->started_ns = monotonic_ns();
+    ctx->in_progress = true;
     fits_in_progress++;
     ngx_int_t rc;
     FitWork *work = nullptr;
@@ -609,7 +808,6 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
             fit_finish(r, ctx, rc);
             return;
         }
-        MainConf *mcf = main_conf(r);
         LocConf *lcf = loc_conf(r);
         work = new FitWork();
         for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) {
@@ -626,21 +824,26 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
             work->length += piece.length;
             work->pieces.push_back(piece);
         }
+        // A body sent without a length (chunked) is counted once it is read.
+        if (ctx->budget == 0 && !take_budget(r, ctx, work->length)) {
+            delete work;
+            fit_finish(r, ctx, send_busy(r, "The fits in progress hold this worker's memory budget "
+                                            "(anomaly_fit_memory); try again shortly.", false));
+            return;
+        }
         work->limits.min_points = lcf->min_points;
         work->limits.max_points = lcf->max_points;
         work->spool_seq = next_spool_seq();
-
-        ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(FitWork *));
-        if (task == nullptr) throw std::bad_alloc();
-        *static_cast<FitWork **>(task->ctx) = work;
-        task->handler = fit_thread;
-        task->event.handler = fit_parsed;
-        task->event.data = r;
-        task->event.log = r->connection->log;
-        if (ngx_thread_task_post(mcf->thread_pool, task) != NGX_OK) {
+        if (fit_threads_busy >= fit_threads_max) {
+            ctx->queued_fit = work;
+            ctx->wait = RequestCtx::Wait::thread_slot;
+            ngx_queue_insert_tail(&fits_for_threads, &ctx->link);
+            fit_timer_arm();
+            return;  // start_queued_fits goes on
+        }
+        if (!post_fit(r, ctx, work)) {
             delete work;
-            rc = send_error(r, 503, "server_busy", "The thread pool queue is full; try again.");
-            fit_finish(r, ctx, rc);
+            fit_finish(r, ctx, send_busy(r, "The thread pool queue is full; try again.", false));
             return;
         }
         fit_timer_arm();
@@ -652,26 +855,38 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
     fit_finish(r, ctx, rc);
 }
 
+const char *kNotJson =
+    "Send the body as JSON, with Content-Type: application/json (curl: -H 'Content-Type: application/json').";
+
 ngx_int_t fit_start(ngx_http_request_t *r) noexcept {
     try {
         if (!(r->method & NGX_HTTP_POST))
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /fit.");
         RequestCtx *ctx = create_ctx(r);
-        if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (ctx == nullptr || !watch_end(r, ctx)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         count_in_flight(r, zone_of(r)->my_stats().fit);
         if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(ctx->series_id))
             return reject(r, 400, "invalid_series_id", kBadSeriesId);
+        const ngx_table_elt_t *type = r->headers_in.content_type;
+        if (type == nullptr ||
+            !is_json_media_type(std::string_view(reinterpret_cast<char *>(type->value.data), type->value.len)))
+            return reject(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", kNotJson);
         Shared *sh = zone_of(r)->shared();
-        if (sh->store_state == StoreState::unavailable && sh->owner_pid == 0) {
-            std::string detail = std::string("The store is unavailable: ") + sh->store_error + ".";
-            return reject(r, 503, "store_unavailable", detail.c_str());
-        }
+        if (sh->store_state == StoreState::unavailable && sh->owner_pid == 0)
+            return reject(r, 503, "store_unavailable", "The store is unavailable; /healthcheck and the error log say why.");
         if (int status = sh->load_incomplete) {
-            std::string detail = std::string("Fits are refused until every stored version is in the zone (") +
-                                 sh->store_error + "); then reload or restart nginx.";
-            return reject(r, status, status == 507 ? "zone_full" : "store_unavailable", detail.c_str());
+            return reject(r, status, status == 507 ? "zone_full" : "store_unavailable",
+                          status == 507 ? "Fits are refused until every stored version is in the zone: raise the "
+                                          "anomaly_zone size and reload nginx."
+                                        : "Fits are refused: not every stored version could be read; the error "
+                                          "log says why.");
         }
+        // Refused before nginx reads (and buffers) the body.
+        if (r->headers_in.content_length_n > 0 &&
+            !take_budget(r, ctx, static_cast<std::uint64_t>(r->headers_in.content_length_n)))
+            return send_busy(r, "The fits in progress hold this worker's memory budget (anomaly_fit_memory); "
+                                "try again shortly.", true);
         ngx_int_t rc = ngx_http_read_client_request_body(r, fit_body_read);
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
         return NGX_DONE;
@@ -688,39 +903,43 @@ ngx_int_t fit_handler(ngx_http_request_t *r) noexcept {
 
 void plot_thread(void *data, ngx_log_t *) {
     BackgroundPriority background;
-    PlotWork *work = *static_cast<PlotWork **>(data);
+    PlotWork *work = static_cast<PlotWork *>(data);
     try {
-        Model model;
-        std::string bytes;
-        std::string error;
-        TrainingData training;
-        bool ok = read_spool(work->path, &model, &bytes, &error);
-        unlink(work->path.c_str());
-        if (!ok || !decode_training_data(bytes, &training)) {
-            work->error = make_error(503, "store_unavailable",
-                                     "The training data could not be read: " + (ok ? "it does not decode" : error) + ".");
+        PlotEnvelope envelope;
+        if (!decode_plot_envelope(work->data, &envelope)) {
+            work->error = make_error(503, "store_unavailable", "The plot's data does not decode; the error log says why.");
+            work->svg = "the data read from the store does not decode";
             return;
         }
         PlotInput in;
         in.series_id = work->series_id;
-        in.model = &model;
-        in.data = &training;
+        in.model = &work->model;
+        in.envelope = &envelope;
         in.sigma = work->sigma;
         in.tail = work->tail;
         work->svg = render_plot(in);
     } catch (const std::exception &e) {
-        work->error = make_error(500, "internal_error", e.what());
+        work->error = make_error(500, "internal_error", "The plot could not be drawn; the error log says why.");
+        try {
+            work->svg = e.what();  // for the log
+        } catch (...) {
+        }
     }
 }
 
 void plot_drawn(ngx_event_t *ev) noexcept {
-    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
+    PlotWork *work = static_cast<PlotWork *>(ev->data);
+    ngx_http_request_t *r = work->request;
     RequestCtx *ctx = get_ctx(r);
-    ngx_thread_task_t *task = reinterpret_cast<ngx_thread_task_t *>(
-        reinterpret_cast<char *>(ev) - offsetof(ngx_thread_task_t, event));
-    PlotWork *work = *static_cast<PlotWork **>(task->ctx);
+    if (!task_done_for(r, ctx)) {
+        delete work;
+        return;
+    }
     ngx_int_t rc;
     try {
+        if (work->error && work->error.status >= 500)
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: plot of \"%s\": %s",
+                          work->series_id.c_str(), work->svg.c_str());
         rc = work->error ? send_error(r, work->error)
                          : send_body(r, NGX_HTTP_OK, work->svg.data(), work->svg.size(), "image/svg+xml");
     } catch (const std::exception &e) {
@@ -730,27 +949,30 @@ void plot_drawn(ngx_event_t *ev) noexcept {
     fit_finish(r, ctx, rc);
 }
 
-// The owner wrote the training data: draw it off the event loop.
-void draw_plot(ngx_http_request_t *r, RequestCtx *ctx) noexcept {
+// The owner read what the plot draws: draw it off the event loop.
+void draw_plot(ngx_http_request_t *r, RequestCtx *ctx, std::string data) noexcept {
     PlotWork *work = nullptr;
     ngx_int_t rc;
     try {
         LocConf *lcf = loc_conf(r);
         work = new PlotWork();
-        work->path = spool_path(ngx_pid, ctx->spool_seq);
+        work->request = r;
+        work->data = std::move(data);
+        work->model = ctx->model;
         work->series_id.assign(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
         work->sigma = lcf->sigma;
         work->tail = static_cast<Tail>(lcf->tail);
-        ngx_thread_task_t *task = ngx_thread_task_alloc(r->pool, sizeof(PlotWork *));
-        if (task == nullptr) throw std::bad_alloc();
-        *static_cast<PlotWork **>(task->ctx) = work;
-        task->handler = plot_thread;
-        task->event.handler = plot_drawn;
-        task->event.data = r;
-        task->event.log = r->connection->log;
-        if (ngx_thread_task_post(main_conf(r)->thread_pool, task) == NGX_OK) return;
-        unlink(work->path.c_str());
-        rc = send_error(r, 503, "server_busy", "The thread pool queue is full; try again.");
+        work->task.ctx = work;
+        work->task.handler = plot_thread;
+        work->task.event.handler = plot_drawn;
+        work->task.event.data = work;
+        work->task.event.log = r->connection->log;
+        if (ngx_thread_task_post(process_pool, &work->task) == NGX_OK) {
+            r->main->blocked++;
+            ctx->wait = RequestCtx::Wait::task;
+            return;
+        }
+        rc = send_busy(r, "The thread pool queue is full; try again.", false);
     } catch (const std::exception &e) {
         rc = internal_error(r, e.what());
     }
@@ -764,7 +986,7 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use GET for /plot.");
         if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         RequestCtx *ctx = create_ctx(r);
-        if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (ctx == nullptr || !watch_end(r, ctx)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         ctx->plot = true;
         ngx_str_t arg;
         if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("series_id")), 9, &arg) != NGX_OK)
@@ -780,8 +1002,8 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
 
         Zone *zone = zone_of(r);
         Model model;
-        switch (zone->find_model(std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
-                                 version, &model)) {
+        const std::string_view series(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
+        switch (zone->find_model(series, version, &model)) {
         case Lookup::found: break;
         case Lookup::not_loaded:
             return not_loaded_error(r);
@@ -791,18 +1013,18 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
             return send_error(r, 404, "version_not_found", "This series has no such version.");
         }
         ctx->version = model.version;
-        ctx->spool_seq = next_spool_seq();
-        ctx->job = zone->add_read(std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
-                                  model.version, ctx->spool_seq);
-        if (ctx->job == nullptr)
+        ctx->model = model;
+        bool busy = false;
+        Job *job = zone->add_read(series, model.version, &busy);
+        if (job == nullptr && busy)
+            return send_busy(r, "Too many plots are being read from the store; try again shortly.", false);
+        if (job == nullptr)
             return send_error(r, 507, "zone_full", "The shared zone is full; raise its size in the anomaly_zone directive.");
         ctx->started_ns = monotonic_ns();
-        ctx->queued_at = ngx_current_msec;
         r->main->count++;  // answered later, from fits_check or plot_drawn
+        ctx->in_progress = true;
         fits_in_progress++;
-        ngx_queue_insert_tail(&fits_waiting, &ctx->waiting);
-        store_wake_owner();
-        fit_timer_arm();
+        wait_for_owner(r, ctx, job);
         return NGX_DONE;
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
@@ -822,19 +1044,26 @@ ngx_int_t lookup_error(ngx_http_request_t *r, Lookup lookup) {
     return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
 }
 
+// ?limit= of /series and /series/{id}: 1 to 1000, 100 by default.
+bool page_limit(ngx_http_request_t *r, std::size_t *limit) {
+    *limit = 100;
+    ngx_str_t arg;
+    if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("limit")), 5, &arg) != NGX_OK) return true;
+    ngx_int_t n = ngx_atoi(arg.data, arg.len);
+    if (n < 1 || n > 1000) return false;
+    *limit = static_cast<std::size_t>(n);
+    return true;
+}
+
 ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
     try {
         ngx_int_t rc = get_only(r, "Use GET for /series.");
         if (rc != NGX_OK) return rc;
-        std::size_t limit = 100;
-        ngx_str_t arg;
-        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("limit")), 5, &arg) == NGX_OK) {
-            ngx_int_t n = ngx_atoi(arg.data, arg.len);
-            if (n < 1 || n > 1000)
-                return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
-            limit = static_cast<std::size_t>(n);
-        }
+        std::size_t limit;
+        if (!page_limit(r, &limit))
+            return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
         std::string_view after;
+        ngx_str_t arg;
         if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("after")), 5, &arg) == NGX_OK) {
             if (!valid_series_id(arg)) return send_error(r, 400, "invalid_series_id", kBadSeriesId);
             after = std::string_view(reinterpret_cast<char *>(arg.data), arg.len);
@@ -845,7 +1074,7 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
         if (lookup != Lookup::found) return lookup_error(r, lookup);
         std::vector<SeriesEntry> entries;
         entries.reserve(found.size());
-        for (const Zone::SeriesSummary &s : found) entries.push_back(SeriesEntry{s.series_id, &s.latest});
+        for (const Zone::SeriesSummary &s : found) entries.push_back(SeriesEntry{s.series_id(), &s.latest});
         std::string out = render_series_list(entries, more);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
@@ -853,6 +1082,10 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
     }
 }
 
+// A page of versions: ?limit= (100 by default, at most 1000) from the
+// oldest, ?after=vN for the next page; ?order=newest from the latest down,
+// ?after=vN then gives the versions before vN. A page costs the same however
+// many versions the series has.
 ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
     try {
         ngx_int_t rc = get_only(r, "Use GET for /series/{series_id}.");
@@ -860,11 +1093,27 @@ ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
         ngx_str_t id;
         if (!series_id_of(r, &id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(id)) return send_error(r, 400, "invalid_series_id", kBadSeriesId);
+        std::size_t limit;
+        if (!page_limit(r, &limit))
+            return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
+        ngx_str_t arg;
+        std::uint32_t after = 0;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("after")), 5, &arg) == NGX_OK &&
+            !parse_version(std::string_view(reinterpret_cast<char *>(arg.data), arg.len), &after))
+            return send_error(r, 422, "invalid_version", "after must be a version such as v3 or 3.");
+        bool newest = false;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("order")), 5, &arg) == NGX_OK) {
+            const std::string_view order(reinterpret_cast<char *>(arg.data), arg.len);
+            if (order == "newest") newest = true;
+            else if (order != "oldest")
+                return send_error(r, 422, "invalid_order", "order must be oldest (the default) or newest.");
+        }
         std::string_view series(reinterpret_cast<char *>(id.data), id.len);
         std::vector<Model> versions;
-        Lookup lookup = zone_of(r)->versions(series, &versions);
+        bool more = false;
+        Lookup lookup = zone_of(r)->versions(series, after, limit, newest, &versions, &more);
         if (lookup != Lookup::found) return lookup_error(r, lookup);
-        std::string out = render_versions(series, versions);
+        std::string out = render_versions(series, versions, more);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
@@ -1190,6 +1439,7 @@ void *create_main_conf(ngx_conf_t *cf) noexcept {
     MainConf *mcf = static_cast<MainConf *>(ngx_pcalloc(cf->pool, sizeof(MainConf)));
     if (mcf == nullptr) return nullptr;
     mcf->endpoints_used = NGX_CONF_UNSET;
+    mcf->fit_memory = NGX_CONF_UNSET_SIZE;
     return mcf;
 }
 
@@ -1198,6 +1448,7 @@ char *init_main_conf(ngx_conf_t *cf, void *conf) noexcept {
     if (mcf->thread_pool_name.len == 0) {
         ngx_str_set(&mcf->thread_pool_name, "default");
     }
+    ngx_conf_init_size_value(mcf->fit_memory, kDefaultFitMemory);
     if (mcf->endpoints_used == 1 && (mcf->shm_zone == nullptr || mcf->store.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "anomaly endpoints need \"anomaly_zone\" and \"anomaly_store\" in the http block");
@@ -1221,6 +1472,7 @@ void *create_loc_conf(ngx_conf_t *cf) noexcept {
     lcf->tail = NGX_CONF_UNSET_UINT;
     lcf->min_points = NGX_CONF_UNSET_SIZE;
     lcf->max_points = NGX_CONF_UNSET_SIZE;
+    lcf->fit_timeout = NGX_CONF_UNSET_MSEC;
     return lcf;
 }
 
@@ -1231,6 +1483,7 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     ngx_conf_merge_uint_value(conf->tail, prev->tail, static_cast<ngx_uint_t>(Tail::both));
     ngx_conf_merge_size_value(conf->min_points, prev->min_points, 10);
     ngx_conf_merge_size_value(conf->max_points, prev->max_points, 1000000);
+    ngx_conf_merge_msec_value(conf->fit_timeout, prev->fit_timeout, kDefaultFitTimeout);
     if (conf->min_points > conf->max_points) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"anomaly_min_points\" %uz is larger than \"anomaly_max_points\" %uz",
@@ -1238,6 +1491,29 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     return NGX_CONF_OK;
+}
+
+// The zone's init callback. nginx calls it after creating its own paths and
+// before it commits a new configuration, so the store directory is prepared
+// here: a refusal stops a start and leaves a reload on the old configuration
+// (a failing init_module would make the master exit). nginx -t and
+// nginx -s also get here, and change nothing on disk.
+ngx_int_t init_zone(ngx_shm_zone_t *shm_zone, void *data) noexcept {
+    try {
+        Zone *zone = Zone::from(shm_zone);
+        if (!ngx_test_config && ngx_process != NGX_PROCESS_SIGNALLER) {
+            ngx_cycle_t *cycle = zone->cycle();
+            auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
+            auto *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
+            std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
+            if (prepare_store_dir(shm_zone->shm.log, dir, ccf->user) != NGX_OK) return NGX_ERROR;
+        }
+        return Zone::init(shm_zone, data);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0, "anomaly_zone \"%V\": %s", &shm_zone->shm.name,
+                      e.what());
+        return NGX_ERROR;
+    }
 }
 
 char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
@@ -1272,8 +1548,8 @@ char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
     void *mem = ngx_pcalloc(cf->pool, sizeof(Zone));
     if (mem == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
     static_assert(std::is_trivially_destructible<Zone>::value, "lives in the conf pool");
-    mcf->shm_zone->data = new (mem) Zone();
-    mcf->shm_zone->init = Zone::init;
+    mcf->shm_zone->data = new (mem) Zone(cf->cycle);
+    mcf->shm_zone->init = init_zone;
     mcf->shm_zone->noreuse = 0;
     return NGX_CONF_OK;
 }
@@ -1349,6 +1625,27 @@ char *set_points(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     return NGX_CONF_OK;
 }
 
+char *set_fit_memory(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_size_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    if (static_cast<MainConf *>(conf)->fit_memory < 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_fit_memory\" must be at least 1m, such as 128m");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+char *set_fit_timeout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_msec_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    const ngx_msec_t t = static_cast<LocConf *>(conf)->fit_timeout;
+    if (t < 100 || t > 3600000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_fit_timeout\" must be between 100ms and 1h, such as 30s");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
 ngx_conf_enum_t tails[] = {
     {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
     {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
@@ -1365,6 +1662,10 @@ ngx_command_t commands[] = {
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("anomaly_thread_pool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_str_slot,
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, thread_pool_name), nullptr},
+    {ngx_string("anomaly_fit_memory"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_fit_memory,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, fit_memory), nullptr},
+    {ngx_string("anomaly_fit_timeout"), ANOMALY_LOC | NGX_CONF_TAKE1, set_fit_timeout,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fit_timeout), nullptr},
     {ngx_string("anomaly_fit"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::fit)},
     {ngx_string("anomaly_predict"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
@@ -1394,46 +1695,6 @@ ngx_command_t commands[] = {
     ngx_null_command,
 };
 
-// The master (root) creates the store directory for the workers' user.
-ngx_int_t init_module(ngx_cycle_t *cycle) noexcept {
-    MainConf *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
-    if (mcf == nullptr || mcf->shm_zone == nullptr || ngx_test_config) return NGX_OK;
-    std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot create \"%s\"", dir.c_str());
-        return NGX_ERROR;
-    }
-    ngx_core_conf_t *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
-    if (geteuid() == 0 && ccf->user != static_cast<ngx_uid_t>(NGX_CONF_UNSET_UINT)) {
-        // Workers open the store as ccf->user: give them the directory and
-        // whatever a tool run as root may have left in it.
-        std::string spool = dir + "/spool";
-        mkdir(spool.c_str(), 0700);
-        for (const std::string &sub : {dir, spool}) {
-            std::vector<std::string> paths{sub};
-            if (DIR *d = opendir(sub.c_str())) {
-                while (dirent *e = readdir(d)) {
-                    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0 &&
-                        std::strcmp(e->d_name, "spool") != 0)
-                        paths.push_back(sub + "/" + e->d_name);
-                }
-                closedir(d);
-            }
-            // A running owner removes spool files and LevelDB replaces its
-            // files at any moment: one gone since the listing is not an error
-            // (a reload under fit load failed on that).
-            for (const std::string &path : paths) {
-                if (lchown(path.c_str(), ccf->user, static_cast<gid_t>(-1)) != 0 && errno != ENOENT) {
-                    ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno, "anomaly_store: cannot chown \"%s\"",
-                                  path.c_str());
-                    return NGX_ERROR;
-                }
-            }
-        }
-    }
-    return NGX_OK;
-}
-
 // A million-point fit allocates about 80 MB in passing (the body copy, the
 // parsed vectors, the encoded record, LevelDB's batch and memtable). By
 // default glibc maps each block over a few MB afresh and unmaps it when
@@ -1453,7 +1714,10 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
     if (mcf == nullptr || mcf->shm_zone == nullptr) return NGX_OK;
     try {
         keep_fit_memory();
-        ngx_queue_init(&fits_waiting);
+        ngx_queue_init(&owner_waits);
+        ngx_queue_init(&fits_for_threads);
+        fit_threads_max = ngx_ncpu > 0 ? static_cast<ngx_uint_t>(ngx_ncpu) : 1;
+        process_pool = mcf->thread_pool;
         fit_timer.handler = fit_timer_handler;
         fit_timer.log = cycle->log;
         fit_timer.data = &fit_timer;
@@ -1497,7 +1761,7 @@ ngx_module_t ngx_http_anomaly_module = {
     anomaly::commands,
     NGX_HTTP_MODULE,
     nullptr,                  // init master
-    anomaly::init_module,
+    nullptr,                  // init module: see init_zone
     anomaly::init_process,
     nullptr,                  // init thread
     nullptr,                  // exit thread

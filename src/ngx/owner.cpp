@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "core/error.hpp"
 #include "store/store.hpp"
 
 namespace anomaly {
@@ -50,16 +52,24 @@ struct CommitCtx {
     std::string error;
 };
 
+struct ReadCtx {
+    std::string error;         // a failure of the task itself, for the log
+};
+
 struct Runtime {
     StoreSettings settings;
     std::string spool_dir;
     ngx_log_t *log = nullptr;
     void (*on_wakeup)() = nullptr;
 
-    std::unique_ptr<Store> store;     // touched only by this process's store tasks
+    // Touched only by this process's store tasks: commits and reads share
+    // it (LevelDB is safe for concurrent use), closing it takes it alone.
+    std::unique_ptr<Store> store;
+    std::shared_mutex store_mutex;
     bool owner = false;
     bool takeover_running = false;
     bool commit_running = false;
+    bool read_running = false;
     ngx_msec_t next_takeover = 0;
     ngx_uint_t locked_by_stranger = 0;  // takeovers refused with no live owner
     std::string last_error;           // last store error logged, to log each once
@@ -79,6 +89,9 @@ struct Runtime {
     TakeoverCtx takeover;
     ngx_thread_task_t commit_task{};
     CommitCtx commit;
+    // Plot reads run in a task of their own, so that they never delay a commit.
+    ngx_thread_task_t read_task{};
+    ReadCtx read;
 };
 
 Runtime *rt = nullptr;
@@ -86,6 +99,7 @@ Runtime *rt = nullptr;
 // Fits this process validated while it owned the store, waiting for commit.
 struct HeldFit {
     Model model;
+    std::string plot_envelope;
     std::string training_data;
 };
 std::mutex held_mutex;
@@ -184,11 +198,8 @@ bool load_models(Store *store, std::string *error) {
 
 // A dead owner may have written a batch without publishing it: finish it
 // from what is on disk, or queue it again if it never got there.
-void recover_committing(Store *store) {
+void recover_claims(Store *store, std::vector<Zone::Claim> &claims) {
     Zone *zone = rt->settings.zone;
-    std::vector<Zone::Claim> claims;
-    zone->committing_jobs(&claims);
-    if (claims.empty()) return;
     std::vector<Zone::Claim> done, again;
     std::vector<Model> models;
     for (Zone::Claim &c : claims) {
@@ -211,10 +222,11 @@ void recover_committing(Store *store) {
 // LOCK, not of the pid: a dead owner's pid may already belong to another
 // process (one that kill(pid, 0) cannot tell apart).
 bool owner_holds_store() {
-    Zone *zone = rt->settings.zone;
-    zone->lock();
-    const ProcessId owner{sh()->owner_pid, sh()->owner_start};
-    zone->unlock();
+    ProcessId owner;
+    {
+        ZoneLock guard(rt->settings.zone);
+        owner = ProcessId{sh()->owner_pid, sh()->owner_start};
+    }
     if (owner.none()) return false;
     // A process never sees its own lock: this one knows whether it is the owner.
     if (owner.pid == ngx_pid) return owner == ProcessId::self();
@@ -223,13 +235,23 @@ bool owner_holds_store() {
     return owner.alive();  // the lock cannot tell
 }
 
+void recover_committing(Store *store) {
+    for (;;) {
+        std::vector<Zone::Claim> claims;
+        rt->settings.zone->committing_jobs(&claims, kBatchJobs);
+        if (claims.empty()) return;
+        recover_claims(store, claims);
+    }
+}
+
 // A worker of this zone holds the store or is opening it.
 bool held_by_us() {
     if (owner_holds_store()) return true;
-    Zone *zone = rt->settings.zone;
-    zone->lock();
-    const ProcessId opening = sh()->opening;
-    zone->unlock();
+    ProcessId opening;
+    {
+        ZoneLock guard(rt->settings.zone);
+        opening = sh()->opening;
+    }
     return !opening.none() && opening != ProcessId::self() && opening.alive();
 }
 
@@ -237,17 +259,17 @@ bool held_by_us() {
 // opener) unless a live one is named there already. /proc is read outside
 // the zone's lock.
 bool name_me_unless_alive(ProcessId Shared::*who) {
-    Zone *zone = rt->settings.zone;
-    zone->lock();
-    const ProcessId seen = sh()->*who;
-    zone->unlock();
+    ProcessId seen;
+    {
+        ZoneLock guard(rt->settings.zone);
+        seen = sh()->*who;
+    }
     const ProcessId me = ProcessId::self();
     if (!seen.none() && seen != me && seen.alive()) return false;
-    zone->lock();
-    const bool named = sh()->*who == seen;
-    if (named) sh()->*who = me;
-    zone->unlock();
-    return named;
+    ZoneLock guard(rt->settings.zone);
+    if (sh()->*who != seen) return false;
+    sh()->*who = me;
+    return true;
 }
 
 // The store is locked and no worker of this zone owns it: another nginx
@@ -350,6 +372,7 @@ void takeover_thread(void *data, ngx_log_t *) {
         remove_orphan_copies();
         if (ctx->error.empty()) zone->set_store_state(StoreState::ready, nullptr);
         else zone->set_store_state(StoreState::ready, ctx->error.c_str());
+        std::unique_lock<std::shared_mutex> exclusive(rt->store_mutex);
         rt->store = std::move(store);
     } catch (const std::exception &e) {
         // The store (if opened) is closed by now: let any worker take it again.
@@ -370,42 +393,75 @@ void takeover_thread(void *data, ngx_log_t *) {
 // ---- commit: runs in a pool thread ----
 
 void release_store_after_failure(const std::string &error) {
-    rt->store.reset();
+    {
+        std::unique_lock<std::shared_mutex> exclusive(rt->store_mutex);  // waits for a read in flight
+        rt->store.reset();
+    }
     Zone *zone = rt->settings.zone;
-    zone->lock();
-    if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
-    zone->unlock();
+    {
+        ZoneLock guard(zone);
+        if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
+    }
     zone->set_store_state(StoreState::unavailable, error.c_str());
 }
 
-// Reads for /plot: the version's model and training data go to the
-// requester's spool file, in the spool format.
-void serve_reads() {
+// ---- plot reads: run in a pool thread, beside commits ----
+
+// What /plot draws of a version, its encoded plot envelope; false with
+// *error empty when the version is not in the store.
+bool read_plot_data(Store *store, std::string_view series, std::uint32_t version, std::string *out,
+                    std::string *error) {
+    PlotEnvelope envelope;
+    if (!store->read_plot_envelope(series, version, &envelope, error)) return false;
+    *out = encode_plot_envelope(envelope);
+    return true;
+}
+
+// What /plot draws of each claimed version, a few KB read from the store,
+// handed back through the zone.
+void read_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
+    ReadCtx *ctx = static_cast<ReadCtx *>(data);
+    ctx->error.clear();
     Zone *zone = rt->settings.zone;
     std::vector<Zone::Claim> reads;
-    zone->claim_reads(&reads);
-    for (Zone::Claim &c : reads) {
-        std::string error;
-        Model model;
-        TrainingData data;
-        try {
-            if (!rt->store->read_model(c.series_id, c.version, &model, &error)) {
-                if (error.empty()) error = "version not found in the store";
-            } else if (rt->store->read_training_data(c.series_id, c.version, &data, &error)) {
-                write_spool(spool_path(c.submitter.pid, c.spool_seq), model, encode_training_data(data), &error);
+    try {
+        zone->claim_reads(&reads);
+        std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+        for (Zone::Claim &c : reads) {
+            std::string error;
+            try {
+                if (!rt->store) error = "the store was closed";
+                else if (!read_plot_data(rt->store.get(), c.series_id, c.version, &c.data, &error) && error.empty())
+                    error = "the version is not in the store";
+            } catch (const std::exception &e) {
+                error = e.what();
             }
-        } catch (const std::exception &e) {
-            error = e.what();
+            if (!error.empty()) {
+                c.fail_status = 503;
+                c.fail_code = "store_unavailable";
+                c.fail_detail = "The plot's data could not be read from the store; the error log says why.";
+                ctx->error = "plot of \"" + std::string(c.series_id) + "\" v" + std::to_string(c.version) +
+                             ": " + error;
+            }
         }
-        if (!error.empty()) {
+    } catch (const std::exception &e) {
+        for (Zone::Claim &c : reads) {
             c.fail_status = 503;
             c.fail_code = "store_unavailable";
-            c.fail_detail = "The training data could not be read from the store: " + error + ".";
+            c.fail_detail.clear();
+        }
+        try {
+            ctx->error = e.what();
+        } catch (const std::exception &) {
+            ctx->error.clear();
         }
     }
     zone->finish_reads(reads);
     for (const Zone::Claim &c : reads) send_wakeup(c.submitter.pid, 'd');
 }
+
+// ---- commit: runs in a pool thread ----
 
 void commit_thread(void *data, ngx_log_t *) {
     BackgroundPriority background;
@@ -415,7 +471,6 @@ void commit_thread(void *data, ngx_log_t *) {
     Zone *zone = rt->settings.zone;
     std::vector<Zone::Claim> claims;
     try {
-        serve_reads();
         zone->claim_pending(&claims, kBatchJobs, kBatchPoints);
         if (claims.empty()) return;
 
@@ -430,6 +485,7 @@ void commit_thread(void *data, ngx_log_t *) {
                                                                    : held_fits.end();
                 if (it != held_fits.end()) {
                     models[i] = it->second.model;
+                    batch[i].plot_envelope = std::move(it->second.plot_envelope);
                     batch[i].training_data = std::move(it->second.training_data);
                     held_fits.erase(it);
                     found = true;
@@ -438,17 +494,21 @@ void commit_thread(void *data, ngx_log_t *) {
                 }
             } else {
                 found = read_spool(spool_path(claims[i].submitter.pid, claims[i].spool_seq), &models[i],
-                                   &batch[i].training_data, &error);
+                                   &batch[i].plot_envelope, &batch[i].training_data, &error);
             }
             if (!found) {
                 claims[i].fail_status = 503;
                 claims[i].fail_code = "store_unavailable";
-                claims[i].fail_detail = "The fit could not be handed to the store: " + error + ".";
+                claims[i].fail_detail = "The fit could not be handed to the store; the error log says why.";
+                ctx->error = "a fit of \"" + std::string(claims[i].series_id) + "\" could not be handed to the store: " + error;
             }
         }
         if (int status = sh()->load_incomplete) {
-            const std::string detail = std::string("Fits are refused until every stored version is in the zone (") +
-                                       sh()->store_error + "); then reload or restart nginx.";
+            const std::string detail = status == 507
+                                           ? "Fits are refused until every stored version is in the zone: raise the "
+                                             "anomaly_zone size and reload nginx."
+                                           : "Fits are refused: not every stored version could be read; the error "
+                                             "log says why.";
             for (Zone::Claim &c : claims) {
                 c.fail_status = status;
                 c.fail_code = status == 507 ? "zone_full" : "store_unavailable";
@@ -469,18 +529,30 @@ void commit_thread(void *data, ngx_log_t *) {
             ready.push_back(std::move(batch[i]));
         }
         std::string error;
-        bool ok = ready.empty() || rt->store->commit(ready, &error);
+        bool ok = true;
+        if (!ready.empty()) {
+            std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+            ok = rt->store->commit(ready, &error);
+        }
         if (!ok) {
             ctx->store_lost = true;
             ctx->error = error;
-            std::string detail = "The store could not make the fit durable (" + error + ").";
+            // Clients get the system's reason; file names stay in the log.
+            const std::string_view reason = public_reason(error);
+            std::string detail = reason.empty()
+                                     ? std::string("The store could not make the fit durable; the error log says why.")
+                                     : "The store could not make the fit durable (" + std::string(reason) + ").";
             zone->finish_commit(claims, models, detail.c_str());
             release_store_after_failure(error);
         } else {
+            std::uint64_t commits;
+            {
+                std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+                commits = rt->store->commits();
+            }
             zone->finish_commit(claims, models, nullptr);
-            zone->lock();
-            sh()->store_commits = rt->store->commits();
-            zone->unlock();
+            ZoneLock guard(zone);
+            sh()->store_commits = commits;
         }
     } catch (const std::exception &e) {
         // Out of memory or similar: fail the batch rather than leave it hanging.
@@ -507,12 +579,28 @@ void log_store_error(ngx_uint_t level, const std::string &error) {
                   error.c_str());
 }
 
+void kick_reads() {
+    if (!rt->owner || rt->read_running) return;
+    if (__atomic_load_n(&sh()->reads_queued, __ATOMIC_RELAXED) == 0) return;
+    rt->read_task.ctx = &rt->read;
+    if (ngx_thread_task_post(rt->settings.pool, &rt->read_task) != NGX_OK) return;
+    rt->read_running = true;
+}
+
+// Commits, and plot reads beside them.
 void kick_commit() {
+    kick_reads();
     if (!rt->owner || rt->commit_running) return;
     if (sh()->jobs_pending == 0) return;
     rt->commit_task.ctx = &rt->commit;
     if (ngx_thread_task_post(rt->settings.pool, &rt->commit_task) != NGX_OK) return;
     rt->commit_running = true;
+}
+
+void read_done(ngx_event_t *) noexcept {
+    rt->read_running = false;
+    if (!rt->read.error.empty()) ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly: %s", rt->read.error.c_str());
+    kick_reads();
 }
 
 void commit_done(ngx_event_t *) noexcept {
@@ -598,11 +686,11 @@ void takeover_finished() {
 
 void try_takeover() {
     if (rt->owner || rt->takeover_running || ngx_quit || ngx_terminate) return;
-    // A worker on its way out (reload, binary upgrade, quit) takes the store
-    // only to commit its own fits still queued, when nobody else will.
-    if (ngx_exiting && !rt->settings.zone->has_pending_from(ProcessId::self())) return;
     if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_takeover) < 0) return;
     if (owner_holds_store()) return;
+    // A worker on its way out (reload, binary upgrade, quit) takes the store
+    // only to commit its own fits still queued, when nobody else will.
+    if (ngx_exiting && !rt->settings.zone->has_pending_from(ProcessId::self(), true)) return;
     rt->takeover_task.ctx = &rt->takeover;
     // Only a store held for two checks in a row (400 ms) by no worker of this
     // zone is copied: not one that another worker is opening at this moment.
@@ -640,8 +728,8 @@ std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
     return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
 }
 
-bool hand_over(std::uint64_t seq, const Model &model, std::string training_data, bool *in_memory,
-               std::string *error) {
+bool hand_over(std::uint64_t seq, const Model &model, std::string plot_envelope, std::string training_data,
+               bool *in_memory, std::string *error) {
     // A spool file costs a write and a read of the whole training data; the
     // owner keeps its own fits in memory instead. The start time tells this
     // process from a dead owner that had the same pid.
@@ -649,19 +737,44 @@ bool hand_over(std::uint64_t seq, const Model &model, std::string training_data,
                  __atomic_load_n(&sh()->owner_start, __ATOMIC_RELAXED) == ProcessId::self().start;
     if (*in_memory) {
         std::lock_guard<std::mutex> guard(held_mutex);
-        held_fits[seq] = HeldFit{model, std::move(training_data)};
+        held_fits[seq] = HeldFit{model, std::move(plot_envelope), std::move(training_data)};
         return true;
     }
-    return write_spool(spool_path(ngx_pid, seq), model, training_data, error);
+    return write_spool(spool_path(ngx_pid, seq), model, plot_envelope, training_data, error);
 }
+
+namespace {
+
+// Removes a spool file from a pool thread: unlink() is disk work.
+struct SpoolRemoval {
+    ngx_thread_task_t task{};
+    std::string path;
+};
+
+void remove_spool_thread(void *data, ngx_log_t *) {
+    unlink(static_cast<SpoolRemoval *>(data)->path.c_str());
+}
+
+void spool_removed(ngx_event_t *ev) noexcept { delete static_cast<SpoolRemoval *>(ev->data); }
+
+}  // namespace
 
 void discard_handed_over(std::uint64_t seq, bool in_memory) {
     if (in_memory) {
         std::lock_guard<std::mutex> guard(held_mutex);
         held_fits.erase(seq);
-    } else {
-        unlink(spool_path(ngx_pid, seq).c_str());
+        return;
     }
+    auto *removal = new SpoolRemoval();
+    removal->path = spool_path(ngx_pid, seq);
+    removal->task.ctx = removal;
+    removal->task.handler = remove_spool_thread;
+    removal->task.event.handler = spool_removed;
+    removal->task.event.data = removal;
+    removal->task.event.log = rt->log;
+    // Not posted: the owner removes spool files nobody refers to once they
+    // are a minute old.
+    if (ngx_thread_task_post(rt->settings.pool, &removal->task) != NGX_OK) delete removal;
 }
 
 constexpr int kBackgroundNice = 19;
@@ -730,6 +843,9 @@ ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*
     rt->commit_task.handler = commit_thread;
     rt->commit_task.event.handler = commit_done;
     rt->commit_task.event.log = cycle->log;
+    rt->read_task.handler = read_thread;
+    rt->read_task.event.handler = read_done;
+    rt->read_task.event.log = cycle->log;
 
     rt->timer.handler = timer_handler;
     rt->timer.log = cycle->log;

@@ -34,11 +34,12 @@ void store_stop();
 // After queueing a job: wakes the owner.
 void store_wake_owner();
 
-// Hands a validated fit over for commit (from a pool thread). In the owner
-// it stays in this process's memory; elsewhere it goes to a spool file,
+// Hands a validated fit over for commit (from a pool thread): the model, its
+// encoded plot envelope and training data. In the owner it stays in this
+// process's memory; elsewhere it goes to a spool file,
 // <store>/spool/<pid>.<seq>, for the owner to read.
-bool hand_over(std::uint64_t seq, const Model &model, std::string training_data, bool *in_memory,
-               std::string *error);
+bool hand_over(std::uint64_t seq, const Model &model, std::string plot_envelope, std::string training_data,
+               bool *in_memory, std::string *error);
 // Drops what hand_over() kept once the fit is answered, whatever the outcome.
 void discard_handed_over(std::uint64_t seq, bool in_memory);
 // A number for a spool file name, never used before by any process with this pid.

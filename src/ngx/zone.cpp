@@ -127,13 +127,21 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     Zone *zone = from(shm_zone);
     zone->name_ = shm_zone->shm.name;
     zone->size_ = shm_zone->shm.size;
+    zone->pool_ = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
     if (data != nullptr) {  // reload with the same zone: keep the models
-        Zone *old = static_cast<Zone *>(data);
-        zone->pool_ = old->pool_;
-        zone->sh_ = old->sh_;
+        // Read from the memory itself, not from the old Zone object, which
+        // another build of the module may have laid out differently too.
+        const auto *header = static_cast<const ZoneHeader *>(zone->pool_->data);
+        std::string problem = zone_header_problem(header, std::string_view(reinterpret_cast<char *>(zone->name_.data),
+                                                                          zone->name_.len),
+                                                  kZoneLayout, zone->size_);
+        if (!problem.empty()) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0, "%s", problem.c_str());
+            return NGX_ERROR;
+        }
+        zone->sh_ = static_cast<Shared *>(zone->pool_->data);
         return NGX_OK;
     }
-    zone->pool_ = reinterpret_cast<ngx_slab_pool_t *>(shm_zone->shm.addr);
     if (shm_zone->shm.exists) {  // Windows-style reattach; kept for completeness
         zone->sh_ = static_cast<Shared *>(zone->pool_->data);
         return NGX_OK;
@@ -142,6 +150,7 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     if (sh == nullptr) return NGX_ERROR;
     zone->pool_->data = sh;
     zone->sh_ = sh;
+    sh->header = make_zone_header(kZoneLayout, zone->size_);
     ngx_rbtree_init(&sh->tree, &sh->sentinel, insert_series);
     // A bucket for every 256 bytes of zone: about one series a bucket when full.
     std::size_t buckets = 1024;
@@ -217,41 +226,54 @@ Lookup Zone::trained_node_locked(std::string_view series_id, std::uint32_t hash,
 Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, Model *out) {
     const std::uint32_t hash = hash_of(series_id);
     SeriesNode *s = nullptr;
-    lock();
+    ZoneLock guard(this);
     Lookup result = trained_node_locked(series_id, hash, &s);
     if (result == Lookup::found) {
         const std::uint32_t v = version == 0 ? s->latest : version;
         if (v > s->latest || s->versions[v - 1].version != v) result = Lookup::version_not_found;
         else *out = s->versions[v - 1];
     }
-    unlock();
     return result;
 }
 
-Lookup Zone::versions(std::string_view series_id, std::vector<Model> *out) {
+Lookup Zone::versions(std::string_view series_id, std::uint32_t after, std::size_t limit, bool newest,
+                      std::vector<Model> *out, bool *more) {
     const std::uint32_t hash = hash_of(series_id);
+    *more = false;
+    out->clear();
+    out->reserve(limit);  // before the lock: nothing allocates under it
     SeriesNode *s = nullptr;
-    lock();
+    ZoneLock guard(this);
     Lookup result = trained_node_locked(series_id, hash, &s);
-    try {
-        if (result == Lookup::found) out->assign(s->versions, s->versions + s->latest);
-    } catch (...) {
-        unlock();
-        throw;
+    if (result != Lookup::found) return result;
+    auto take = [&](std::uint32_t v) {  // false once the page is full
+        if (s->versions[v - 1].version != v) return true;
+        if (out->size() == limit) {
+            *more = true;
+            return false;
+        }
+        out->push_back(s->versions[v - 1]);
+        return true;
+    };
+    if (newest) {
+        const std::uint32_t from = after == 0 || after > s->latest + 1 ? s->latest + 1 : after;
+        for (std::uint32_t v = from - 1; v >= 1 && take(v); v--) {
+        }
+    } else {
+        for (std::uint32_t v = after + 1; v <= s->latest && take(v); v++) {
+        }
     }
-    unlock();
     return result;
 }
 
 Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<SeriesSummary> *out,
                          bool *more) {
     *more = false;
+    out->clear();
+    out->reserve(limit);  // before the lock: nothing allocates under it
     const std::uint32_t after_hash = hash_of(after);
-    lock();
-    if (!sh_->loaded) {
-        unlock();
-        return Lookup::not_loaded;
-    }
+    ZoneLock guard(this);
+    if (!sh_->loaded) return Lookup::not_loaded;
     ngx_rbtree_node_t *sentinel = sh_->tree.sentinel;
     ngx_rbtree_node_t *node = sh_->tree.root;
     ngx_rbtree_node_t *first = nullptr;
@@ -271,99 +293,150 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
             }
         }
     }
-    try {
-        for (node = first; node != nullptr; node = ngx_rbtree_next(&sh_->tree, node)) {
-            const SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
-            if (s->latest == 0) continue;
-            if (out->size() == limit) {
-                *more = true;
-                break;
-            }
-            out->push_back(SeriesSummary{std::string(id_of(s)), s->versions[s->latest - 1]});
+    for (node = first; node != nullptr; node = ngx_rbtree_next(&sh_->tree, node)) {
+        const SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
+        if (s->latest == 0) continue;
+        if (out->size() == limit) {
+            *more = true;
+            break;
         }
-    } catch (...) {
-        unlock();
-        throw;
+        SeriesSummary summary;
+        summary.id_len = s->id_len;
+        std::memcpy(summary.id, s->id, s->id_len);
+        summary.latest = s->versions[s->latest - 1];
+        out->push_back(summary);
     }
-    unlock();
     return Lookup::found;
 }
 
 Job *Zone::add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq,
                    bool in_memory) {
+    ZoneLock guard(this);
     return add(JobKind::fit, series_id, 0, points, spool_seq, in_memory);
 }
 
+// Under the lock.
 Job *Zone::add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
                std::uint64_t spool_seq, bool in_memory) {
-    lock();
     Job *job = static_cast<Job *>(ngx_slab_calloc_locked(pool_, sizeof(Job)));
-    if (job != nullptr) {
-        job->kind = kind;
-        job->version = version;
-        job->id = sh_->next_job_id++;
-        job->submitter = ProcessId::self();
-        job->state = JobState::pending;
-        job->spool_seq = spool_seq;
-        job->in_memory = in_memory;
-        job->points = points;
-        job->id_len = static_cast<std::uint8_t>(series_id.size());
-        std::memcpy(job->series_id, series_id.data(), series_id.size());
-        ngx_queue_insert_tail(&sh_->jobs, &job->link);
-        ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
-    }
-    unlock();
+    if (job == nullptr) return nullptr;
+    job->kind = kind;
+    job->version = version;
+    job->id = sh_->next_job_id++;
+    job->submitter = ProcessId::self();
+    job->state = JobState::pending;
+    job->spool_seq = spool_seq;
+    job->in_memory = in_memory;
+    job->points = points;
+    job->id_len = static_cast<std::uint8_t>(series_id.size());
+    std::memcpy(job->series_id, series_id.data(), series_id.size());
+    ngx_queue_insert_tail(&sh_->jobs, &job->link);
+    if (kind == JobKind::read) sh_->reads_queued++;  // reads are not fits waiting
+    else ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
     return job;
 }
 
-Job *Zone::add_read(std::string_view series_id, std::uint32_t version, std::uint64_t spool_seq) {
-    return add(JobKind::read, series_id, version, 0, spool_seq, false);
+Job *Zone::add_read(std::string_view series_id, std::uint32_t version, bool *busy) {
+    ZoneLock guard(this);
+    *busy = sh_->reads_queued >= kMaxReads;
+    if (*busy) return nullptr;
+    return add(JobKind::read, series_id, version, 0, 0, false);
+}
+
+// Under the lock: unlinks and frees a job and the answer it still holds.
+void Zone::free_job_locked(Job *job) {
+    if (job->kind == JobKind::read) sh_->reads_queued--;
+    else if (job->state == JobState::pending) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+    if (job->data != nullptr) ngx_slab_free_locked(pool_, job->data);
+    ngx_queue_remove(&job->link);
+    ngx_slab_free_locked(pool_, job);
 }
 
 void Zone::claim_reads(std::vector<Claim> *claims) {
-    lock();
+    claims->reserve(claims->size() + kMaxReads);  // before the lock
+    ZoneLock guard(this);
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
         if (job->state != JobState::pending || job->kind != JobKind::read) continue;
-        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        if (claims->size() == claims->capacity()) break;
         job->state = JobState::committing;
         Claim c;
         c.job = job;
-        c.spool_seq = job->spool_seq;
         c.submitter = job->submitter;
         c.version = job->version;
         c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
         claims->push_back(std::move(c));
     }
-    unlock();
 }
 
 void Zone::finish_reads(const std::vector<Claim> &claims) {
-    lock();
+    ZoneLock guard(this);
     for (const Claim &c : claims) {
-        if (c.fail_status != 0) fail_job_locked(c.job, c.fail_status, c.fail_code, c.fail_detail.c_str());
-        else c.job->state = JobState::done;
+        if (c.job->abandoned) {
+            free_job_locked(c.job);
+            continue;
+        }
+        if (c.fail_status != 0) {
+            fail_job_locked(c.job, c.fail_status, c.fail_code, c.fail_detail.c_str());
+            continue;
+        }
+        auto *data = static_cast<u_char *>(ngx_slab_alloc_locked(pool_, c.data.size() == 0 ? 1 : c.data.size()));
+        if (data == nullptr) {
+            u_char detail[kJobErrorLength];
+            u_char *end = ngx_snprintf(detail, sizeof(detail) - 1,
+                                       "The shared zone \"%V\" has no room for the plot's data; "
+                                       "raise its size in the anomaly_zone directive.%Z",
+                                       &name_);
+            (void)end;
+            fail_job_locked(c.job, 507, "zone_full", reinterpret_cast<char *>(detail));
+            continue;
+        }
+        std::memcpy(data, c.data.data(), c.data.size());
+        c.job->data = data;
+        c.job->data_len = static_cast<std::uint32_t>(c.data.size());
+        c.job->state = JobState::done;
     }
-    unlock();
 }
 
 bool Zone::take_result(Job *job, bool withdraw, Job *outcome) {
-    lock();
+    ZoneLock guard(this);
     bool finished = job->state == JobState::done || job->state == JobState::failed;
     if (!finished && withdraw && job->state == JobState::pending) {
-        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        if (job->kind == JobKind::fit) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
         fail_job_locked(job, 503, "store_unavailable",
-                        "The store did not make the fit durable in time; it was not stored.");
+                        job->kind == JobKind::fit
+                            ? "The store did not make the fit durable in time; it was not stored."
+                            : "The store did not read the plot's data in time.");
         finished = true;
     }
     if (finished) {
         *outcome = *job;
-        ngx_queue_remove(&job->link);
-        ngx_slab_free_locked(pool_, job);
+        job->data = nullptr;  // now the caller's, until free_data()
+        free_job_locked(job);
     }
-    unlock();
     return finished;
+}
+
+void Zone::free_data(u_char *data) {
+    if (data == nullptr) return;
+    ZoneLock guard(this);
+    ngx_slab_free_locked(pool_, data);
+}
+
+Abandoned Zone::abandon(Job *job) {
+    ZoneLock guard(this);
+    switch (job->state) {
+    case JobState::pending:
+        free_job_locked(job);
+        return Abandoned::withdrawn;
+    case JobState::committing:
+        job->abandoned = 1;
+        return Abandoned::flagged;
+    default:
+        free_job_locked(job);
+        return Abandoned::freed;
+    }
 }
 
 void Zone::fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail) {
@@ -375,8 +448,9 @@ void Zone::fail_job_locked(Job *job, std::uint32_t status, const char *code, con
 
 void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
                          std::uint64_t max_points) {
+    claims->reserve(max_jobs);  // before the lock
     std::uint64_t points = 0;
-    lock();
+    ZoneLock guard(this);
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
@@ -395,69 +469,74 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
         c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
         claims->push_back(std::move(c));
     }
-    unlock();
 }
 
 void Zone::assign_versions(std::vector<Claim> *claims) {
-    lock();
+    // The detail of a zone_full, made before the lock.
+    u_char detail[kJobErrorLength];
+    u_char *end = ngx_snprintf(detail, sizeof(detail),
+                               "The shared zone \"%V\" has no room for another version; "
+                               "raise its size in the anomaly_zone directive.",
+                               &name_);
+    for (Claim &c : *claims) {
+        if (c.fail_status == 0) c.fail_detail.reserve(end - detail);
+    }
+    ZoneLock guard(this);
     for (Claim &c : *claims) {
         if (c.fail_status != 0) continue;
         SeriesNode *node = find_or_add_node(c.series_id);
         if (node == nullptr || !ensure_capacity(node, node->latest + node->reserved + 1)) {
-            u_char detail[kJobErrorLength];
-            u_char *end = ngx_snprintf(detail, sizeof(detail),
-                                       "The shared zone \"%V\" has no room for another version; "
-                                       "raise its size in the anomaly_zone directive.",
-                                       &name_);
             c.fail_status = 507;
             c.fail_code = "zone_full";
-            c.fail_detail.assign(reinterpret_cast<char *>(detail), end - detail);
+            c.fail_detail.assign(reinterpret_cast<char *>(detail), end - detail);  // reserved: no allocation
             continue;
         }
         c.node = node;
         c.version = node->latest + ++node->reserved;
         c.job->version = c.version;
     }
-    unlock();
 }
 
 void Zone::finish_commit(const std::vector<Claim> &claims, const std::vector<Model> &models,
                          const char *commit_error) {
-    lock();
+    ZoneLock guard(this);
     for (std::size_t i = 0; i < claims.size(); i++) {
         const Claim &c = claims[i];
         if (c.node != nullptr) c.node->reserved = 0;
-        if (c.fail_status != 0) {
+        const bool published = c.fail_status == 0 && commit_error == nullptr;
+        if (published) {
+            c.node->versions[c.version - 1] = models[i];
+            if (c.version > c.node->latest) {
+                if (c.node->latest == 0) sh_->series_trained++;
+                c.node->latest = c.version;
+            }
+            sh_->versions_stored++;
+            sh_->last_write_ms = models[i].trained_at_ms;
+        }
+        if (c.job->abandoned) {  // nobody waits for the answer
+            free_job_locked(c.job);
+        } else if (c.fail_status != 0) {
             fail_job_locked(c.job, c.fail_status, c.fail_code, c.fail_detail.c_str());
-            continue;
-        }
-        if (commit_error != nullptr) {
+        } else if (commit_error != nullptr) {
             fail_job_locked(c.job, 503, "store_unavailable", commit_error);
-            continue;
+        } else {
+            c.job->state = JobState::done;
         }
-        c.node->versions[c.version - 1] = models[i];
-        if (c.version > c.node->latest) {
-            if (c.node->latest == 0) sh_->series_trained++;
-            c.node->latest = c.version;
-        }
-        sh_->versions_stored++;
-        sh_->last_write_ms = models[i].trained_at_ms;
-        c.job->state = JobState::done;
     }
-    unlock();
 }
 
-void Zone::committing_jobs(std::vector<Claim> *claims) {
-    lock();
+void Zone::committing_jobs(std::vector<Claim> *claims, std::size_t max_jobs) {
+    claims->reserve(max_jobs);  // before the lock
+    ZoneLock guard(this);
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
         if (job->state != JobState::committing) continue;
         if (job->kind == JobKind::read) {  // a read a dead owner began: begin it again
             job->state = JobState::pending;
-            ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
             continue;
         }
+        if (claims->size() == max_jobs) break;
         Claim c;
         c.job = job;
         c.spool_seq = job->spool_seq;
@@ -467,48 +546,39 @@ void Zone::committing_jobs(std::vector<Claim> *claims) {
         c.node = find_node(c.series_id, hash_of(c.series_id));
         claims->push_back(std::move(c));
     }
-    unlock();
 }
 
 void Zone::requeue(const std::vector<Claim> &claims) {
-    lock();
+    ZoneLock guard(this);
     for (const Claim &c : claims) {
         if (c.node != nullptr) c.node->reserved = 0;
         c.job->state = JobState::pending;
         c.job->version = 0;
         ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
     }
-    unlock();
 }
 
 bool Zone::spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq) {
-    bool used = false;
-    lock();
+    ZoneLock guard(this);
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
-        if (job->submitter.pid == submitter && job->spool_seq == spool_seq) {
-            used = true;
-            break;
-        }
+        if (job->kind == JobKind::fit && job->submitter.pid == submitter && job->spool_seq == spool_seq)
+            return true;
     }
-    unlock();
-    return used;
+    return false;
 }
 
-bool Zone::has_pending_from(ProcessId submitter) {
-    bool pending = false;
-    lock();
+bool Zone::has_pending_from(ProcessId submitter, bool owner_gone) {
+    ZoneLock guard(this);
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
-        if (job->submitter == submitter && job->kind == JobKind::fit && job->state == JobState::pending) {
-            pending = true;
-            break;
-        }
+        if (job->submitter != submitter || job->kind != JobKind::fit) continue;
+        if (job->state == JobState::pending) return true;
+        if (job->state == JobState::committing && owner_gone) return true;
     }
-    unlock();
-    return pending;
+    return false;
 }
 
 void Zone::collect_orphans() {
@@ -516,40 +586,42 @@ void Zone::collect_orphans() {
     // submitters beyond the first few wait for the next round.
     std::array<ProcessId, 64> submitters;
     std::size_t n = 0;
-    lock();
-    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs) && n < submitters.size();
-         q = ngx_queue_next(q)) {
-        const Job *job = ngx_queue_data(q, Job, link);
-        const bool finished = job->state == JobState::done || job->state == JobState::failed;
-        if (finished && std::find(submitters.begin(), submitters.begin() + n, job->submitter) == submitters.begin() + n)
-            submitters[n++] = job->submitter;
+    bool abandoned = false;
+    {
+        ZoneLock guard(this);
+        for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs) && n < submitters.size();
+             q = ngx_queue_next(q)) {
+            const Job *job = ngx_queue_data(q, Job, link);
+            if (job->state != JobState::done && job->state != JobState::failed) continue;
+            if (job->abandoned) abandoned = true;
+            else if (std::find(submitters.begin(), submitters.begin() + n, job->submitter) == submitters.begin() + n)
+                submitters[n++] = job->submitter;
+        }
     }
-    unlock();
     std::size_t gone = 0;
     for (std::size_t i = 0; i < n; i++)
         if (!submitters[i].alive()) submitters[gone++] = submitters[i];
-    if (gone == 0) return;
-    lock();
+    if (gone == 0 && !abandoned) return;
+    const auto gone_end = submitters.begin() + gone;
+    ZoneLock guard(this);
     ngx_queue_t *q = ngx_queue_head(&sh_->jobs);
     while (q != ngx_queue_sentinel(&sh_->jobs)) {
         Job *job = ngx_queue_data(q, Job, link);
         q = ngx_queue_next(q);
-        bool finished = job->state == JobState::done || job->state == JobState::failed;
-        if (finished && std::find(submitters.begin(), submitters.begin() + gone, job->submitter) != submitters.begin() + gone) {
-            ngx_queue_remove(&job->link);
-            ngx_slab_free_locked(pool_, job);
-        }
+        const bool finished = job->state == JobState::done || job->state == JobState::failed;
+        if (finished && (job->abandoned || std::find(submitters.begin(), gone_end, job->submitter) != gone_end))
+            free_job_locked(job);
     }
-    unlock();
 }
 
 void Zone::claim_stats_slot() {
     const ProcessId me = ProcessId::self();
     for (int attempt = 0; attempt < 3; attempt++) {
         std::array<ProcessId, kStatSlots> seen;
-        lock();
-        for (ngx_uint_t i = 0; i < kStatSlots; i++) seen[i] = sh_->stats[i].process;
-        unlock();
+        {
+            ZoneLock guard(this);
+            for (ngx_uint_t i = 0; i < kStatSlots; i++) seen[i] = sh_->stats[i].process;
+        }
         // A dead worker's slot first: its requests in flight ended with it.
         ngx_uint_t pick = kStatSlots;
         for (ngx_uint_t i = 0; i < kStatSlots && pick == kStatSlots; i++)
@@ -557,17 +629,19 @@ void Zone::claim_stats_slot() {
         for (ngx_uint_t i = 0; i < kStatSlots && pick == kStatSlots; i++)
             if (seen[i].none()) pick = i;
         if (pick == kStatSlots) break;
-        lock();
-        WorkerStats &w = sh_->stats[pick];
-        const bool claimed = w.process == seen[pick];
-        if (claimed) {
-            w.process = me;
-            // The counters keep counting; only the gauge of requests in
-            // flight is the process's own, and those of a gone one ended.
-            __atomic_store_n(&w.predict.in_flight, 0, __ATOMIC_RELAXED);
-            __atomic_store_n(&w.fit.in_flight, 0, __ATOMIC_RELAXED);
+        bool claimed = false;
+        {
+            ZoneLock guard(this);
+            WorkerStats &w = sh_->stats[pick];
+            claimed = w.process == seen[pick];
+            if (claimed) {
+                w.process = me;
+                // The counters keep counting; only the gauge of requests in
+                // flight is the process's own, and those of a gone one ended.
+                __atomic_store_n(&w.predict.in_flight, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&w.fit.in_flight, 0, __ATOMIC_RELAXED);
+            }
         }
-        unlock();
         if (claimed) {
             stats_slot_ = pick;
             return;
@@ -580,7 +654,7 @@ void Zone::claim_stats_slot() {
 
 void Zone::release_stats_slot() {
     if (stats_slot_ >= kStatSlots) return;
-    lock();
+    ZoneLock guard(this);
     WorkerStats &w = sh_->stats[stats_slot_];
     if (w.process == ProcessId::self()) {
         // Requests still in flight now end with the process.
@@ -588,12 +662,11 @@ void Zone::release_stats_slot() {
         __atomic_store_n(&w.fit.in_flight, 0, __ATOMIC_RELAXED);
         w.process = ProcessId{};
     }
-    unlock();
 }
 
 bool Zone::load_version(std::string_view series_id, const Model &model) {
     bool ok = false;
-    lock();
+    ZoneLock guard(this);
     SeriesNode *node = find_or_add_node(series_id);
     if (node != nullptr && model.version > 0 && ensure_capacity(node, model.version)) {
         if (node->versions[model.version - 1].version == 0) sh_->versions_stored++;
@@ -604,15 +677,13 @@ bool Zone::load_version(std::string_view series_id, const Model &model) {
         }
         ok = true;
     }
-    unlock();
     return ok;
 }
 
 void Zone::set_store_state(StoreState state, const char *error) {
-    lock();
+    ZoneLock guard(this);
     sh_->store_state = state;
     copy_text(sh_->store_error, sizeof(sh_->store_error), error != nullptr ? error : "");
-    unlock();
 }
 
 }  // namespace anomaly

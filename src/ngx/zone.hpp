@@ -17,12 +17,22 @@
 #include "core/histogram.hpp"
 #include "core/metrics.hpp"
 #include "core/series.hpp"
+#include "core/zone_header.hpp"
 
 namespace anomaly {
+
+// The layout of Shared and of everything it points to. Raise it with any
+// change to those types: a reload refuses a zone of another layout.
+// 2: processes named by pid and start time, a statistics slot per worker,
+// RateWindow slots of one word.
+constexpr std::uint32_t kZoneLayout = 2;
 
 constexpr ngx_uint_t kStatSlots = 32;      // statistics slots, one per worker process
 constexpr std::size_t kStoreErrorLength = 240;
 constexpr std::size_t kJobErrorLength = 240;
+// Plot reads queued or running at once, across the zone: a plot beyond this
+// is answered 503 server_busy rather than queued without bound.
+constexpr std::uint32_t kMaxReads = 64;
 
 enum class StoreState : std::uint32_t {
     starting = 0,  // nobody has opened the store yet
@@ -66,8 +76,6 @@ struct WorkerStats {
     std::uint64_t anomalies;   // predictions that answered true
     ProcessId process;         // the worker counting here, none when free
 };
-static_assert(std::is_trivially_copyable<WorkerStats>::value && std::is_standard_layout<WorkerStats>::value,
-              "lives in shared memory");
 
 struct SeriesNode {
     ngx_rbtree_node_t node;    // key: crc32 of the id
@@ -81,7 +89,7 @@ struct SeriesNode {
 };
 
 enum class JobState : std::uint32_t { pending, committing, done, failed };
-enum class JobKind : std::uint8_t { fit, read };  // read: a version's training data, for /plot
+enum class JobKind : std::uint8_t { fit, read };  // read: what /plot draws of a version
 
 // One fit on its way to the store.
 struct Job {
@@ -95,15 +103,19 @@ struct Job {
     std::uint64_t points;
     std::uint8_t in_memory;       // kept in the submitter's memory: it owned the store
     JobKind kind;
+    // The submitter stopped waiting (nginx ended the request, or its deadline
+    // passed while the owner was committing): whoever finishes it frees it.
+    std::uint8_t abandoned;
+    std::uint32_t data_len;       // a finished read's answer, in the zone
+    u_char *data;
     std::uint8_t id_len;
     u_char series_id[kMaxSeriesIdLength];
     char code[32];                // error code when failed
     char error[kJobErrorLength];  // error detail when failed
 };
-static_assert(std::is_trivially_copyable<Job>::value && std::is_standard_layout<Job>::value,
-              "lives in shared memory");
 
 struct Shared {
+    ZoneHeader header;             // first: read before anything else at a reload
     // Lookups go through the hash buckets (one or two cache misses); the
     // tree keeps the series in a stable order for /series pages.
     ngx_rbtree_t tree;
@@ -135,21 +147,43 @@ struct Shared {
 
     ngx_queue_t jobs;
     std::uint64_t next_job_id;
+    std::uint32_t reads_queued;    // read jobs in jobs, at most kMaxReads
     ngx_atomic_t jobs_pending;     // read without the lock as a hint
 
     WorkerStats stats[kStatSlots];
 };
-static_assert(std::is_trivially_copyable<Shared>::value && std::is_standard_layout<Shared>::value,
-              "lives in shared memory");
+
+// Shared memory holds plain data only: no constructors or destructors run
+// there, and every process reads the same bytes.
+template <typename T>
+constexpr bool kPlainData = std::is_trivially_copyable<T>::value && std::is_standard_layout<T>::value;
+static_assert(kPlainData<Shared> && kPlainData<Job> && kPlainData<SeriesNode> && kPlainData<WorkerStats> &&
+                  kPlainData<EndpointStats> && kPlainData<Model> && kPlainData<ZoneHeader> &&
+                  kPlainData<ProcessId>,
+              "types in the anomaly_zone must be plain data");
 
 // What a predict (or plot) finds.
 enum class Lookup { found, not_loaded, series_not_found, version_not_found };
 
+// What became of a job its submitter stopped waiting for.
+enum class Abandoned {
+    withdrawn,  // it was still queued: removed; what was handed over must be discarded
+    flagged,    // the owner is at work on it: it frees the job when done
+    freed,      // it had finished: freed
+};
+
 class Zone {
 public:
-    // shm_zone->init callback.
+    // cycle: the configuration that declares the zone.
+    explicit Zone(ngx_cycle_t *cycle) : cycle_(cycle) {}
+
+    // From the shm_zone->init callback. data is the zone of the previous
+    // configuration when nginx keeps the memory (a reload with the same name
+    // and size): its header must be this build's, or the reload is refused.
     static ngx_int_t init(ngx_shm_zone_t *shm_zone, void *data);
     static Zone *from(ngx_shm_zone_t *shm_zone) { return static_cast<Zone *>(shm_zone->data); }
+
+    ngx_cycle_t *cycle() const { return cycle_; }
 
     Shared *shared() const { return sh_; }
     ngx_slab_pool_t *pool() const { return pool_; }
@@ -161,12 +195,17 @@ public:
 
     // version 0 means the latest.
     Lookup find_model(std::string_view series_id, std::uint32_t version, Model *out);
-    // Every version of a series, oldest first (for /series/{id}).
-    Lookup versions(std::string_view series_id, std::vector<Model> *out);
+    // Up to limit versions of a series (for /series/{id}), oldest first
+    // after version `after` (0: from v1), or newest first before it (0: from
+    // the latest); *more says whether any follow.
+    Lookup versions(std::string_view series_id, std::uint32_t after, std::size_t limit, bool newest,
+                    std::vector<Model> *out, bool *more);
 
     struct SeriesSummary {
-        std::string series_id;
+        std::uint8_t id_len = 0;
+        char id[kMaxSeriesIdLength];  // fixed: copied under the lock without allocating
         Model latest;
+        std::string_view series_id() const { return std::string_view(id, id_len); }
     };
     // Up to limit series with a version, in the zone's order (by hash, then
     // id), starting after the series `after` ("" for the first page). *more
@@ -184,12 +223,16 @@ public:
     // --- fits (any worker) ---
     // Queues a fit; nullptr when the zone has no room.
     Job *add_job(std::string_view series_id, std::uint64_t points, std::uint64_t spool_seq, bool in_memory);
-    // Asks the owner for a version's training data, written to the spool file
-    // <submitter>.<spool_seq>; nullptr when the zone has no room.
-    Job *add_read(std::string_view series_id, std::uint32_t version, std::uint64_t spool_seq);
+    // Asks the owner for what /plot draws of a version; nullptr when kMaxReads
+    // are queued (*busy set) or the zone has no room.
+    Job *add_read(std::string_view series_id, std::uint32_t version, bool *busy);
     // Takes a finished job's outcome and frees it; false while still running.
     // A pending job is withdrawn (and reported failed) when withdraw is set.
+    // A read's answer stays in the zone (outcome->data) until free_data().
     bool take_result(Job *job, bool withdraw, Job *outcome);
+    void free_data(u_char *data);
+    // The submitter no longer waits for the job (see Abandoned).
+    Abandoned abandon(Job *job);
 
     // --- the store owner ---
     struct Claim {
@@ -203,12 +246,13 @@ public:
         std::uint32_t fail_status = 0;   // set when this fit cannot be committed
         const char *fail_code = nullptr;
         std::string fail_detail;
+        std::string data;                // a read's answer
     };
     // Marks pending jobs as committing: at most max_jobs, about max_points points.
     void claim_pending(std::vector<Claim> *claims, std::size_t max_jobs, std::uint64_t max_points);
-    // Marks pending reads as running.
+    // Marks pending reads as running (at most kMaxReads).
     void claim_reads(std::vector<Claim> *claims);
-    // Ends reads: done, or failed with the claim's fail_* fields.
+    // Ends reads: done with the claim's data, or failed with its fail_* fields.
     void finish_reads(const std::vector<Claim> &claims);
     // Gives each claim that has not failed the next version of its series and
     // reserves the zone memory its publication needs (zone_full otherwise).
@@ -219,14 +263,18 @@ public:
     // when commit_error is set.
     void finish_commit(const std::vector<Claim> &claims, const std::vector<Model> &models,
                        const char *commit_error);
-    // Jobs a dead owner left half-committed; the new owner looks each up on disk.
-    void committing_jobs(std::vector<Claim> *claims);
+    // Jobs a dead owner left half-committed (at most max_jobs a call); the
+    // new owner looks each up on disk.
+    void committing_jobs(std::vector<Claim> *claims, std::size_t max_jobs);
     // Puts claims back in the queue (their batch never reached the disk).
     void requeue(const std::vector<Claim> &claims);
     // Whether a job still refers to a spool file.
     bool spool_in_use(ngx_pid_t submitter, std::uint64_t spool_seq);
-    // Whether fits this process submitted are still waiting to be committed.
-    bool has_pending_from(ProcessId submitter);
+    // Whether fits this process submitted are still waiting to be committed,
+    // or were being committed by an owner that is gone (an exiting worker
+    // then takes the store to finish them: nobody else may). Whether the
+    // owner is gone is the caller's to say: the store's LOCK tells.
+    bool has_pending_from(ProcessId submitter, bool owner_gone);
     // Frees finished jobs whose worker is gone.
     void collect_orphans();
 
@@ -238,17 +286,33 @@ public:
 private:
     Job *add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
              std::uint64_t spool_seq, bool in_memory);
+    void free_job_locked(Job *job);
     SeriesNode *find_node(std::string_view series_id, std::uint32_t hash);
     Lookup trained_node_locked(std::string_view series_id, std::uint32_t hash, SeriesNode **node);
     SeriesNode *find_or_add_node(std::string_view series_id);
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
 
+    ngx_cycle_t *cycle_ = nullptr;
     ngx_slab_pool_t *pool_ = nullptr;
     Shared *sh_ = nullptr;
     ngx_str_t name_{};
     size_t size_ = 0;
     ngx_uint_t stats_slot_ = kStatSlots;  // none claimed yet
+};
+
+// Holds the zone's lock for a scope, however it is left. Nothing done under
+// it may allocate process memory or throw: a worker that unwound while
+// holding the lock would leave every other worker waiting for it.
+class ZoneLock {
+public:
+    explicit ZoneLock(Zone *zone) : zone_(zone) { zone_->lock(); }
+    ~ZoneLock() { zone_->unlock(); }
+    ZoneLock(const ZoneLock &) = delete;
+    ZoneLock &operator=(const ZoneLock &) = delete;
+
+private:
+    Zone *zone_;
 };
 
 }  // namespace anomaly

@@ -226,6 +226,7 @@ bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) 
     for (const NewVersion &v : versions) {
         batch.Put(model_key(v.series_id, v.model.version), encode_model(v.model));
         batch.Put(training_data_key(v.series_id, v.model.version), v.training_data);
+        if (!v.plot_envelope.empty()) batch.Put(plot_envelope_key(v.series_id, v.model.version), v.plot_envelope);
     }
     batch.Put(leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), encode_u64(commits_ + 1));
     leveldb::WriteOptions wo;
@@ -268,6 +269,30 @@ bool Store::read_training_data(std::string_view series_id, std::uint32_t version
         *error = "the training data of " + std::string(series_id) + " does not decode";
         return false;
     }
+    return true;
+}
+
+bool Store::read_plot_envelope(std::string_view series_id, std::uint32_t version,
+                               PlotEnvelope *envelope, std::string *error) {
+    const std::string key = plot_envelope_key(series_id, version);
+    std::string value;
+    leveldb::Status s = db_->Get(leveldb::ReadOptions(), key, &value);
+    if (s.ok() && decode_plot_envelope(value, envelope)) return true;
+    if (!s.ok() && !s.IsNotFound()) {
+        *error = s.ToString();
+        return false;
+    }
+    const bool absent = !s.ok();
+    // Derived data: whatever is wrong with it, the training data can give it again.
+    TrainingData data;
+    if (!read_training_data(series_id, version, &data, error)) return false;
+    value = encode_plot_envelope(summarize_for_plot(data));
+    if (!decode_plot_envelope(value, envelope)) {
+        *error = "the training data of " + std::string(series_id) + " cannot be plotted";
+        return false;
+    }
+    // Not synced and not counted as a commit: a lost write is summarised again.
+    if (absent) db_->Put(leveldb::WriteOptions(), key, value);
     return true;
 }
 
@@ -353,20 +378,58 @@ void remove_tree(const std::string &dir) {
 
 }  // namespace
 
-// Spool layout: u32 little-endian model length, the model record, the
-// training data record. Not synced: durability comes from the LevelDB write.
-bool write_spool(const std::string &path, const Model &model, const std::string &d,
+// Spool layout, format 2:
+//   u32 0xffffffff | u8 2 | u32 model length | model record
+//   | u32 plot envelope length | plot envelope record | training data record (the rest)
+// Format 1, written before plot envelopes, has no marker and no envelope:
+//   u32 model length | model record | training data record
+// No model record is 0xffffffff bytes long, so the first u32 tells them apart
+// (and a server that reads only format 1 finds format 2 damaged, not wrong).
+// Not synced: durability comes from the LevelDB write.
+namespace {
+
+constexpr std::uint32_t kSpoolMarker = 0xffffffff;
+constexpr std::uint8_t kSpoolFormat = 2;
+
+void put_u32(std::string *out, std::uint64_t v) {
+    for (int i = 0; i < 4; i++) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+bool get_u32(std::string_view bytes, std::size_t at, std::uint32_t *v) {
+    if (bytes.size() < 4 || at > bytes.size() - 4) return false;
+    *v = 0;
+    for (int i = 0; i < 4; i++) *v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
+    return true;
+}
+
+// Splits off a u32 length and that many bytes at *at.
+bool get_record(std::string_view bytes, std::size_t *at, std::string_view *record) {
+    std::uint32_t n = 0;
+    if (!get_u32(bytes, *at, &n) || bytes.size() - *at - 4 < n) return false;
+    *record = bytes.substr(*at + 4, n);
+    *at += 4 + std::size_t{n};
+    return true;
+}
+
+}  // namespace
+
+bool write_spool(const std::string &path, const Model &model, const std::string &envelope, const std::string &d,
                  std::string *error) {
     const std::string m = encode_model(model);
-    unsigned char len[4];
-    for (int i = 0; i < 4; i++) len[i] = static_cast<unsigned char>(m.size() >> (8 * i));
+    std::string head;
+    head.reserve(17 + m.size());
+    put_u32(&head, kSpoolMarker);
+    head.push_back(static_cast<char>(kSpoolFormat));
+    put_u32(&head, m.size());
+    head += m;
+    put_u32(&head, envelope.size());
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         *error = errno_text("cannot create", path);
         return false;
     }
-    bool ok = write_all(fd, reinterpret_cast<const char *>(len), 4) &&
-              write_all(fd, m.data(), m.size()) && write_all(fd, d.data(), d.size());
+    bool ok = write_all(fd, head.data(), head.size()) && write_all(fd, envelope.data(), envelope.size()) &&
+              write_all(fd, d.data(), d.size());
     if (!ok) *error = errno_text("cannot write", path);
     if (::close(fd) != 0 && ok) {
         *error = errno_text("cannot write", path);
@@ -376,7 +439,7 @@ bool write_spool(const std::string &path, const Model &model, const std::string 
     return ok;
 }
 
-bool read_spool(const std::string &path, Model *model, std::string *training_data,
+bool read_spool(const std::string &path, Model *model, std::string *plot_envelope, std::string *training_data,
                 std::string *error) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -399,17 +462,27 @@ bool read_spool(const std::string &path, Model *model, std::string *training_dat
     if (!ok) *error = errno_text("cannot read", path);
     ::close(fd);
     if (!ok) return false;
-    std::uint32_t mlen = 0;
-    if (bytes.size() >= 4) {
-        for (int i = 0; i < 4; i++)
-            mlen |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+    const std::string_view all(bytes);
+    std::uint32_t marker = 0;
+    std::size_t at = 0;
+    std::string_view m, envelope;
+    PlotEnvelope summary;
+    if (get_u32(all, 0, &marker) && marker == kSpoolMarker) {
+        at = 5;
+        ok = all.size() > 4 && static_cast<std::uint8_t>(all[4]) == kSpoolFormat && get_record(all, &at, &m) &&
+             decode_model(m, model) && get_record(all, &at, &envelope) && decode_plot_envelope(envelope, &summary);
+        if (ok) plot_envelope->assign(envelope);
+    } else {
+        // Format 1: the training data gives the envelope.
+        TrainingData data;
+        ok = get_record(all, &at, &m) && decode_model(m, model) && decode_training_data(all.substr(at), &data);
+        if (ok) *plot_envelope = encode_plot_envelope(summarize_for_plot(data));
     }
-    if (bytes.size() < 4 || bytes.size() - 4 < mlen ||
-        !decode_model(std::string_view(bytes).substr(4, mlen), model)) {
+    if (!ok) {
         *error = "the spool file " + path + " is damaged";
         return false;
     }
-    training_data->assign(bytes, 4 + mlen, std::string::npos);
+    training_data->assign(all.substr(at));
     return true;
 }
 

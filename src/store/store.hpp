@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/detector.hpp"
+#include "core/plot.hpp"
 
 namespace leveldb {
 class DB;
@@ -47,6 +48,7 @@ public:
         std::string series_id;
         Model model;                  // model.version already assigned
         std::string training_data;    // encode_training_data() bytes
+        std::string plot_envelope;    // encode_plot_envelope() bytes; empty writes none
     };
     // Writes all versions in one WriteBatch with sync=true: all or nothing.
     // The batch also writes commits() + 1 under kCommitCountKey.
@@ -63,6 +65,13 @@ public:
 
     bool read_training_data(std::string_view series_id, std::uint32_t version,
                             TrainingData *data, std::string *error);
+
+    // What /plot draws of one version. A version committed without one (by a
+    // server older than plot envelopes) has its training data summarised
+    // instead, and the summary is kept for the next plot. So is one whose
+    // record does not decode, without replacing the record.
+    bool read_plot_envelope(std::string_view series_id, std::uint32_t version,
+                            PlotEnvelope *envelope, std::string *error);
 
     // For a store another process holds open (LevelDB's LOCK): makes a copy
     // in scratch (hard links to the table files, copies of CURRENT, the
@@ -85,10 +94,13 @@ private:
 };
 
 // A spool file carries one validated fit from the worker that received it to
-// the process that owns the store: the encoded model, then the training data.
-bool write_spool(const std::string &path, const Model &model, const std::string &training_data,
-                 std::string *error);
-bool read_spool(const std::string &path, Model *model, std::string *training_data,
-                std::string *error);
+// the process that owns the store: the model, its plot envelope and its
+// training data. Layout in store.cpp.
+bool write_spool(const std::string &path, const Model &model, const std::string &plot_envelope,
+                 const std::string &training_data, std::string *error);
+// Also reads a spool written before plot envelopes (one may be left across a
+// binary upgrade): its plot envelope is then summarised from the training data.
+bool read_spool(const std::string &path, Model *model, std::string *plot_envelope,
+                std::string *training_data, std::string *error);
 
 }  // namespace anomaly

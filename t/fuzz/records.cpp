@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "core/encoding.hpp"
+#include "core/plot.hpp"
 #include "core/series.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
@@ -13,6 +14,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         __builtin_trap();
     anomaly::TrainingData d;
     if (anomaly::decode_training_data(bytes, &d) && d.timestamps.size() != d.values.size()) __builtin_trap();
+    // A plot envelope that decodes is one the encoder writes, and draws.
+    anomaly::PlotEnvelope e;
+    if (anomaly::decode_plot_envelope(bytes, &e)) {
+        if (anomaly::encode_plot_envelope(e) != bytes) __builtin_trap();
+        anomaly::Model model;
+        model.version = 1;
+        model.points = e.points;
+        model.mean = e.columns.empty() ? 0 : e.columns[0].min;
+        model.std = 1;
+        anomaly::PlotInput in;
+        in.series_id = "s";
+        in.model = &model;
+        in.envelope = &e;
+        if (anomaly::render_plot(in).size() > 1000000) __builtin_trap();
+    }
     std::string_view series;
     std::uint32_t version;
     anomaly::parse_model_key(bytes, &series, &version);

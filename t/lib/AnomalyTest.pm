@@ -15,7 +15,8 @@ package AnomalyTest;
 # Environment:
 #   ANOMALY_TEST_KEEP=1      keep the temporary directories (and print them)
 #   ANOMALY_TEST_NGINX       nginx binary (default /usr/sbin/nginx)
-#   ANOMALY_TEST_MODULE      module path (default <repo>/build/ngx_http_anomaly_module.so)
+#   ANOMALY_TEST_MODULE      module path (default <repo>/build/ngx_http_anomaly_module.so;
+#                            the option module => PATH sets it for one instance)
 
 use strict;
 use warnings;
@@ -52,11 +53,13 @@ my $JSON = JSON::PP->new->allow_nonref->canonical;
 sub new {
     my ($class, %opts) = @_;
 
-    die "module not built: $MODULE does not exist (run `make build`)\n"
-        unless -f $MODULE;
+    my $module = $opts{module} // $MODULE;
+    die "module not built: $module does not exist (run `make build`)\n"
+        unless -f $module;
     die "nginx binary $NGINX not found\n" unless -x $NGINX;
 
     my $self = bless {
+        module       => $module,
         workers      => 2,
         zone_size    => '16m',
         http_extra   => '',
@@ -123,7 +126,7 @@ $self->{predict_extra}
         }
 API
     return <<"CONF";
-load_module $MODULE;
+load_module $self->{module};
 
 worker_processes $self->{workers};
 error_log $d/error.log info;
@@ -180,6 +183,13 @@ $self->{health_extra}
             anomaly_dashboard;
         }
 
+        # browsers ask for it on every dashboard visit
+        location = /favicon.ico {
+            access_log off;
+            log_not_found off;
+            return 204;
+        }
+
 $self->{locations}
     }
 }
@@ -218,6 +228,21 @@ sub _read_pid_file {
 sub master_pid { $_[0]{master} }
 
 sub running { my ($self) = @_; return $self->{master} && _pid_alive($self->{master}) }
+
+# Runs nginx once and returns its exit status (0 when it started), without
+# dying or waiting for the store: for tests of a start that must be refused.
+sub try_start {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    unlink "$d/nginx.pid";
+    my $rc = system("$NGINX -p $d/ -c $d/nginx.conf -e $d/error.log >$d/nginx.out 2>&1");
+    my $deadline = time + 5;
+    while ($rc == 0 && time < $deadline) {   # so that done() stops it
+        last if $self->{master} = $self->_read_pid_file;
+        sleep 0.02;
+    }
+    return $rc;
+}
 
 # Starts nginx and waits until /healthcheck says the store is ready.
 # Emits one test; returns true when nginx is up and ready. wait => 0 only

@@ -1,9 +1,11 @@
-// The on-disk encoding: LevelDB keys, model records, training data records.
+// The on-disk encoding: LevelDB keys, model records, training data records,
+// plot envelope records.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -81,6 +83,8 @@ TrainingData points(std::size_t n, std::int64_t t0, std::int64_t step, std::uint
 TEST(Keys, ExactBytes) {
     EXPECT_EQ(model_key("sensor_1", 3), std::string("m/sensor_1/\x00\x00\x00\x03", 15));
     EXPECT_EQ(training_data_key("sensor_1", 3), std::string("d/sensor_1/\x00\x00\x00\x03", 15));
+    EXPECT_EQ(plot_envelope_key("sensor_1", 3), std::string("p/sensor_1/\x00\x00\x00\x03", 15));
+    EXPECT_EQ(plot_envelope_key("a", 0x01020304), std::string("p/a/\x01\x02\x03\x04", 8));
     EXPECT_EQ(model_key("a", 0x01020304), std::string("m/a/\x01\x02\x03\x04", 8));
     EXPECT_EQ(model_key("a", 0xffffffffu), std::string("m/a/\xff\xff\xff\xff", 8));
     EXPECT_EQ(model_key("a", 256), std::string("m/a/\x00\x00\x01\x00", 8));
@@ -366,4 +370,143 @@ TEST(TrainingDataRecord, DamageRejected) {
     endless.back() = '\x81';
     endless += std::string(12, '\x80');
     EXPECT_FALSE(decode_training_data(endless, &out));
+}
+
+// ---------------------------------------------------------------- plot envelopes
+
+namespace {
+
+PlotEnvelope sample_envelope() {
+    PlotEnvelope e;
+    e.points = 1000;
+    e.first_timestamp = 1700000000;
+    e.last_timestamp = 1700059940;
+    e.columns = {{0, -1.5, 2.0}, {7, 1e9, 1e9 + 0.25}, {959, -0.0, 0.0}};
+    return e;
+}
+
+::testing::AssertionResult same_envelope(const PlotEnvelope &a, const PlotEnvelope &b) {
+    if (a.points != b.points || a.first_timestamp != b.first_timestamp || a.last_timestamp != b.last_timestamp ||
+        a.columns.size() != b.columns.size())
+        return ::testing::AssertionFailure() << "header differs";
+    for (std::size_t i = 0; i < a.columns.size(); i++)
+        if (a.columns[i].column != b.columns[i].column || !bits_equal(a.columns[i].min, b.columns[i].min) ||
+            !bits_equal(a.columns[i].max, b.columns[i].max))
+            return ::testing::AssertionFailure() << "columns[" << i << "] differs";
+    return ::testing::AssertionSuccess();
+}
+
+// Sets the u16 column, f64 min and f64 max of the i-th column in a record.
+std::string with_column(std::string bytes, std::size_t i, int column, double min, double max) {
+    return bytes.replace(32 + 18 * i, 18, le(static_cast<std::uint64_t>(column), 2) + le_double(min) + le_double(max));
+}
+
+}  // namespace
+
+TEST(PlotEnvelopeRecord, ExactLayout) {
+    const std::string expected = le(1, 1) + le(0, 1) + le(3, 2) + le(0, 4) + le(1000, 8) + le(1700000000, 8) +
+                                 le(1700059940, 8) + le(0, 2) + le_double(-1.5) + le_double(2.0) + le(7, 2) +
+                                 le_double(1e9) + le_double(1e9 + 0.25) + le(959, 2) + le_double(-0.0) +
+                                 le_double(0.0);
+    EXPECT_EQ(encode_plot_envelope(sample_envelope()), expected);
+}
+
+TEST(PlotEnvelopeRecord, RoundTrip) {
+    std::vector<PlotEnvelope> envelopes = {sample_envelope(), summarize_for_plot(points(1, 0, 1)),
+                                           summarize_for_plot(points(5000, 1600000000, 7, 3)), PlotEnvelope()};
+    TrainingData last;  // the latest timestamps a fit accepts
+    last.timestamps = {kMaxTimestamp - 1, kMaxTimestamp};
+    last.values = {-std::numeric_limits<double>::max(), std::numeric_limits<double>::max()};
+    envelopes.push_back(summarize_for_plot(last));
+    for (const PlotEnvelope &e : envelopes) {
+        PlotEnvelope out;
+        out.points = 42;
+        ASSERT_TRUE(decode_plot_envelope(encode_plot_envelope(e), &out)) << e.points;
+        EXPECT_TRUE(same_envelope(out, e));
+    }
+}
+
+// What /plot reads of a 1M-point version instead of its 16 MB of training data.
+TEST(PlotEnvelopeRecord, MillionPointsTakeAFewKilobytes) {
+    const PlotEnvelope e = summarize_for_plot(points(1000000, 1600000000, 60, 9));
+    const std::string bytes = encode_plot_envelope(e);
+    EXPECT_EQ(bytes.size(), 32u + 18 * kPlotColumns);
+    std::printf("plot envelope of 1M points: %zu bytes\n", bytes.size());
+    PlotEnvelope out;
+    ASSERT_TRUE(decode_plot_envelope(bytes, &out));
+    EXPECT_TRUE(same_envelope(out, e));
+}
+
+TEST(PlotEnvelopeRecord, EveryTruncationAndExtensionRejected) {
+    for (const PlotEnvelope &e : {sample_envelope(), PlotEnvelope()}) {
+        const std::string bytes = encode_plot_envelope(e);
+        for (std::size_t n = 0; n < bytes.size(); n++) {
+            PlotEnvelope out = sample_envelope();
+            EXPECT_FALSE(decode_plot_envelope(std::string_view(bytes.data(), n), &out)) << n;
+            EXPECT_TRUE(same_envelope(out, sample_envelope())) << "a rejected record leaves the output alone";
+        }
+        PlotEnvelope out;
+        EXPECT_FALSE(decode_plot_envelope(bytes + '\0', &out));
+        EXPECT_FALSE(decode_plot_envelope(bytes + std::string(18, '\0'), &out)) << "a column more than counted";
+    }
+}
+
+TEST(PlotEnvelopeRecord, DamageRejected) {
+    const std::string good = encode_plot_envelope(sample_envelope());
+    PlotEnvelope out;
+    ASSERT_TRUE(decode_plot_envelope(good, &out));
+    auto patched = [&](std::size_t at, const std::string &bytes) { return std::string(good).replace(at, bytes.size(), bytes); };
+    const std::vector<std::pair<std::string, std::string>> damaged = {
+        {"format 0", patched(0, le(0, 1))},
+        {"format 2", patched(0, le(2, 1))},
+        {"reserved byte", patched(1, le(1, 1))},
+        {"reserved word", patched(4, le(1, 4))},
+        {"count one more", patched(2, le(4, 2))},
+        {"count one less", patched(2, le(2, 2))},
+        {"count beyond the columns", patched(2, le(0xffff, 2))},
+        {"more columns than points", patched(8, le(2, 8))},
+        {"points but no columns", encode_plot_envelope([] { PlotEnvelope e; e.points = 5; return e; }())},
+        {"negative first timestamp", patched(16, le(static_cast<std::uint64_t>(-1), 8))},
+        {"last beyond year 9999", patched(24, le(kMaxTimestamp + 1, 8))},
+        {"last before first", patched(24, le(1699999999, 8))},
+        {"the largest span", patched(16, le(static_cast<std::uint64_t>(INT64_MIN), 8)).replace(24, 8, le(INT64_MAX, 8))},
+        {"column beyond the plot", with_column(good, 2, kPlotColumns, 0, 0)},
+        {"columns out of order", with_column(good, 1, 0, 1, 2)},
+        {"column repeated", with_column(good, 2, 7, 1, 2)},
+        {"min above max", with_column(good, 1, 7, 2, 1)},
+        {"NaN min", with_column(good, 1, 7, std::nan(""), 1)},
+        {"NaN max", with_column(good, 1, 7, 1, std::nan(""))},
+        {"infinite max", with_column(good, 1, 7, 1, std::numeric_limits<double>::infinity())},
+        {"infinite min", with_column(good, 1, 7, -std::numeric_limits<double>::infinity(), 1)},
+    };
+    for (const auto &[what, bytes] : damaged) EXPECT_FALSE(decode_plot_envelope(bytes, &out)) << what;
+    PlotEnvelope empty_with_time;
+    empty_with_time.first_timestamp = empty_with_time.last_timestamp = 5;
+    EXPECT_FALSE(decode_plot_envelope(encode_plot_envelope(empty_with_time), &out));
+}
+
+// Random bytes and random damage to a good record never decode into
+// something out of range (the fuzz target in t/fuzz/records.cpp goes further).
+TEST(PlotEnvelopeRecord, RandomDamageNeverDecodesOutOfRange) {
+    const std::string good = encode_plot_envelope(summarize_for_plot(points(3000, 1700000000, 13, 4)));
+    std::mt19937_64 rng(17);
+    for (int round = 0; round < 20000; round++) {
+        std::string bytes = good;
+        const int flips = 1 + static_cast<int>(rng() % 4);
+        for (int f = 0; f < flips; f++) bytes[rng() % bytes.size()] = static_cast<char>(rng());
+        if (round % 4 == 0) bytes.resize(rng() % (bytes.size() + 40), '\x5a');
+        PlotEnvelope out;
+        if (!decode_plot_envelope(bytes, &out)) continue;
+        ASSERT_LE(out.columns.size(), static_cast<std::size_t>(kPlotColumns));
+        ASSERT_LE(out.columns.size(), out.points);
+        ASSERT_LE(0, out.first_timestamp);
+        ASSERT_LE(out.first_timestamp, out.last_timestamp);
+        ASSERT_LE(out.last_timestamp, kMaxTimestamp);
+        for (std::size_t i = 0; i < out.columns.size(); i++) {
+            ASSERT_LT(out.columns[i].column, kPlotColumns);
+            ASSERT_TRUE(i == 0 || out.columns[i - 1].column < out.columns[i].column);
+            ASSERT_TRUE(std::isfinite(out.columns[i].min) && out.columns[i].min <= out.columns[i].max);
+        }
+        ASSERT_EQ(encode_plot_envelope(out), bytes) << "what decodes is what the encoder writes";
+    }
 }

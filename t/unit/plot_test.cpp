@@ -1,8 +1,11 @@
-// /plot's SVG (bounded, well formed, outliers marked) and the dashboard page.
+// /plot: the envelope a fit stores, the SVG drawn from it (bounded, well
+// formed, outliers marked), and the dashboard page.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <string>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -39,9 +42,8 @@ std::string plot_finishes(const TrainingData &d, int seconds) {
         PlotInput in;
         in.series_id = "s";
         in.model = &m;
-        in.data = &d;
         try {
-            const std::string svg = render_plot(in);
+            const std::string svg = render_plot(in, d);
             _exit(svg.size() < 1000000 && svg.rfind("</svg>\n") == svg.size() - 7 ? 0 : 3);
         } catch (...) {
             _exit(4);  // ran out of memory
@@ -67,10 +69,11 @@ TEST(Plot, BoundedWellFormedAndMarksOutliers) {
     }
     Model m = train_three_sigma(d);
     m.version = 2;
+    const PlotEnvelope e = summarize_for_plot(d);
     PlotInput in;
     in.series_id = "a<b";
     in.model = &m;
-    in.data = &d;
+    in.envelope = &e;
     const std::string svg = render_plot(in);
     EXPECT_LT(svg.size(), 300000u);
     EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
@@ -102,10 +105,11 @@ TEST(Plot, LowOutliersAndFewPoints) {
     }
     Model m = train_three_sigma(d);
     m.version = 1;
+    const PlotEnvelope e = summarize_for_plot(d);
     PlotInput in;
     in.series_id = "s";
     in.model = &m;
-    in.data = &d;
+    in.envelope = &e;
     EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 1u);
     in.tail = Tail::upper;
     EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 0u);
@@ -134,6 +138,135 @@ TEST(Plot, FinishesForOrdinaryData) {
         d.values.push_back(1e9 + 0.001 * (i % 3 + 1));
     }
     EXPECT_EQ(plot_finishes(d, 10), "") << "the harness itself works";
+}
+
+// ---------------------------------------------------------------- envelope
+
+namespace {
+
+// The series t/12-plot.t fits: 100 hourly points around 50, spikes at 20, 50, 80.
+TrainingData three_spikes() {
+    TrainingData d;
+    for (int i = 0; i < 100; i++) {
+        d.timestamps.push_back(1700000000 + 3600LL * i);
+        d.values.push_back(50 + (i % 7) - 3 + (i == 20 || i == 50 || i == 80 ? 150 : 0));
+    }
+    return d;
+}
+
+}  // namespace
+
+// Each column keeps the lowest and highest value of the points in it, and
+// empty columns are left out.
+TEST(PlotEnvelope, SmallSeriesIsPerColumnMinMax) {
+    TrainingData d;
+    // three points in the first column (3 s of a 9590 s axis, 10 s a column),
+    // two in column 480, one in the last
+    d.timestamps = {1700000000, 1700000001, 1700000002, 1700004800, 1700004801, 1700009590};
+    d.values = {5, -2, 7, 1.5, 1.25, 9};
+    const PlotEnvelope e = summarize_for_plot(d);
+    EXPECT_EQ(e.points, 6u);
+    EXPECT_EQ(e.first_timestamp, 1700000000);
+    EXPECT_EQ(e.last_timestamp, 1700009590);
+    ASSERT_EQ(e.columns.size(), 3u);
+    EXPECT_EQ(e.columns[0].column, 0);
+    EXPECT_EQ(e.columns[0].min, -2);
+    EXPECT_EQ(e.columns[0].max, 7);
+    EXPECT_EQ(e.columns[1].column, 480);
+    EXPECT_EQ(e.columns[1].min, 1.25);
+    EXPECT_EQ(e.columns[1].max, 1.5);
+    EXPECT_EQ(e.columns[2].column, kPlotColumns - 1);
+    EXPECT_EQ(e.columns[2].min, 9);
+    EXPECT_EQ(e.columns[2].max, 9);
+
+    // fewer points than columns: one column each, spread over the axis
+    const PlotEnvelope spikes = summarize_for_plot(three_spikes());
+    ASSERT_EQ(spikes.columns.size(), 100u);
+    for (std::size_t i = 0; i < 100; i++) {
+        EXPECT_EQ(spikes.columns[i].min, three_spikes().values[i]);
+        EXPECT_EQ(spikes.columns[i].max, spikes.columns[i].min);
+    }
+    EXPECT_EQ(spikes.columns.back().column, kPlotColumns - 1);
+
+    // one point, and none
+    TrainingData one;
+    one.timestamps = {1700000000};
+    one.values = {3};
+    const PlotEnvelope single = summarize_for_plot(one);
+    ASSERT_EQ(single.columns.size(), 1u);
+    EXPECT_EQ(single.columns[0].column, 0);
+    EXPECT_EQ(single.first_timestamp, single.last_timestamp);
+    const PlotEnvelope none = summarize_for_plot(TrainingData());
+    EXPECT_EQ(none.points, 0u);
+    EXPECT_TRUE(none.columns.empty());
+}
+
+// A million points fold into at most kPlotColumns columns, keeping the
+// extremes; the fit thread pays this once per fit, so it must stay cheap.
+TEST(PlotEnvelope, MillionPointsFoldIntoColumns) {
+    TrainingData d;
+    for (int i = 0; i < 1000000; i++) {
+        d.timestamps.push_back(1600000000 + 60LL * i);
+        d.values.push_back(static_cast<double>((i * 7919LL) % 1000) + (i == 123456 ? 1e6 : 0) - (i == 654321 ? 1e6 : 0));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const PlotEnvelope e = summarize_for_plot(d);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::printf("summarize_for_plot: 1M points in %.2f ms, %zu columns\n", ms, e.columns.size());
+    RecordProperty("summarize_1m_ms", std::to_string(ms));
+    EXPECT_EQ(e.points, 1000000u);
+    EXPECT_EQ(e.columns.size(), static_cast<std::size_t>(kPlotColumns)) << "evenly spaced: every column used";
+    double lowest = INFINITY, highest = -INFINITY;
+    for (const PlotEnvelope::Column &c : e.columns) {
+        lowest = std::min(lowest, c.min);
+        highest = std::max(highest, c.max);
+    }
+    EXPECT_EQ(highest, 1e6 + (123456LL * 7919 % 1000));
+    EXPECT_EQ(lowest, -1e6 + (654321LL * 7919 % 1000));
+    EXPECT_LT(ms, 1000) << "one pass, even unoptimised or sanitised";
+}
+
+// The drawing marks a column's extreme when it lies outside the band: one
+// mark per spike when spikes fall in different columns, as t/12-plot.t checks.
+TEST(PlotEnvelope, RenderMarksColumnsOutsideTheBand) {
+    const TrainingData d = three_spikes();
+    Model m = train_three_sigma(d);
+    m.version = 1;
+    const PlotEnvelope e = summarize_for_plot(d);
+    PlotInput in;
+    in.series_id = "plotted";
+    in.model = &m;
+    in.envelope = &e;
+    const std::string svg = render_plot(in);
+    EXPECT_EQ(count_of(svg, "class=\"outlier\""), 3u);
+    EXPECT_NE(svg.find(">plotted</text>"), std::string::npos);
+    EXPECT_NE(svg.find("v1, 100 points"), std::string::npos);
+    EXPECT_NE(svg.find(">11-14 22:13</text>"), std::string::npos) << "date labels from the envelope's time range";
+    EXPECT_EQ(svg, render_plot(in, d)) << "drawing from the data is drawing from its envelope";
+
+    // v2 of t/12-plot.t: nothing outside its band
+    TrainingData flat;
+    for (int i = 0; i < 100; i++) {
+        flat.timestamps.push_back(1700000000 + 3600LL * i);
+        flat.values.push_back(10 + i % 3);
+    }
+    Model fm = train_three_sigma(flat);
+    const PlotEnvelope fe = summarize_for_plot(flat);
+    in.model = &fm;
+    in.envelope = &fe;
+    EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 0u);
+
+    // two spikes in one column are one mark, at the higher
+    TrainingData dense = three_spikes();
+    for (int i = 0; i < 2000; i++) {
+        dense.timestamps.push_back(dense.timestamps.back() + 1);
+        dense.values.push_back(50 + (i == 1000 ? 300 : i == 1001 ? 250 : 0));
+    }
+    Model dm = train_three_sigma(dense);
+    const PlotEnvelope de = summarize_for_plot(dense);
+    in.model = &dm;
+    in.envelope = &de;
+    EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 4u);
 }
 
 TEST(Dashboard, SelfContained) {

@@ -161,3 +161,38 @@ TEST(PredictBody, ParsesConcurrently) {
     for (auto &th : threads) th.join();
     EXPECT_EQ(failures, (std::vector<int>{0, 0, 0, 0}));
 }
+
+// Only a body declared as JSON may change state: a page on another origin
+// can send text/plain or a form to a server its visitor reaches, but not JSON.
+TEST(MediaType, JsonAndItsSuffixAreJson) {
+    EXPECT_TRUE(is_json_media_type("application/json"));
+    EXPECT_TRUE(is_json_media_type("Application/JSON"));
+    EXPECT_TRUE(is_json_media_type("application/json; charset=utf-8"));
+    EXPECT_TRUE(is_json_media_type(" application/json ;charset=UTF-8"));
+    EXPECT_TRUE(is_json_media_type("application/vnd.api+json"));
+    EXPECT_TRUE(is_json_media_type("application/merge-patch+JSON; q=1"));
+}
+
+TEST(MediaType, WhatAFormOrAPageCanSendIsNot) {
+    EXPECT_FALSE(is_json_media_type(""));
+    EXPECT_FALSE(is_json_media_type("text/plain"));
+    EXPECT_FALSE(is_json_media_type("text/plain; charset=utf-8"));
+    EXPECT_FALSE(is_json_media_type("application/x-www-form-urlencoded"));
+    EXPECT_FALSE(is_json_media_type("multipart/form-data; boundary=x"));
+    EXPECT_FALSE(is_json_media_type("text/json"));
+    EXPECT_FALSE(is_json_media_type("application/"));
+    EXPECT_FALSE(is_json_media_type("application/+json"));
+    EXPECT_FALSE(is_json_media_type("application/jsonx"));
+    EXPECT_FALSE(is_json_media_type("application/json5"));
+    EXPECT_FALSE(is_json_media_type("application/x/+json"));
+}
+
+// 5xx details reach unauthenticated clients: the system's reason, no paths.
+TEST(PublicReason, KeepsTheReasonDropsThePath) {
+    EXPECT_EQ(public_reason("IO error: /var/lib/anomaly/000005.log: No space left on device"),
+              "No space left on device");
+    EXPECT_EQ(public_reason("cannot write /x/spool/12.3: Permission denied"), "Permission denied");
+    EXPECT_EQ(public_reason("Permission denied."), "Permission denied");
+    EXPECT_EQ(public_reason("Corruption: /x/MANIFEST-000001"), "");
+    EXPECT_EQ(public_reason(""), "");
+}

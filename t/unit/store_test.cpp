@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <leveldb/db.h>
+
 #include "core/encoding.hpp"
 #include "store/store.hpp"
 
@@ -21,19 +23,68 @@ std::string temp_dir() {
     return mkdtemp(tmpl);
 }
 
-Store::NewVersion version_of(const std::string &series, std::uint32_t v, int n) {
-    Store::NewVersion out;
+TrainingData data_of(std::uint32_t v, int n) {
     TrainingData d;
     for (int i = 0; i < n; i++) {
         d.timestamps.push_back(1700000000 + 60 * i);
         d.values.push_back(v * 100 + i % 7);
     }
+    return d;
+}
+
+// As the fit thread hands a version over: with its plot envelope.
+Store::NewVersion version_of(const std::string &series, std::uint32_t v, int n) {
+    Store::NewVersion out;
+    const TrainingData d = data_of(v, n);
     out.series_id = series;
     out.model = train_three_sigma(d);
     out.model.version = v;
     out.model.trained_at_ms = 1764000000000 + v;
     out.training_data = encode_training_data(d);
+    out.plot_envelope = encode_plot_envelope(summarize_for_plot(d));
     return out;
+}
+
+// As a server older than plot envelopes committed it.
+Store::NewVersion old_version_of(const std::string &series, std::uint32_t v, int n) {
+    Store::NewVersion out = version_of(series, v, n);
+    out.plot_envelope.clear();
+    return out;
+}
+
+bool same_envelope(const PlotEnvelope &a, const PlotEnvelope &b) {
+    if (a.points != b.points || a.first_timestamp != b.first_timestamp || a.last_timestamp != b.last_timestamp ||
+        a.columns.size() != b.columns.size())
+        return false;
+    for (std::size_t i = 0; i < a.columns.size(); i++)
+        if (a.columns[i].column != b.columns[i].column || a.columns[i].min != b.columns[i].min ||
+            a.columns[i].max != b.columns[i].max)
+            return false;
+    return true;
+}
+
+// Reads or writes one key of a closed store straight through LevelDB.
+bool raw_get(const std::string &dir, const std::string &key, std::string *value) {
+    leveldb::DB *db = nullptr;
+    if (!leveldb::DB::Open(leveldb::Options(), dir, &db).ok()) return false;
+    const bool found = db->Get(leveldb::ReadOptions(), key, value).ok();
+    delete db;
+    return found;
+}
+
+void raw_put(const std::string &dir, const std::string &key, const std::string &value) {
+    leveldb::DB *db = nullptr;
+    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), dir, &db).ok());
+    ASSERT_TRUE(db->Put(leveldb::WriteOptions(), key, value).ok());
+    delete db;
+}
+
+// The old spool layout: u32 model length | model | training data.
+void write_old_spool(const std::string &path, const Model &model, const std::string &training_data) {
+    const std::string m = encode_model(model);
+    std::string bytes;
+    for (int i = 0; i < 4; i++) bytes.push_back(static_cast<char>(m.size() >> (8 * i)));
+    std::ofstream(path, std::ios::binary) << bytes << m << training_data;
 }
 
 }  // namespace
@@ -197,17 +248,106 @@ TEST(Store, UnusableDirectoryFails) {
     EXPECT_FALSE(error.empty());
 }
 
+// A version's plot envelope is written in the commit's batch and read back
+// as committed: /plot never reads the training data for it.
+TEST(Store, PlotEnvelopeRoundTrip) {
+    const std::string dir = temp_dir();
+    std::string error;
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        ASSERT_TRUE(store->commit({version_of("a", 1, 10), version_of("a", 2, 5000)}, &error));
+        PlotEnvelope e;
+        ASSERT_TRUE(store->read_plot_envelope("a", 2, &e, &error)) << error;
+        EXPECT_TRUE(same_envelope(e, summarize_for_plot(data_of(2, 5000))));
+        EXPECT_EQ(e.columns.size(), static_cast<std::size_t>(kPlotColumns));
+        EXPECT_FALSE(store->read_plot_envelope("a", 3, &e, &error)) << "no such version";
+        EXPECT_FALSE(error.empty());
+    }
+    std::string value;
+    ASSERT_TRUE(raw_get(dir, plot_envelope_key("a", 1), &value));
+    EXPECT_EQ(value, version_of("a", 1, 10).plot_envelope);
+    // Proof that the stored envelope is what is read: replace it, then read it.
+    PlotEnvelope marked = summarize_for_plot(data_of(1, 10));
+    marked.columns[0].max = 12345;
+    raw_put(dir, plot_envelope_key("a", 1), encode_plot_envelope(marked));
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    PlotEnvelope e;
+    ASSERT_TRUE(store->read_plot_envelope("a", 1, &e, &error)) << error;
+    EXPECT_EQ(e.columns[0].max, 12345);
+}
+
+// A store written before plot envelopes (no p/ keys) still plots: the
+// training data is summarised on the first read and the summary kept.
+TEST(Store, PlotEnvelopeOfAVersionWrittenWithoutOne) {
+    const std::string dir = temp_dir();
+    std::string error;
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        ASSERT_TRUE(store->commit({old_version_of("old", 1, 3000), old_version_of("old", 2, 20)}, &error));
+    }
+    std::string value;
+    ASSERT_FALSE(raw_get(dir, plot_envelope_key("old", 1), &value)) << "written as an old server did";
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        PlotEnvelope e;
+        ASSERT_TRUE(store->read_plot_envelope("old", 1, &e, &error)) << error;
+        EXPECT_TRUE(same_envelope(e, summarize_for_plot(data_of(1, 3000))));
+        ASSERT_TRUE(store->read_plot_envelope("old", 1, &e, &error)) << "and again, from the kept summary";
+        EXPECT_TRUE(same_envelope(e, summarize_for_plot(data_of(1, 3000))));
+        EXPECT_EQ(store->commits(), 1u) << "keeping a summary is not a commit";
+    }
+    ASSERT_TRUE(raw_get(dir, plot_envelope_key("old", 1), &value));
+    EXPECT_EQ(value, encode_plot_envelope(summarize_for_plot(data_of(1, 3000))));
+    EXPECT_FALSE(raw_get(dir, plot_envelope_key("old", 2), &value)) << "only what was plotted";
+
+    // A damaged envelope falls back to the training data too, and is left for an operator to see.
+    raw_put(dir, plot_envelope_key("old", 2), "damaged");
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    PlotEnvelope e;
+    ASSERT_TRUE(store->read_plot_envelope("old", 2, &e, &error)) << error;
+    EXPECT_TRUE(same_envelope(e, summarize_for_plot(data_of(2, 20))));
+    store.reset();
+    ASSERT_TRUE(raw_get(dir, plot_envelope_key("old", 2), &value));
+    EXPECT_EQ(value, "damaged");
+}
+
 TEST(Spool, RoundTripAndDamage) {
     const std::string path = temp_dir() + "/1.1";
     Store::NewVersion v = version_of("s", 1, 100);
     std::string error;
-    ASSERT_TRUE(write_spool(path, v.model, v.training_data, &error)) << error;
+    ASSERT_TRUE(write_spool(path, v.model, v.plot_envelope, v.training_data, &error)) << error;
     Model m;
-    std::string data;
-    ASSERT_TRUE(read_spool(path, &m, &data, &error)) << error;
+    std::string envelope, data;
+    ASSERT_TRUE(read_spool(path, &m, &envelope, &data, &error)) << error;
     EXPECT_EQ(m.points, 100u);
+    EXPECT_EQ(envelope, v.plot_envelope);
     EXPECT_EQ(data, v.training_data);
-    ASSERT_EQ(truncate(path.c_str(), 10), 0);
-    EXPECT_FALSE(read_spool(path, &m, &data, &error));
-    EXPECT_FALSE(read_spool(path + ".missing", &m, &data, &error));
+    const off_t size = static_cast<off_t>(5 + 4 + 56 + 4 + v.plot_envelope.size() + v.training_data.size());
+    for (off_t n : {off_t{0}, off_t{3}, off_t{10}, off_t{5 + 4 + 56 + 2}, off_t{5 + 4 + 56 + 4 + 40}}) {
+        ASSERT_TRUE(write_spool(path, v.model, v.plot_envelope, v.training_data, &error));
+        ASSERT_EQ(truncate(path.c_str(), n), 0);
+        EXPECT_FALSE(read_spool(path, &m, &envelope, &data, &error)) << n << " of " << size << " bytes";
+    }
+    EXPECT_FALSE(read_spool(path + ".missing", &m, &envelope, &data, &error));
+}
+
+// A spool written before plot envelopes (left across a binary upgrade) is
+// still read; its envelope comes from its training data.
+TEST(Spool, OldLayoutIsRead) {
+    const std::string path = temp_dir() + "/1.3";
+    Store::NewVersion v = version_of("s", 1, 2000);
+    write_old_spool(path, v.model, v.training_data);
+    Model m;
+    std::string envelope, data, error;
+    ASSERT_TRUE(read_spool(path, &m, &envelope, &data, &error)) << error;
+    EXPECT_EQ(m.points, 2000u);
+    EXPECT_EQ(data, v.training_data);
+    EXPECT_EQ(envelope, v.plot_envelope);
+    write_old_spool(path, v.model, v.training_data.substr(0, v.training_data.size() - 1));
+    EXPECT_FALSE(read_spool(path, &m, &envelope, &data, &error)) << "damaged training data";
 }
