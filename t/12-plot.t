@@ -93,7 +93,8 @@ like($svg, qr{v1, 1000000 points}, 'title counts every point');
     my %total;
     for my $k (1 .. 20) {
         open my $in, '<', "$dir/$k" or next;
-        $total{$1} += $2 while <$in> =~ /(\w+)=(\d+)/g;
+        my $line = <$in> // '';
+        $total{$1} += $2 while $line =~ /(\w+)=(\d+)/g;
     }
     diag('200 plots at once: ' . join(', ', map { "$_ x$total{$_}" } sort keys %total)
          . '; fits meanwhile took ' . join(' ', @fit_seconds) . ' s');
