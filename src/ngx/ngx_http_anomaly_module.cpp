@@ -584,8 +584,14 @@ void fits_check() noexcept {
             Shared *sh = process_zone->shared();
             const bool late = static_cast<ngx_msec_int_t>(ngx_current_msec - ctx->deadline) >= 0;
             const bool store_down = sh->store_state == StoreState::unavailable && sh->owner_pid == 0;
+            // A fit still queued when the store is gone or its deadline passed is
+            // withdrawn: it is never stored.
+            const char *withdraw = nullptr;
+            if (store_down) withdraw = "The store is unavailable; /healthcheck and the error log say why.";
+            else if (late && ctx->plot) withdraw = "The store did not read the plot's data in time; try again.";
+            else if (late) withdraw = "The store did not make the fit durable in time; it was not stored.";
             Job outcome;
-            if (!process_zone->take_result(ctx->job, late || store_down, &outcome)) {
+            if (!process_zone->take_result(ctx->job, withdraw, &outcome)) {
                 if (!late) continue;
                 // The owner has it and has not finished: a hung disk, or an
                 // owner stopped. The fit may still become durable.
@@ -620,10 +626,7 @@ void fits_check() noexcept {
                     outcome.version, outcome.points);
                 rc = send_body(r, NGX_HTTP_OK, body.data(), body.size());
             } else {
-                std::string detail = outcome.error;
-                if (store_down) detail = "The store is unavailable; /healthcheck and the error log say why.";
-                Error error = make_error(static_cast<int>(outcome.status), outcome.code, detail);
-                rc = send_error(r, error);
+                rc = send_error(r, make_error(static_cast<int>(outcome.status), outcome.code, outcome.error));
             }
         } catch (const std::exception &e) {
             try {

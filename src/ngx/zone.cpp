@@ -399,15 +399,12 @@ void Zone::finish_reads(const std::vector<Claim> &claims) {
     }
 }
 
-bool Zone::take_result(Job *job, bool withdraw, Job *outcome) {
+bool Zone::take_result(Job *job, const char *withdraw, Job *outcome) {
     ZoneLock guard(this);
     bool finished = job->state == JobState::done || job->state == JobState::failed;
-    if (!finished && withdraw && job->state == JobState::pending) {
+    if (!finished && withdraw != nullptr && job->state == JobState::pending) {
         if (job->kind == JobKind::fit) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
-        fail_job_locked(job, 503, "store_unavailable",
-                        job->kind == JobKind::fit
-                            ? "The store did not make the fit durable in time; it was not stored."
-                            : "The store did not read the plot's data in time.");
+        fail_job_locked(job, 503, "store_unavailable", withdraw);
         finished = true;
     }
     if (finished) {

@@ -227,9 +227,10 @@ public:
     // are queued (*busy set) or the zone has no room.
     Job *add_read(std::string_view series_id, std::uint32_t version, bool *busy);
     // Takes a finished job's outcome and frees it; false while still running.
-    // A pending job is withdrawn (and reported failed) when withdraw is set.
+    // A pending job is withdrawn when withdraw is set: failed with 503
+    // store_unavailable and withdraw as the detail.
     // A read's answer stays in the zone (outcome->data) until free_data().
-    bool take_result(Job *job, bool withdraw, Job *outcome);
+    bool take_result(Job *job, const char *withdraw, Job *outcome);
     void free_data(u_char *data);
     // The submitter no longer waits for the job (see Abandoned).
     Abandoned abandon(Job *job);
