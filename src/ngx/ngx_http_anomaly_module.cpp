@@ -475,10 +475,37 @@ ngx_int_t send_busy(ngx_http_request_t *r, const char *detail, bool discard_body
     return send_error(r, 503, "server_busy", detail);
 }
 
+// A worker keeps the memory its fits freed, for the next fit (see
+// keep_fit_memory). Once it has had no fit for a second, it gives back what
+// it holds beyond kKeptFitMemory: a burst of large fits must not leave a
+// worker at its peak for good.
+constexpr size_t kKeptFitMemory = 256 * 1024 * 1024;
+constexpr ngx_msec_t kIdleBeforeTrim = 1000;
+ngx_event_t trim_timer;
+ngx_thread_task_t trim_task;
+bool trim_running = false;
+bool trimmed_since_fit = true;
+
+void trim_thread(void *, ngx_log_t *) {
+    BackgroundPriority background;
+    malloc_trim(kKeptFitMemory);
+}
+
+void trim_done(ngx_event_t *) noexcept { trim_running = false; }
+
+void trim_timer_handler(ngx_event_t *) noexcept {
+    if (fits_in_progress > 0 || trimmed_since_fit || trim_running || process_pool == nullptr) return;
+    if (ngx_thread_task_post(process_pool, &trim_task) != NGX_OK) return;
+    trim_running = true;
+    trimmed_since_fit = true;
+}
+
 void leave_progress(RequestCtx *ctx) {
     if (!ctx->in_progress) return;
     ctx->in_progress = false;
     fits_in_progress--;
+    trimmed_since_fit = false;
+    if (fits_in_progress == 0 && trim_timer.handler != nullptr) ngx_add_timer(&trim_timer, kIdleBeforeTrim);
 }
 
 // Takes a fit or plot out of the queue it waits in. What it handed to the
@@ -1704,7 +1731,8 @@ ngx_command_t commands[] = {
 // freed, and gives each pool thread an arena of its own, so nearly every fit
 // paid a page fault per 4 KB again: 60% of a 1M-point fit's time here. Blocks
 // up to 32 MB (glibc's limit) now come from one heap shared by the worker's
-// threads, and up to 256 MB of it is kept free for the next fit.
+// threads, and up to 256 MB of it is kept free for the next fit (the rest
+// is given back once the worker has had no fit for a second: trim_timer).
 void keep_fit_memory() {
     mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
@@ -1725,6 +1753,14 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
         fit_timer.log = cycle->log;
         fit_timer.data = &fit_timer;
         fit_timer.cancelable = 0;  // a worker waits for its fits before it exits
+        trim_timer.handler = trim_timer_handler;
+        trim_timer.log = cycle->log;
+        trim_timer.data = &trim_timer;
+        trim_timer.cancelable = 1;
+        trim_task.handler = trim_thread;
+        trim_task.event.handler = trim_done;
+        trim_task.event.data = &trim_task;
+        trim_task.event.log = cycle->log;
         process_zone = Zone::from(mcf->shm_zone);
         StoreSettings settings;
         settings.zone = process_zone;
