@@ -19,7 +19,7 @@ use HTTP::Tiny;
 use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time sleep);
-use AnomalyTest qw(make_series mean_std close_enough);
+use AnomalyTest qw(make_series mean_std close_enough wait_until);
 
 plan skip_all => 'needs root (ns_last_pid, workers as nobody)' if $> != 0;
 unless ($ENV{ANOMALY_OWN_PID_NAMESPACE}) {
@@ -94,16 +94,6 @@ sub start_of {
 }
 
 sub reaped { my ($pid) = @_; return !-e "/proc/$pid" }
-
-sub wait_until {
-    my ($timeout, $cond) = @_;
-    my $deadline = time + $timeout;
-    until ($cond->()) {
-        return 0 if time > $deadline;
-        sleep 0.02;
-    }
-    return 1;
-}
 
 sub fits_waiting {
     my ($t) = @_;

@@ -11,7 +11,7 @@ use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
-use AnomalyTest qw(make_series);
+use AnomalyTest qw(make_series wait_until);
 
 my $t = AnomalyTest->new(
     workers   => 2,
@@ -31,16 +31,6 @@ sub metrics {
 sub in_flight {
     my ($st, $j) = $t->request('GET', '/healthcheck', undef, quiet => 1);
     return $st == 200 ? $j->{load}{fit}{in_flight} + $j->{load}{predict}{in_flight} : -1;
-}
-
-sub wait_until {
-    my ($timeout, $cond) = @_;
-    my $deadline = time + $timeout;
-    until ($cond->()) {
-        return 0 if time > $deadline;
-        sleep 0.05;
-    }
-    return 1;
 }
 
 my ($body, $values) = make_series(30, seed => 5);

@@ -12,19 +12,6 @@ use Time::HiRes qw(sleep time);
 use HTTP::Tiny;
 use AnomalyTest qw(make_series);
 
-# The owner's pid, once there is one (never 0: kill(0) would stop this test).
-sub owner_pid {
-    my ($t) = @_;
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        my ($st, $j) = $t->request('GET', '/healthcheck', undef, quiet => 1);
-        my $pid = $st == 200 ? $j->{store}{owner_pid} // 0 : 0;
-        return $pid if $pid > 1 && ($j->{store}{state} // '') eq 'ready';
-        sleep 0.05;
-    }
-    die "the store has no owner\n";
-}
-
 # Sends requests from children that give up after $timeout seconds.
 sub send_in_background {
     my ($t, $timeout, @requests) = @_;
@@ -51,7 +38,7 @@ is(($t->fit('ended', $body))[0], 200, 'a series to plot');
 my $fit_body = AnomalyTest::encode_body($body);
 
 for my $round (1 .. 2) {
-    my $owner = owner_pid($t);
+    my $owner = $t->owner_pid;
     ok($owner, "round $round: the store has an owner ($owner)");
     kill 'STOP', $owner;
     # Fresh connections spread over both workers; the one that is not

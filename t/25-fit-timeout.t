@@ -16,21 +16,6 @@ use AnomalyTest qw(make_series);
 my $t = AnomalyTest->new(workers => 2, http_extra => 'anomaly_fit_timeout 2s;');
 my $port = $t->port;
 
-sub health {
-    my ($st, $j) = $t->request('GET', '/healthcheck', undef, quiet => 1);
-    return $st == 200 ? $j->{store} : {};
-}
-
-sub owner_pid {
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        my $s = health();
-        return $s->{owner_pid} if ($s->{owner_pid} // 0) > 1 && ($s->{state} // '') eq 'ready';
-        sleep 0.05;
-    }
-    die "the store has no owner\n";
-}
-
 # 300,000 points: a commit long enough to be caught in the act.
 my ($body) = make_series(300_000, seed => 21);
 my $json = AnomalyTest::encode_body($body);
@@ -39,7 +24,7 @@ is(($t->request('POST', '/fit/warm', $json))[0], 200, 'a large fit, untimed');
 my (%codes, @timeouts, $hung);
 my @delays = (0.005, 0.01, 0.02, 0.04, 0.08, 0.003, 0.015, 0.03, 0.06, 0.12, 0.008, 0.025);
 for my $attempt (0 .. $#delays) {
-    my $owner = owner_pid();
+    my $owner = $t->owner_pid;
     # The fit goes to the other worker over a connection it accepted (a
     # stopped process answers nothing of its own). The owner stops, the fit
     # is queued, the owner runs for a moment and is stopped again: often in

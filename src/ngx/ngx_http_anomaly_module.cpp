@@ -136,6 +136,7 @@ struct PlotWork {
     Tail tail = Tail::both;
     std::string svg;
     Error error;
+    std::string log_detail;           // what the error log says of a 5xx
 };
 
 // ---- process state ----
@@ -938,7 +939,7 @@ void plot_thread(void *data, ngx_log_t *) {
         PlotEnvelope envelope;
         if (!decode_plot_envelope(work->data, &envelope)) {
             work->error = make_error(503, "store_unavailable", "The plot's data does not decode; the error log says why.");
-            work->svg = "the data read from the store does not decode";
+            work->log_detail = "the data read from the store does not decode";
             return;
         }
         PlotInput in;
@@ -951,7 +952,7 @@ void plot_thread(void *data, ngx_log_t *) {
     } catch (const std::exception &e) {
         work->error = make_error(500, "internal_error", "The plot could not be drawn; the error log says why.");
         try {
-            work->svg = e.what();  // for the log
+            work->log_detail = e.what();
         } catch (...) {
         }
     }
@@ -969,7 +970,7 @@ void plot_drawn(ngx_event_t *ev) noexcept {
     try {
         if (work->error && work->error.status >= 500)
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "anomaly: plot of \"%s\": %s",
-                          work->series_id.c_str(), work->svg.c_str());
+                          work->series_id.c_str(), work->log_detail.c_str());
         rc = work->error ? send_error(r, work->error)
                          : send_body(r, NGX_HTTP_OK, work->svg.data(), work->svg.size(), "image/svg+xml");
     } catch (const std::exception &e) {

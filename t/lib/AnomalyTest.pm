@@ -35,7 +35,7 @@ use Time::HiRes qw(sleep time);
 
 use Exporter 'import';
 our @EXPORT_OK = qw(make_series mean_std z_score close_enough json_string_ok
-                    json_number_ok error_ok encode_body raw_field);
+                    json_number_ok error_ok encode_body raw_field wait_until);
 
 our $ROOT   = abs_path(dirname(__FILE__) . '/../..');
 our $NGINX  = $ENV{ANOMALY_TEST_NGINX}  || '/usr/sbin/nginx';
@@ -439,8 +439,38 @@ sub healthcheck {
     return $self->request('GET', '/healthcheck');
 }
 
+# The "store" object of /healthcheck ({} when it does not answer).
+sub store_status {
+    my ($self) = @_;
+    my ($st, $j) = $self->request('GET', '/healthcheck', undef, quiet => 1);
+    return ($st == 200 && ref $j eq 'HASH' && ref $j->{store} eq 'HASH') ? $j->{store} : {};
+}
+
+# The pid of the worker that owns the store, once the store is ready; dies
+# after 10 s without one. Never 0: kill(0) would signal the test itself.
+sub owner_pid {
+    my ($self) = @_;
+    my $ok = wait_until(10, sub {
+        my $s = $self->store_status;
+        ($s->{owner_pid} // 0) > 1 && ($s->{state} // '') eq 'ready';
+    });
+    die "the store has no owner\n" unless $ok;
+    return $self->store_status->{owner_pid};
+}
+
 # ---------------------------------------------------------------------------
 # Data and checks
+
+# wait_until(SECONDS, CODE): polls CODE until it is true; false on timeout.
+sub wait_until {
+    my ($timeout, $cond) = @_;
+    my $deadline = time + $timeout;
+    until ($cond->()) {
+        return 0 if time > $deadline;
+        sleep 0.02;
+    }
+    return 1;
+}
 
 # make_series(n, seed => S, base => B, spread => W, start => T, step => D, data => 0|1)
 # Deterministic values with three decimals (exactly what the server reads).
