@@ -8,7 +8,7 @@ NGINX_BIN ?= /usr/sbin/nginx
 BUILD     := $(CURDIR)/build
 MODULE    := $(BUILD)/ngx_http_anomaly_module.so
 NGX_TREE  := $(BUILD)/nginx
-SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp)
+SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp src/*/*/*.cpp src/*/*/*.hpp)
 
 # Debian packages the build and `make run` need, and those only the tests need.
 PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make gettext-base procps util-linux curl

@@ -11,6 +11,9 @@ namespace anomaly {
 // Stored on disk as a tag: never renumber, only add.
 enum class DetectorKind : std::uint8_t {
     three_sigma = 1,  // mean and population standard deviation (the challenge's model)
+    robust = 2,       // median and scaled MAD
+    seasonal = 3,     // a robust band per hour of the day or of the week
+    iforest = 4,      // an Isolation Forest over value, time of day and day of week
 };
 
 // Which side of the mean counts as anomalous (directive anomaly_tail).
