@@ -101,11 +101,11 @@ bool parse_model_key(std::string_view k, std::string_view *series_id, std::uint3
     return !series_id->empty();
 }
 
-std::string encode_model(const Model &m) {
+std::string encode_model_format1(const Model &m) {
     std::string out;
     out.reserve(64);
-    put_u8(&out, kModelFormat);
-    put_u8(&out, static_cast<std::uint8_t>(m.kind));
+    put_u8(&out, kModelFormatThreeSigma);
+    put_u8(&out, static_cast<std::uint8_t>(DetectorKind::three_sigma));
     put_fixed(&out, 2, 2);  // three_sigma: mean, std
     put_fixed(&out, m.version, 4);
     put_fixed(&out, m.points, 8);
@@ -117,9 +117,21 @@ std::string encode_model(const Model &m) {
     return out;
 }
 
-bool decode_model(std::string_view bytes, Model *m) noexcept {
+std::string encode_model(std::string_view image) { return std::string(image); }
+
+void set_image_version(std::string *image, std::uint32_t version, std::int64_t trained_at_ms) {
+    ModelHeader h;
+    std::memcpy(&h, image->data(), sizeof(h));
+    h.version = version;
+    h.trained_at_ms = trained_at_ms;
+    std::memcpy(&(*image)[0], &h, sizeof(h));
+}
+
+namespace {
+
+bool decode_format1(std::string_view bytes, Model *m) noexcept {
     Reader r(bytes);
-    if (r.fixed(1) != kModelFormat) return false;
+    if (r.fixed(1) != kModelFormatThreeSigma) return false;
     const auto kind = static_cast<DetectorKind>(r.fixed(1));
     const std::uint64_t params = r.fixed(2);
     if (kind != DetectorKind::three_sigma || params != 2) return false;
@@ -134,6 +146,26 @@ bool decode_model(std::string_view bytes, Model *m) noexcept {
     out.std = r.real();
     if (r.failed() || r.left() != 0) return false;
     *m = out;
+    return true;
+}
+
+}  // namespace
+
+bool decode_model(std::string_view bytes, std::string *image) {
+    if (bytes.empty()) return false;
+    if (static_cast<std::uint8_t>(bytes[0]) == kModelFormatThreeSigma) {
+        Model m;
+        if (!decode_format1(bytes, &m)) return false;
+        std::string converted = image_from_model(m);
+        if (!check_image(converted)) return false;  // a mean or std no fit could give
+        *image = std::move(converted);
+        return true;
+    }
+    // A std::string of 72 bytes or more lives on the heap: 16-byte aligned,
+    // as check_image and judge want.
+    std::string copy(bytes);
+    if (copy.size() < sizeof(ModelHeader) || !check_image(copy)) return false;
+    *image = std::move(copy);
     return true;
 }
 

@@ -16,11 +16,12 @@
 #include <string_view>
 
 #include "detector.hpp"
+#include "model.hpp"
 #include "plot.hpp"
 
 namespace anomaly {
 
-constexpr std::uint8_t kModelFormat = 1;
+constexpr std::uint8_t kModelFormatThreeSigma = 1;  // written before model images
 constexpr std::uint8_t kTrainingDataFormat = 1;
 constexpr std::uint8_t kPlotEnvelopeFormat = 1;
 
@@ -38,13 +39,23 @@ std::string encode_u64(std::uint64_t v);
 // False unless bytes is exactly 8 bytes.
 bool decode_u64(std::string_view bytes, std::uint64_t *v) noexcept;
 
-// Model record, format 1:
+// Model record. Format 2 (written since there is more than one detector):
+// the model image itself, little-endian (layout in model.hpp), its first
+// byte the format and its second the detector kind.
+// Format 1 (three_sigma only, still read):
 //   u8 format (1) | u8 detector kind | u16 parameter count | u32 version
 //   u64 points | i64 first_timestamp | i64 last_timestamp | i64 trained_at_ms
 //   f64 parameters[count]            (three_sigma: mean, std)
-std::string encode_model(const Model &model);
-// False on a wrong format, an unknown kind, a wrong parameter count or a short record.
-bool decode_model(std::string_view bytes, Model *model) noexcept;
+std::string encode_model(std::string_view image);
+// Any format into an image that passed check_image(). False on a wrong
+// format, an unknown kind, sizes that disagree or a short record.
+bool decode_model(std::string_view bytes, std::string *image);
+// The format 1 record of a three-sigma model: for tests of old stores.
+std::string encode_model_format1(const Model &model);
+
+// The version an image carries, and setting it (the owner assigns it).
+inline std::uint32_t image_version(std::string_view image) { return header_of(image.data()).version; }
+void set_image_version(std::string *image, std::uint32_t version, std::int64_t trained_at_ms);
 
 // Training data, format 1:
 //   u8 format (1) | u8 0 | u16 0 | u32 0 | u64 n | f64 values[n]

@@ -161,8 +161,7 @@ bool copy_store(const std::string &dir, const std::string &scratch, std::string 
 void Store::remove_copy(const std::string &scratch) { remove_tree(scratch); }
 
 bool Store::read_copy(const std::string &dir, const std::string &scratch,
-                      const std::function<void(std::string_view, const Model &)> &visit,
-                      std::uint64_t *commits, std::string *error) {
+                      const ModelVisitor &visit, std::uint64_t *commits, std::string *error) {
     bool ok = copy_store(dir, scratch, error);
     if (ok) {
         // The copy may end in the middle of a log record the holder was
@@ -195,8 +194,7 @@ bool Store::read_copy(const std::string &dir, const std::string &scratch,
     return ok;
 }
 
-bool Store::for_each_model(const std::function<void(std::string_view, const Model &)> &visit,
-                           std::string *error) {
+bool Store::for_each_model(const ModelVisitor &visit, std::string *error) {
     leveldb::ReadOptions ro;
     ro.fill_cache = false;  // a one-off scan at start-up
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
@@ -205,10 +203,10 @@ bool Store::for_each_model(const std::function<void(std::string_view, const Mode
         std::string_view key(it->key().data(), it->key().size());
         std::string_view series;
         std::uint32_t version = 0;
-        Model model;
+        std::string model;
         if (!parse_model_key(key, &series, &version) ||
             !decode_model(std::string_view(it->value().data(), it->value().size()), &model) ||
-            model.version != version) {
+            image_version(model) != version) {
             *error = "the record " + std::string(key.substr(0, 160)) + " does not decode";
             return false;
         }
@@ -224,9 +222,10 @@ bool Store::for_each_model(const std::function<void(std::string_view, const Mode
 bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) {
     leveldb::WriteBatch batch;
     for (const NewVersion &v : versions) {
-        batch.Put(model_key(v.series_id, v.model.version), encode_model(v.model));
-        batch.Put(training_data_key(v.series_id, v.model.version), v.training_data);
-        if (!v.plot_envelope.empty()) batch.Put(plot_envelope_key(v.series_id, v.model.version), v.plot_envelope);
+        const std::uint32_t version = image_version(v.model);
+        batch.Put(model_key(v.series_id, version), encode_model(v.model));
+        batch.Put(training_data_key(v.series_id, version), v.training_data);
+        if (!v.plot_envelope.empty()) batch.Put(plot_envelope_key(v.series_id, version), v.plot_envelope);
     }
     batch.Put(leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), encode_u64(commits_ + 1));
     leveldb::WriteOptions wo;
@@ -240,7 +239,7 @@ bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) 
     return true;
 }
 
-bool Store::read_model(std::string_view series_id, std::uint32_t version, Model *model,
+bool Store::read_model(std::string_view series_id, std::uint32_t version, std::string *model,
                        std::string *error) {
     std::string value;
     leveldb::Status s = db_->Get(leveldb::ReadOptions(), model_key(series_id, version), &value);
@@ -249,7 +248,7 @@ bool Store::read_model(std::string_view series_id, std::uint32_t version, Model 
         *error = s.ToString();
         return false;
     }
-    if (!decode_model(value, model) || model->version != version) {
+    if (!decode_model(value, model) || image_version(*model) != version) {
         *error = "the model of " + std::string(series_id) + " does not decode";
         return false;
     }
@@ -413,7 +412,7 @@ bool get_record(std::string_view bytes, std::size_t *at, std::string_view *recor
 
 }  // namespace
 
-bool write_spool(const std::string &path, const Model &model, const std::string &envelope, const std::string &d,
+bool write_spool(const std::string &path, const std::string &model, const std::string &envelope, const std::string &d,
                  std::string *error) {
     const std::string m = encode_model(model);
     std::string head;
@@ -439,7 +438,7 @@ bool write_spool(const std::string &path, const Model &model, const std::string 
     return ok;
 }
 
-bool read_spool(const std::string &path, Model *model, std::string *plot_envelope, std::string *training_data,
+bool read_spool(const std::string &path, std::string *model, std::string *plot_envelope, std::string *training_data,
                 std::string *error) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

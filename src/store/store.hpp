@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/detector.hpp"
+#include "core/model.hpp"
 #include "core/plot.hpp"
 
 namespace leveldb {
@@ -38,15 +39,15 @@ public:
     static long lock_holder(const std::string &dir);
     ~Store();
 
-    // Calls visit(series_id, model) for every stored version, in key order
-    // (series by id, versions ascending). False and *error on a read error or
-    // a record that does not decode.
-    bool for_each_model(const std::function<void(std::string_view, const Model &)> &visit,
-                        std::string *error);
+    // Calls visit(series_id, image) for every stored version, in key order
+    // (series by id, versions ascending), whatever the format it was written
+    // in. False and *error on a read error or a record that does not decode.
+    using ModelVisitor = std::function<void(std::string_view series_id, const std::string &image)>;
+    bool for_each_model(const ModelVisitor &visit, std::string *error);
 
     struct NewVersion {
         std::string series_id;
-        Model model;                  // model.version already assigned
+        std::string model;            // its image, version already assigned
         std::string training_data;    // encode_training_data() bytes
         std::string plot_envelope;    // encode_plot_envelope() bytes; empty writes none
     };
@@ -60,7 +61,7 @@ public:
 
     // Reads one version's model: false with *error empty when it is not on
     // disk (recovery after an owner died mid-commit), with *error set on failure.
-    bool read_model(std::string_view series_id, std::uint32_t version, Model *model,
+    bool read_model(std::string_view series_id, std::uint32_t version, std::string *image,
                     std::string *error);
 
     bool read_training_data(std::string_view series_id, std::uint32_t version,
@@ -81,7 +82,7 @@ public:
     // call usually succeeds. What the holder commits after the copy is not
     // seen.
     static bool read_copy(const std::string &dir, const std::string &scratch,
-                          const std::function<void(std::string_view, const Model &)> &visit,
+                          const ModelVisitor &visit,
                           std::uint64_t *commits, std::string *error);
     // Removes a copy left by a process that died while it read one.
     static void remove_copy(const std::string &scratch);
@@ -96,11 +97,11 @@ private:
 // A spool file carries one validated fit from the worker that received it to
 // the process that owns the store: the model, its plot envelope and its
 // training data. Layout in store.cpp.
-bool write_spool(const std::string &path, const Model &model, const std::string &plot_envelope,
+bool write_spool(const std::string &path, const std::string &image, const std::string &plot_envelope,
                  const std::string &training_data, std::string *error);
 // Also reads a spool written before plot envelopes (one may be left across a
 // binary upgrade): its plot envelope is then summarised from the training data.
-bool read_spool(const std::string &path, Model *model, std::string *plot_envelope,
+bool read_spool(const std::string &path, std::string *image, std::string *plot_envelope,
                 std::string *training_data, std::string *error);
 
 }  // namespace anomaly

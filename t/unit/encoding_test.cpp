@@ -155,96 +155,123 @@ TEST(Keys, SeriesNeverCollide) {
 
 // ---------------------------------------------------------------- models
 
-TEST(ModelRecord, ExactLayout) {
+// What an image says of a three-sigma model, as a Model.
+Model model_of(const std::string &image) {
+    const ModelHeader &h = header_of(image.data());
+    Model m;
+    m.version = h.version;
+    m.kind = h.kind;
+    m.points = h.points;
+    m.first_timestamp = h.first_timestamp;
+    m.last_timestamp = h.last_timestamp;
+    m.trained_at_ms = h.trained_at_ms;
+    std::memcpy(&m.mean, image.data() + sizeof(ModelHeader), 8);
+    std::memcpy(&m.std, image.data() + sizeof(ModelHeader) + 8, 8);
+    return m;
+}
+
+TEST(ModelRecord, Format1ExactLayout) {
     const Model m = sample_model();
     const std::string expected = le(1, 1) + le(1, 1) + le(2, 2) + le(3, 4) + le(1000, 8) + le(1700000000, 8) +
                                  le(1700059940, 8) + le(1764000000123, 8) + le_double(12.5) + le_double(0.75);
-    EXPECT_EQ(encode_model(m), expected);
+    EXPECT_EQ(encode_model_format1(m), expected);
     EXPECT_EQ(expected.size(), 56u);
 }
 
-TEST(ModelRecord, RoundTrip) {
-    const double inf = std::numeric_limits<double>::infinity();
+// A store written before model images opens unchanged: its records become
+// three-sigma images with the location's sigma and tail.
+TEST(ModelRecord, Format1BecomesAnImage) {
     std::vector<Model> models;
     models.push_back(sample_model());
     for (double d : {-1e300, 1e300, -0.0, 4.9406564584124654e-324, -2.2250738585072014e-308,
-                     std::numeric_limits<double>::max(), -std::numeric_limits<double>::max(), inf, -inf}) {
+                     std::numeric_limits<double>::max(), -std::numeric_limits<double>::max()}) {
         Model m = sample_model();
         m.mean = d;
-        m.std = -d;
+        m.std = std::fabs(d) > 0 ? std::fabs(d) : 1;
         models.push_back(m);
     }
     Model big = sample_model();
     big.version = 4294967295u;
     big.points = UINT64_MAX;
-    big.first_timestamp = INT64_MIN;
-    big.last_timestamp = INT64_MAX;
+    big.last_timestamp = kMaxTimestamp;
     big.trained_at_ms = -1;
     models.push_back(big);
-    Model zero;
-    zero.version = 0;
-    models.push_back(zero);
     for (const Model &m : models) {
-        Model out;
-        out.version = 999;
-        ASSERT_TRUE(decode_model(encode_model(m), &out));
-        EXPECT_TRUE(same_model(out, m));
+        std::string image;
+        ASSERT_TRUE(decode_model(encode_model_format1(m), &image));
+        EXPECT_TRUE(same_model(model_of(image), m));
+        EXPECT_EQ(header_of(image.data()).tail, kTailFromLocation);
+        EXPECT_EQ(header_of(image.data()).sigma, 0);
+        // Written again, it is the image itself (format 2), and reads back the same.
+        std::string again;
+        ASSERT_TRUE(decode_model(encode_model(image), &again));
+        EXPECT_EQ(again, image);
     }
-    // NaN keeps its bits
-    Model n = sample_model();
-    n.mean = std::nan("");
-    Model out;
-    ASSERT_TRUE(decode_model(encode_model(n), &out));
-    EXPECT_TRUE(std::isnan(out.mean));
+    // A mean or std no fit could give is refused, not judged with.
+    for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(), 0.0, -1.0}) {
+        Model m = sample_model();
+        m.std = bad;
+        std::string image;
+        EXPECT_FALSE(decode_model(encode_model_format1(m), &image)) << bad;
+    }
 }
 
 TEST(ModelRecord, EveryTruncationRejected) {
-    const std::string bytes = encode_model(sample_model());
-    for (std::size_t n = 0; n < bytes.size(); n++) {
-        Model out = sample_model();
-        out.version = 12345;
-        EXPECT_FALSE(decode_model(std::string_view(bytes.data(), n), &out)) << n;
-        EXPECT_EQ(out.version, 12345u) << "a rejected record leaves the output alone";
+    TrainingData d;
+    for (int i = 0; i < 100; i++) {
+        d.timestamps.push_back(1700000000 + 300 * i);
+        d.values.push_back(i % 7);
+    }
+    std::vector<std::string> records = {encode_model_format1(sample_model())};
+    for (DetectorKind kind : {DetectorKind::three_sigma, DetectorKind::robust, DetectorKind::seasonal}) {
+        DetectorParams p;
+        p.kind = kind;
+        std::string image;
+        ASSERT_FALSE(train(d, p, &image));
+        records.push_back(encode_model(image));
+    }
+    for (const std::string &bytes : records) {
+        for (std::size_t n = 0; n < bytes.size(); n++) {
+            std::string out = "untouched";
+            EXPECT_FALSE(decode_model(std::string_view(bytes.data(), n), &out)) << n;
+            EXPECT_EQ(out, "untouched") << "a rejected record leaves the output alone";
+        }
+        std::string out;
+        EXPECT_FALSE(decode_model(bytes + '\0', &out));
+        EXPECT_FALSE(decode_model(bytes + le_double(1.0), &out));
     }
 }
 
-TEST(ModelRecord, ExtendedRejected) {
-    const std::string bytes = encode_model(sample_model());
-    Model out;
-    EXPECT_FALSE(decode_model(bytes + '\0', &out));
-    EXPECT_FALSE(decode_model(bytes + le_double(1.0), &out));
-}
-
 TEST(ModelRecord, WrongFormatRejected) {
-    for (int f : {0, 2, 3, 255}) {
-        std::string bytes = encode_model(sample_model());
+    for (int f : {0, 3, 255}) {
+        std::string bytes = encode_model_format1(sample_model());
         bytes[0] = static_cast<char>(f);
-        Model out;
+        std::string out;
         EXPECT_FALSE(decode_model(bytes, &out)) << f;
     }
 }
 
 TEST(ModelRecord, UnknownDetectorKindRejected) {
     for (int k : {0, 2, 3, 127, 255}) {
-        std::string bytes = encode_model(sample_model());
+        std::string bytes = encode_model_format1(sample_model());
         bytes[1] = static_cast<char>(k);
-        Model out;
+        std::string out;
         EXPECT_FALSE(decode_model(bytes, &out)) << k;
     }
 }
 
 TEST(ModelRecord, WrongParameterCountRejected) {
     for (int c : {0, 1, 3, 0x0102}) {
-        std::string bytes = encode_model(sample_model());
+        std::string bytes = encode_model_format1(sample_model());
         bytes[2] = static_cast<char>(c & 0xff);
         bytes[3] = static_cast<char>(c >> 8);
-        Model out;
+        std::string out;
         EXPECT_FALSE(decode_model(bytes, &out)) << c;
     }
     // three parameters and room for them: still not a three_sigma record
-    std::string bytes = encode_model(sample_model());
+    std::string bytes = encode_model_format1(sample_model());
     bytes[2] = 3;
-    Model out;
+    std::string out;
     EXPECT_FALSE(decode_model(bytes + le_double(2.0), &out));
 }
 

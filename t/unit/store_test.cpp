@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <fcntl.h>
@@ -37,9 +39,8 @@ Store::NewVersion version_of(const std::string &series, std::uint32_t v, int n) 
     Store::NewVersion out;
     const TrainingData d = data_of(v, n);
     out.series_id = series;
-    out.model = train_three_sigma(d);
-    out.model.version = v;
-    out.model.trained_at_ms = 1764000000000 + v;
+    EXPECT_FALSE(train(d, DetectorParams(), &out.model));
+    set_image_version(&out.model, v, 1764000000000 + v);
     out.training_data = encode_training_data(d);
     out.plot_envelope = encode_plot_envelope(summarize_for_plot(d));
     return out;
@@ -80,8 +81,17 @@ void raw_put(const std::string &dir, const std::string &key, const std::string &
 }
 
 // The old spool layout: u32 model length | model | training data.
-void write_old_spool(const std::string &path, const Model &model, const std::string &training_data) {
-    const std::string m = encode_model(model);
+void write_old_spool(const std::string &path, const std::string &image, const std::string &training_data) {
+    Model model;
+    const ModelHeader &h = header_of(image.data());
+    model.version = h.version;
+    model.points = h.points;
+    model.first_timestamp = h.first_timestamp;
+    model.last_timestamp = h.last_timestamp;
+    model.trained_at_ms = h.trained_at_ms;
+    std::memcpy(&model.mean, image.data() + sizeof(ModelHeader), 8);
+    std::memcpy(&model.std, image.data() + sizeof(ModelHeader) + 8, 8);
+    const std::string m = encode_model_format1(model);
     std::string bytes;
     for (int i = 0; i < 4; i++) bytes.push_back(static_cast<char>(m.size() >> (8 * i)));
     std::ofstream(path, std::ios::binary) << bytes << m << training_data;
@@ -101,13 +111,13 @@ TEST(Store, CommitReopenAndRead) {
     std::unique_ptr<Store> store;
     ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
     std::vector<std::pair<std::string, std::uint32_t>> seen;
-    ASSERT_TRUE(store->for_each_model([&](std::string_view s, const Model &m) { seen.emplace_back(s, m.version); },
+    ASSERT_TRUE(store->for_each_model([&](std::string_view s, const std::string &m) { seen.emplace_back(s, image_version(m)); },
                                       &error));
     EXPECT_EQ(seen, (std::vector<std::pair<std::string, std::uint32_t>>{{"a", 1}, {"a", 2}, {"a", 10}, {"b", 1}}));
-    Model m;
+    std::string m;
     ASSERT_TRUE(store->read_model("a", 2, &m, &error));
-    EXPECT_EQ(m.points, 20u);
-    EXPECT_EQ(m.trained_at_ms, 1764000000002);
+    EXPECT_EQ(header_of(m.data()).points, 20u);
+    EXPECT_EQ(header_of(m.data()).trained_at_ms, 1764000000002);
     EXPECT_FALSE(store->read_model("a", 3, &m, &error));
     EXPECT_TRUE(error.empty()) << "missing is not an error";
     TrainingData d;
@@ -136,7 +146,7 @@ TEST(Store, CommitCountIsDurable) {
     ASSERT_TRUE(store->commit({version_of("a", 3, 10)}, &error));
     EXPECT_EQ(store->commits(), 3u);
     std::size_t models = 0;
-    ASSERT_TRUE(store->for_each_model([&](std::string_view, const Model &) { models++; }, &error));
+    ASSERT_TRUE(store->for_each_model([&](std::string_view, const std::string &) { models++; }, &error));
     EXPECT_EQ(models, 4u) << "the count is not a model";
 }
 
@@ -156,7 +166,7 @@ TEST(Store, ReadCopyOfAHeldStore) {
     std::uint64_t commits = 0;
     error.clear();
     ASSERT_TRUE(Store::read_copy(dir, dir + "/copy.1",
-                                 [&](std::string_view s, const Model &m) { seen.emplace_back(s, m.version); },
+                                 [&](std::string_view s, const std::string &m) { seen.emplace_back(s, image_version(m)); },
                                  &commits, &error))
         << error;
     EXPECT_EQ(seen, (std::vector<std::pair<std::string, std::uint32_t>>{{"a", 1}, {"a", 2}, {"b", 1}}));
@@ -167,7 +177,7 @@ TEST(Store, ReadCopyOfAHeldStore) {
     ASSERT_TRUE(holder->commit({version_of("c", 1, 10)}, &error));
     seen.clear();
     ASSERT_TRUE(Store::read_copy(dir, dir + "/copy.1",
-                                 [&](std::string_view s, const Model &m) { seen.emplace_back(s, m.version); },
+                                 [&](std::string_view s, const std::string &m) { seen.emplace_back(s, image_version(m)); },
                                  &commits, &error));
     EXPECT_EQ(seen.size(), 4u);
     EXPECT_EQ(commits, 3u);
@@ -316,19 +326,50 @@ TEST(Store, PlotEnvelopeOfAVersionWrittenWithoutOne) {
     EXPECT_EQ(value, "damaged");
 }
 
+// A store written before model images (format 1 records) opens unchanged
+// and reads back as three-sigma images; new versions are written as images.
+TEST(Store, Format1RecordsOpenUnchanged) {
+    const std::string dir = temp_dir();
+    std::string error;
+    Store::NewVersion v = version_of("old", 1, 50);
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        ASSERT_TRUE(store->commit({v}, &error));
+    }
+    const std::string path = temp_dir() + "/1.1";
+    write_old_spool(path, v.model, v.training_data);  // only to get the format 1 bytes
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    raw_put(dir, model_key("old", 1), bytes.substr(4, 56));
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    std::string m;
+    ASSERT_TRUE(store->read_model("old", 1, &m, &error)) << error;
+    EXPECT_EQ(m, v.model);
+    std::size_t n = 0;
+    ASSERT_TRUE(store->for_each_model([&](std::string_view, const std::string &image) { n += image == v.model; },
+                                      &error));
+    EXPECT_EQ(n, 1u);
+}
+
 TEST(Spool, RoundTripAndDamage) {
     const std::string path = temp_dir() + "/1.1";
     Store::NewVersion v = version_of("s", 1, 100);
     std::string error;
     ASSERT_TRUE(write_spool(path, v.model, v.plot_envelope, v.training_data, &error)) << error;
-    Model m;
+    std::string m;
     std::string envelope, data;
     ASSERT_TRUE(read_spool(path, &m, &envelope, &data, &error)) << error;
-    EXPECT_EQ(m.points, 100u);
+    EXPECT_EQ(header_of(m.data()).points, 100u);
+    EXPECT_EQ(m, v.model);
     EXPECT_EQ(envelope, v.plot_envelope);
     EXPECT_EQ(data, v.training_data);
-    const off_t size = static_cast<off_t>(5 + 4 + 56 + 4 + v.plot_envelope.size() + v.training_data.size());
-    for (off_t n : {off_t{0}, off_t{3}, off_t{10}, off_t{5 + 4 + 56 + 2}, off_t{5 + 4 + 56 + 4 + 40}}) {
+    const off_t size = static_cast<off_t>(5 + 4 + 88 + 4 + v.plot_envelope.size() + v.training_data.size());
+    for (off_t n : {off_t{0}, off_t{3}, off_t{10}, off_t{5 + 4 + 88 + 2}, off_t{5 + 4 + 88 + 4 + 40}}) {
         ASSERT_TRUE(write_spool(path, v.model, v.plot_envelope, v.training_data, &error));
         ASSERT_EQ(truncate(path.c_str(), n), 0);
         EXPECT_FALSE(read_spool(path, &m, &envelope, &data, &error)) << n << " of " << size << " bytes";
@@ -342,10 +383,11 @@ TEST(Spool, OldLayoutIsRead) {
     const std::string path = temp_dir() + "/1.3";
     Store::NewVersion v = version_of("s", 1, 2000);
     write_old_spool(path, v.model, v.training_data);
-    Model m;
+    std::string m;
     std::string envelope, data, error;
     ASSERT_TRUE(read_spool(path, &m, &envelope, &data, &error)) << error;
-    EXPECT_EQ(m.points, 2000u);
+    EXPECT_EQ(header_of(m.data()).points, 2000u);
+    EXPECT_EQ(m, v.model) << "the old record becomes the same image";
     EXPECT_EQ(data, v.training_data);
     EXPECT_EQ(envelope, v.plot_envelope);
     write_old_spool(path, v.model, v.training_data.substr(0, v.training_data.size() - 1));
