@@ -31,6 +31,8 @@ const char *kFitShape =
     "The body must be {\"timestamps\": [...], \"values\": [...]} or "
     "{\"data\": [{\"timestamp\": ..., \"value\": ...}, ...]}.";
 
+const char *kDetectorShape = "\"detector\" must be a string such as \"robust\".";
+
 enum class Field { ok, bad, broken };  // broken: the JSON itself is damaged
 
 // Number tokens that Python's json module reads but the DOM parser refuses:
@@ -269,7 +271,8 @@ Error read_data(od::value v, const FitLimits &limits, TrainingData *out, Parsed 
 
 // The slow path: only after the DOM parser refused the body. On Demand
 // walks element by element, so it can name the element that broke it.
-Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &limits, TrainingData *out) {
+Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &limits, TrainingData *out,
+                        std::string *detector) {
     out->timestamps.clear();
     out->values.clear();
     od::document doc;
@@ -281,13 +284,19 @@ Error diagnose_fit_body(const char *body, std::size_t length, const FitLimits &l
     Patches patches(body, length);
     Parsed p;
     p.patches = &patches;
-    bool has_ts = false, has_values = false, has_data = false;
+    bool has_ts = false, has_values = false, has_data = false, has_detector = false;
     for (auto field : obj) {
         std::string_view key;
         od::value v;
         if (field.unescaped_key().get(key) || field.value().get(v)) return malformed("The body is not valid JSON.");
         Error e;
-        if (key == "timestamps" || key == "values" || key == "data") {
+        if (key == "detector") {
+            if (has_detector) return malformed("The key \"detector\" appears twice.");
+            has_detector = true;
+            std::string_view name;
+            if (v.get_string().get(name)) return malformed(kDetectorShape);
+            detector->assign(name);
+        } else if (key == "timestamps" || key == "values" || key == "data") {
             bool &seen = key == "timestamps" ? has_ts : key == "values" ? has_values : has_data;
             if (seen) return malformed("The key \"" + std::string(key) + "\" appears twice.");
             seen = true;
@@ -419,13 +428,21 @@ Field dom_value(dom::element e, double *out) {
     }
 }
 
-Error fit_from_dom(dom::element root, const FitLimits &limits, TrainingData *out) {
+Error fit_from_dom(dom::element root, const FitLimits &limits, TrainingData *out, std::string *detector) {
     dom::object obj;
     if (root.get_object().get(obj)) return malformed(kFitShape);
     Parsed p;
-    bool has_ts = false, has_values = false, has_data = false;
+    bool has_ts = false, has_values = false, has_data = false, has_detector = false;
     for (dom::key_value_pair kv : obj) {
         const std::string_view key = kv.key;
+        if (key == "detector") {
+            if (has_detector) return malformed("The key \"detector\" appears twice.");
+            has_detector = true;
+            std::string_view name;
+            if (kv.value.get_string().get(name)) return malformed(kDetectorShape);
+            detector->assign(name);
+            continue;
+        }
         if (key != "timestamps" && key != "values" && key != "data") continue;
         bool &seen = key == "timestamps" ? has_ts : key == "values" ? has_values : has_data;
         if (seen) return malformed("The key \"" + std::string(key) + "\" appears twice.");
@@ -512,13 +529,17 @@ Error predict_from_dom(dom::element root, PredictInput *out) {
 // The DOM parser dispatches at run time to the best kernel the CPU has
 // (libsimdjson carries them all); On Demand would be fixed at compile time
 // to the baseline x86-64 one that nginx's flags select.
-Error parse_fit_body(const char *body, std::size_t length, const FitLimits &limits, TrainingData *out) {
+Error parse_fit_body(const char *body, std::size_t length, const FitLimits &limits, TrainingData *out,
+                     std::string *detector) {
     out->timestamps.clear();
     out->values.clear();
+    std::string ignored;
+    if (detector == nullptr) detector = &ignored;
+    detector->clear();
     std::unique_ptr<dom::parser> parser = fit_parsers().take();
     dom::element root;
-    Error result = parser->parse(body, length, false).get(root) ? diagnose_fit_body(body, length, limits, out)
-                                                                 : fit_from_dom(root, limits, out);
+    Error result = parser->parse(body, length, false).get(root) ? diagnose_fit_body(body, length, limits, out, detector)
+                                                                 : fit_from_dom(root, limits, out, detector);
     fit_parsers().give_back(std::move(parser));
     return result;
 }

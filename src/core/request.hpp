@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "detector.hpp"
@@ -34,8 +35,10 @@ struct FitLimits {
 //   422 too_few_points        fewer than limits.min_points
 //   422 constant_series       standard deviation 0
 // On success fills *out and returns an Error with status 0.
+// A "detector" key with a string value is returned in *detector (cleared
+// when absent; nullptr: not wanted); one that is not a string is 400.
 Error parse_fit_body(const char *body, std::size_t length, const FitLimits &limits,
-                     TrainingData *out);
+                     TrainingData *out, std::string *detector = nullptr);
 
 // After training: a model predicts only with a finite mean and a finite,
 // positive standard deviation. Values that are not all equal can still give
