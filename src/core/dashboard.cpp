@@ -77,7 +77,7 @@ async function loadSeries() {
     const name = document.createElement("span");
     name.textContent = s.series_id;
     const latest = document.createElement("small");
-    latest.textContent = s.latest_version;
+    latest.textContent = s.latest_version + " \u00b7 " + s.detector;
     li.append(name, latest);
     li.onclick = () => select(s.series_id);
     $("series").append(li);
@@ -112,7 +112,7 @@ async function select(id) {
   for (const v of versions) {
     const o = document.createElement("option");
     o.value = v.version;
-    o.textContent = v.version + " \u00b7 " + v.trained_at.replace("T", " ").slice(0, 19);
+    o.textContent = v.version + " \u00b7 " + v.detector + " \u00b7 " + v.trained_at.replace("T", " ").slice(0, 19);
     sel.append(o);
   }
   sel.disabled = false;
@@ -121,7 +121,11 @@ async function select(id) {
 
 function show(version) {
   const v = versions.find((x) => x.version === version);
-  const rows = [["points", v.points], ["mean", v.mean], ["std", v.std], ["trained at", v.trained_at],
+  // The detector and what it learned: whichever of these fields the version has.
+  const learned = ["mean", "std", "median", "spread", "sigma", "tail", "season", "trees", "sample", "contamination"]
+    .filter((k) => k in v).map((k) => [k, v[k]]);
+  const rows = [["detector", v.detector], ["points", v.points], ...learned, ["model bytes", v.model_bytes],
+                ["trained at", v.trained_at],
                 ["from", new Date(v.first_timestamp * 1000).toISOString()],
                 ["to", new Date(v.last_timestamp * 1000).toISOString()]];
   $("details").replaceChildren(...rows.map(([k, val]) => {

@@ -64,6 +64,13 @@ const Band &band_of(const ModelHeader &image) {
 
 }  // namespace
 
+VersionSummary summary_of(const ModelHeader &image) noexcept {
+    VersionSummary s;
+    s.header = image;
+    s.band = has_band(image.kind) ? band_of(image) : Band{0, 0};
+    return s;
+}
+
 const char *detector_name(DetectorKind kind) noexcept {
     for (const DetectorInfo &d : kDetectors)
         if (d.kind == kind) return d.name;

@@ -80,6 +80,16 @@ struct Band {
     double spread;  // standard deviation, or its robust estimate
 };
 
+// What /series and /dashboard show of a version, copied out of the zone:
+// its header and, for the sigma detectors, the overall band (the first 16
+// bytes after the header in each of their layouts).
+struct VersionSummary {
+    ModelHeader header;
+    Band band;  // zero for iforest
+};
+VersionSummary summary_of(const ModelHeader &image) noexcept;
+inline bool has_band(DetectorKind kind) { return kind != DetectorKind::iforest; }
+
 // What the predicting location says where a version stores nothing.
 struct JudgeDefaults {
     double sigma = 3;        // anomaly_sigma

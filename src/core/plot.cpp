@@ -111,18 +111,49 @@ std::string render_plot(const PlotInput &in, const TrainingData &data) {
 
 std::string render_plot(const PlotInput &in) {
     const PlotEnvelope &e = *in.envelope;
-    const Model &m = *in.model;
-    const double upper = m.mean + in.sigma * m.std;
-    const double lower = m.mean - in.sigma * m.std;
-    const bool flag_high = in.tail != Tail::lower;
-    const bool flag_low = in.tail != Tail::upper;
+    const ModelHeader &m = *in.model;
+    const JudgeDefaults defaults{in.sigma, in.tail};
+    const double sigma = m.sigma > 0 ? m.sigma : in.sigma;
+    const Tail tail = m.tail == kTailFromLocation ? in.tail : static_cast<Tail>(m.tail);
+    const VersionSummary summary = summary_of(m);
+    // three_sigma and robust: one band for all times.
+    const bool flat = m.kind == DetectorKind::three_sigma || m.kind == DetectorKind::robust;
+    const bool banded = has_band(m.kind);
+    const double centre = summary.band.centre;
+    const double upper = centre + sigma * summary.band.spread;
+    const double lower = centre - sigma * summary.band.spread;
+    const bool flag_high = tail != Tail::lower;
+    const bool flag_low = tail != Tail::upper;
 
     const bool any = !e.columns.empty();
     const std::int64_t t0 = any ? e.first_timestamp : 0;
     const std::int64_t t1 = any ? e.last_timestamp : 1;
     const double tspan = span_of(t0, t1);
+    // The time at the middle of a pixel column.
+    auto time_of = [&](int column) {
+        return t0 + static_cast<std::int64_t>(std::floor((column + 0.5) / (kPlotColumns - 1) * tspan));
+    };
 
-    double vmin = std::min(lower, m.mean), vmax = std::max(upper, m.mean);
+    // A band that moves (seasonal): its edges and centre per column.
+    std::vector<double> col_upper, col_lower, col_centre;
+    if (banded && !flat) {
+        col_upper.resize(kPlotColumns);
+        col_lower.resize(kPlotColumns);
+        col_centre.resize(kPlotColumns);
+        for (int c = 0; c < kPlotColumns; c++) {
+            const Judgement j = judge(m, centre, time_of(c), defaults);
+            col_centre[c] = j.expected_value;
+            col_upper[c] = j.has_upper ? j.upper : j.expected_value;
+            col_lower[c] = j.has_lower ? j.lower : j.expected_value;
+        }
+    }
+
+    double vmin = banded ? std::min(lower, centre) : HUGE_VAL, vmax = banded ? std::max(upper, centre) : -HUGE_VAL;
+    for (std::size_t c = 0; c < col_upper.size(); c++) {
+        vmin = std::min(vmin, col_lower[c]);
+        vmax = std::max(vmax, col_upper[c]);
+    }
+    if (!banded && !any) vmin = 0, vmax = 1;
     for (const PlotEnvelope::Column &c : e.columns) {
         vmin = std::min(vmin, c.min);
         vmax = std::max(vmax, c.max);
@@ -143,18 +174,46 @@ std::string render_plot(const PlotInput &in) {
            "\" font-family=\"sans-serif\" font-size=\"12\">\n";
     svg += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
 
-    // Title: series, version, points, mean, std.
-    char stats[160];
-    std::snprintf(stats, sizeof(stats), "v%u, %llu points, mean %.6g, std %.6g, band mean \xC2\xB1 %.6g std",
-                  m.version, static_cast<unsigned long long>(m.points), m.mean, m.std, in.sigma);
+    // Title: series, version, points, and what the detector learned.
+    char stats[200];
+    const auto points = static_cast<unsigned long long>(m.points);
+    switch (m.kind) {
+    case DetectorKind::three_sigma:
+        std::snprintf(stats, sizeof(stats), "v%u, %llu points, mean %.6g, std %.6g, band mean \xC2\xB1 %.6g std",
+                      m.version, points, centre, summary.band.spread, sigma);
+        break;
+    case DetectorKind::robust:
+        std::snprintf(stats, sizeof(stats),
+                      "v%u, %llu points, robust: median %.6g, spread %.6g, band median \xC2\xB1 %.6g spread",
+                      m.version, points, centre, summary.band.spread, sigma);
+        break;
+    case DetectorKind::seasonal:
+        std::snprintf(stats, sizeof(stats),
+                      "v%u, %llu points, seasonal (hour of the %s): band median \xC2\xB1 %.6g spread of each hour",
+                      m.version, points, season_name(m.season), sigma);
+        break;
+    case DetectorKind::iforest:
+        std::snprintf(stats, sizeof(stats),
+                      "v%u, %llu points, iforest: %u trees of %u points, contamination %.6g; marked: what it flags",
+                      m.version, points, m.trees, m.sample, m.contamination);
+        break;
+    }
     svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"28\" font-size=\"16\" font-weight=\"bold\">" +
            escape_xml(in.series_id) + "</text>\n";
     svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"46\" fill=\"#444\">" + escape_xml(stats) + "</text>\n";
 
     // The k-sigma band and the mean.
-    const double band_top = std::max<double>(kTop, y_of(upper)), band_bottom = std::min<double>(kBottom, y_of(lower));
-    svg += "<rect x=\"" + num(kLeft) + "\" y=\"" + num(band_top) + "\" width=\"" + num(kPlotColumns) +
-           "\" height=\"" + num(std::max(0.0, band_bottom - band_top)) + "\" fill=\"#dbeafe\"/>\n";
+    if (flat) {
+        const double band_top = std::max<double>(kTop, y_of(upper)),
+                     band_bottom = std::min<double>(kBottom, y_of(lower));
+        svg += "<rect x=\"" + num(kLeft) + "\" y=\"" + num(band_top) + "\" width=\"" + num(kPlotColumns) +
+               "\" height=\"" + num(std::max(0.0, band_bottom - band_top)) + "\" fill=\"#dbeafe\"/>\n";
+    } else if (banded) {
+        svg += "<polygon class=\"band\" fill=\"#dbeafe\" points=\"";
+        for (int c = 0; c < kPlotColumns; c++) svg += num(kLeft + c + 0.5) + "," + num(y_of(col_upper[c])) + " ";
+        for (int c = kPlotColumns - 1; c >= 0; c--) svg += num(kLeft + c + 0.5) + "," + num(y_of(col_lower[c])) + " ";
+        svg += "\"/>\n";
+    }
 
     // Axes, value ticks and date labels.
     svg += "<g stroke=\"#999\"><line x1=\"" + num(kLeft) + "\" y1=\"" + num(kTop) + "\" x2=\"" + num(kLeft) +
@@ -204,19 +263,44 @@ std::string render_plot(const PlotInput &in) {
         svg += "<line x1=\"" + num(kLeft) + "\" x2=\"" + num(kRight) + "\" y1=\"" + num(y_of(v)) + "\" y2=\"" +
                num(y_of(v)) + "\" " + style + "/>\n";
     };
-    hline(upper, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
-    hline(lower, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
-    hline(m.mean, "stroke=\"#1d4ed8\" stroke-width=\"2\" stroke-dasharray=\"6 4\"");
+    if (flat) {
+        hline(upper, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
+        hline(lower, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
+        hline(centre, "stroke=\"#1d4ed8\" stroke-width=\"2\" stroke-dasharray=\"6 4\"");
+    } else if (banded) {
+        auto path = [&](const std::vector<double> &v, const char *style) {
+            svg += "<polyline fill=\"none\" " + std::string(style) + " points=\"";
+            for (int c = 0; c < kPlotColumns; c++) svg += num(kLeft + c + 0.5) + "," + num(y_of(v[c])) + " ";
+            svg += "\"/>\n";
+        };
+        if (flag_high) path(col_upper, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
+        if (flag_low) path(col_lower, "stroke=\"#2563eb\" stroke-width=\"1.5\"");
+        path(col_centre, "stroke=\"#1d4ed8\" stroke-width=\"2\" stroke-dasharray=\"6 4\"");
+    }
 
-    // Training points outside the band, one mark per column and side, at the
-    // column's most extreme value: outside the band on a side means its
-    // extreme on that side is.
+    // Training points the detector flags, one mark per column and side, at
+    // the column's most extreme value. For a flat band, outside it on a side
+    // means the extreme on that side is; the others judge both extremes at
+    // the column's time.
     svg += "<g fill=\"#dc2626\">";
     for (const PlotEnvelope::Column &c : e.columns) {
         const double x = kLeft + c.column + 0.5;
-        if (flag_high && c.max > upper)
+        bool high, low;
+        if (flat) {
+            high = flag_high && c.max > upper;
+            low = flag_low && c.min < lower;
+        } else {
+            const std::int64_t t = time_of(c.column);
+            high = judge(m, c.max, t, defaults).anomaly;
+            low = c.min != c.max && judge(m, c.min, t, defaults).anomaly;
+            if (banded) {
+                high = high && c.max > col_centre[c.column];
+                low = low && c.min < col_centre[c.column];
+            }
+        }
+        if (high)
             svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(c.max)) + "\" r=\"3\"/>";
-        if (flag_low && c.min < lower)
+        if (low)
             svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(c.min)) + "\" r=\"3\"/>";
     }
     svg += "</g>\n</svg>\n";

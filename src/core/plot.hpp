@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "detector.hpp"
+#include "model.hpp"
 
 namespace anomaly {
 
@@ -38,11 +39,15 @@ PlotEnvelope summarize_for_plot(const TrainingData &data);
 
 struct PlotInput {
     std::string_view series_id;
-    const Model *model = nullptr;
+    const ModelHeader *model = nullptr;  // the version's image
     const PlotEnvelope *envelope = nullptr;
-    double sigma = 3;
+    double sigma = 3;                    // the location's, where the version stores none
     Tail tail = Tail::both;
 };
+
+// What is drawn per detector: three_sigma and robust a flat band, seasonal
+// a band that follows the season (judged at each pixel column's time),
+// iforest no band; every detector marks the training extremes it flags.
 
 // A complete SVG document (image/svg+xml), at most a few hundred KB.
 std::string render_plot(const PlotInput &in);

@@ -22,17 +22,34 @@ void append_double(std::string *out, double value) {
     out->append(buf, format_double(buf, value));
 }
 
-std::size_t render_prediction(char *buf, bool anomaly, std::uint32_t version, double score) noexcept {
+std::size_t render_prediction(char *buf, const Judgement &j, std::uint32_t version, DetectorKind kind) noexcept {
     char *p = buf;
     auto put = [&p](const char *s, std::size_t n) {
         std::memcpy(p, s, n);
         p += n;
     };
-    if (anomaly) put("{\"anomaly\":true,\"model_version\":\"v", 34);
+    if (j.anomaly) put("{\"anomaly\":true,\"model_version\":\"v", 34);
     else put("{\"anomaly\":false,\"model_version\":\"v", 35);
     p = std::to_chars(p, p + 10, version).ptr;
     put("\",\"score\":", 10);
-    p += format_double(p, score);
+    p += format_double(p, j.score);
+    put(",\"detector\":\"", 13);
+    const char *name = detector_name(kind);
+    put(name, std::strlen(name));  // at most 16
+    put("\",\"anomaly_score\":", 18);
+    p += format_double(p, j.anomaly_score);
+    if (j.has_expected) {
+        put(",\"expected_value\":", 18);
+        p += format_double(p, j.expected_value);
+    }
+    if (j.has_lower) {
+        put(",\"lower\":", 9);
+        p += format_double(p, j.lower);
+    }
+    if (j.has_upper) {
+        put(",\"upper\":", 9);
+        p += format_double(p, j.upper);
+    }
     *p++ = '}';
     return static_cast<std::size_t>(p - buf);
 }
@@ -90,13 +107,13 @@ std::string iso8601_ms(std::int64_t unix_ms) {
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more) {
     std::string out = "{\"series\":[";
     for (std::size_t i = 0; i < series.size(); i++) {
-        const Model &m = *series[i].latest;
+        const ModelHeader &m = series[i].latest->header;
         if (i) out += ',';
         out += "{\"series_id\":";
         append_json_string(&out, series[i].series_id);
         out += ",\"latest_version\":\"v" + std::to_string(m.version) + "\",\"versions\":" +
-               std::to_string(m.version) + ",\"points\":" + std::to_string(m.points) + ",\"trained_at\":\"" +
-               iso8601_ms(m.trained_at_ms) + "\"}";
+               std::to_string(m.version) + ",\"points\":" + std::to_string(m.points) + ",\"detector\":\"" +
+               detector_name(m.kind) + "\",\"trained_at\":\"" + iso8601_ms(m.trained_at_ms) + "\"}";
     }
     out += "],\"next_after\":";
     if (more && !series.empty()) append_json_string(&out, series.back().series_id);
@@ -105,26 +122,49 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
     return out;
 }
 
-std::string render_versions(std::string_view series_id, const std::vector<Model> &versions, bool more) {
+std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more) {
     std::string out = "{\"series_id\":";
     append_json_string(&out, series_id);
     out += ",\"versions\":[";
     bool first = true;
-    for (const Model &m : versions) {
+    for (const VersionSummary &v : versions) {
+        const ModelHeader &m = v.header;
         if (m.version == 0) continue;
         if (!first) out += ',';
         first = false;
-        out += "{\"version\":\"v" + std::to_string(m.version) + "\",\"points\":" + std::to_string(m.points) +
-               ",\"mean\":";
-        append_double(&out, m.mean);
-        out += ",\"std\":";
-        append_double(&out, m.std);
-        out += ",\"detector\":\"three_sigma\",\"first_timestamp\":" + std::to_string(m.first_timestamp) +
+        out += "{\"version\":\"v" + std::to_string(m.version) + "\",\"points\":" + std::to_string(m.points);
+        if (has_band(m.kind)) {
+            const bool mean = m.kind == DetectorKind::three_sigma;
+            out += mean ? ",\"mean\":" : ",\"median\":";
+            append_double(&out, v.band.centre);
+            out += mean ? ",\"std\":" : ",\"spread\":";
+            append_double(&out, v.band.spread);
+        }
+        out += ",\"detector\":\"";
+        out += detector_name(m.kind);
+        out += '"';
+        if (m.sigma > 0) {
+            out += ",\"sigma\":";
+            append_double(&out, m.sigma);
+        }
+        if (m.tail != kTailFromLocation) {
+            static const char *const tails[] = {"both", "upper", "lower"};
+            out += ",\"tail\":\"";
+            out += tails[m.tail <= 2 ? m.tail : 0];
+            out += '"';
+        }
+        if (m.kind == DetectorKind::seasonal) out += ",\"season\":\"" + std::string(season_name(m.season)) + "\"";
+        if (m.kind == DetectorKind::iforest) {
+            out += ",\"trees\":" + std::to_string(m.trees) + ",\"sample\":" + std::to_string(m.sample) +
+                   ",\"contamination\":";
+            append_double(&out, m.contamination);
+        }
+        out += ",\"first_timestamp\":" + std::to_string(m.first_timestamp) +
                ",\"last_timestamp\":" + std::to_string(m.last_timestamp) + ",\"trained_at\":\"" +
-               iso8601_ms(m.trained_at_ms) + "\"}";
+               iso8601_ms(m.trained_at_ms) + "\",\"model_bytes\":" + std::to_string(m.bytes) + "}";
     }
     out += "],\"next_after\":";
-    if (more && !versions.empty()) out += "\"v" + std::to_string(versions.back().version) + "\"";
+    if (more && !versions.empty()) out += "\"v" + std::to_string(versions.back().header.version) + "\"";
     else out += "null";
     out += '}';
     return out;

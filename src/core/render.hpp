@@ -11,13 +11,18 @@
 
 #include "detector.hpp"
 #include "error.hpp"
+#include "model.hpp"
 
 namespace anomaly {
 
 // Largest output of render_prediction().
-constexpr std::size_t kPredictionMaxLength = 128;
-// {"anomaly":true,"model_version":"v3","score":4.2}
-std::size_t render_prediction(char *buf, bool anomaly, std::uint32_t version, double score) noexcept;
+constexpr std::size_t kPredictionMaxLength = 320;
+// {"anomaly":true,"model_version":"v3","score":4.2,"detector":"three_sigma",
+//  "anomaly_score":93.1,"expected_value":10,"lower":4,"upper":16}
+// The challenge's three fields first and unchanged; the band's fields only
+// where the detector has them.
+std::size_t render_prediction(char *buf, const Judgement &judgement, std::uint32_t version,
+                              DetectorKind kind) noexcept;
 
 // {"series_id":"sensor_1","version":"v3","points_used":1000}
 std::string render_fit(std::string_view series_id, std::uint32_t version, std::uint64_t points);
@@ -42,14 +47,18 @@ std::string iso8601_ms(std::int64_t unix_ms);
 //   "trained_at":"..."}],"next_after":"s1"|null}
 struct SeriesEntry {
     std::string_view series_id;
-    const Model *latest;
+    const VersionSummary *latest;
 };
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more);
 
 // GET /series/{id}:
 // {"series_id":"s1","versions":[{"version":"v1","points":10,"mean":..,"std":..,
-//   "detector":"three_sigma","first_timestamp":..,"last_timestamp":..,"trained_at":"..."}]}
+//   "detector":"three_sigma","first_timestamp":..,"last_timestamp":..,"trained_at":"...",
+//   "model_bytes":88}]}
+// mean and std for three_sigma, median and spread for robust and seasonal,
+// then the parameters stored with the version (sigma and tail only when the
+// fit gave them), the image's size in the zone.
 // more: another page follows; next_after then names the last version given.
-std::string render_versions(std::string_view series_id, const std::vector<Model> &versions, bool more);
+std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more);
 
 }  // namespace anomaly

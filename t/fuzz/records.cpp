@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "core/encoding.hpp"
+#include "core/model.hpp"
 #include "core/plot.hpp"
 #include "core/series.hpp"
 
@@ -28,11 +29,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         model.points = e.points;
         model.mean = e.columns.empty() ? 0 : e.columns[0].min;
         model.std = 1;
+        const std::string flat = anomaly::image_from_model(model);
         anomaly::PlotInput in;
         in.series_id = "s";
-        in.model = &model;
+        in.model = &anomaly::header_of(flat.data());
         in.envelope = &e;
         if (anomaly::render_plot(in).size() > 1000000) __builtin_trap();
+        // With the model image of the first record, when one decodes, too.
+        if (!image.empty()) {
+            in.model = &anomaly::header_of(image.data());
+            if (anomaly::render_plot(in).size() > 1000000) __builtin_trap();
+        }
     }
     std::string_view series;
     std::uint32_t version;

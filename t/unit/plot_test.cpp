@@ -13,6 +13,7 @@
 
 #include "core/dashboard.hpp"
 #include "core/detector.hpp"
+#include "core/model.hpp"
 #include "core/plot.hpp"
 
 using namespace anomaly;
@@ -41,7 +42,8 @@ std::string plot_finishes(const TrainingData &d, int seconds) {
         alarm(static_cast<unsigned>(seconds));
         PlotInput in;
         in.series_id = "s";
-        in.model = &m;
+        const std::string m_image = image_from_model(m);
+        in.model = &header_of(m_image.data());
         try {
             const std::string svg = render_plot(in, d);
             _exit(svg.size() < 1000000 && svg.rfind("</svg>\n") == svg.size() - 7 ? 0 : 3);
@@ -72,7 +74,8 @@ TEST(Plot, BoundedWellFormedAndMarksOutliers) {
     const PlotEnvelope e = summarize_for_plot(d);
     PlotInput in;
     in.series_id = "a<b";
-    in.model = &m;
+    const std::string m_image = image_from_model(m);
+    in.model = &header_of(m_image.data());
     in.envelope = &e;
     const std::string svg = render_plot(in);
     EXPECT_LT(svg.size(), 300000u);
@@ -108,7 +111,8 @@ TEST(Plot, LowOutliersAndFewPoints) {
     const PlotEnvelope e = summarize_for_plot(d);
     PlotInput in;
     in.series_id = "s";
-    in.model = &m;
+    const std::string m_image = image_from_model(m);
+    in.model = &header_of(m_image.data());
     in.envelope = &e;
     EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 1u);
     in.tail = Tail::upper;
@@ -235,7 +239,8 @@ TEST(PlotEnvelope, RenderMarksColumnsOutsideTheBand) {
     const PlotEnvelope e = summarize_for_plot(d);
     PlotInput in;
     in.series_id = "plotted";
-    in.model = &m;
+    const std::string m_image = image_from_model(m);
+    in.model = &header_of(m_image.data());
     in.envelope = &e;
     const std::string svg = render_plot(in);
     EXPECT_EQ(count_of(svg, "class=\"outlier\""), 3u);
@@ -252,7 +257,8 @@ TEST(PlotEnvelope, RenderMarksColumnsOutsideTheBand) {
     }
     Model fm = train_three_sigma(flat);
     const PlotEnvelope fe = summarize_for_plot(flat);
-    in.model = &fm;
+    const std::string fm_image = image_from_model(fm);
+    in.model = &header_of(fm_image.data());
     in.envelope = &fe;
     EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 0u);
 
@@ -264,7 +270,8 @@ TEST(PlotEnvelope, RenderMarksColumnsOutsideTheBand) {
     }
     Model dm = train_three_sigma(dense);
     const PlotEnvelope de = summarize_for_plot(dense);
-    in.model = &dm;
+    const std::string dm_image = image_from_model(dm);
+    in.model = &header_of(dm_image.data());
     in.envelope = &de;
     EXPECT_EQ(count_of(render_plot(in), "class=\"outlier\""), 4u);
 }

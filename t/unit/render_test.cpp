@@ -14,13 +14,26 @@ using namespace anomaly;
 
 namespace {
 
-std::string prediction(bool anomaly, std::uint32_t version, double score) {
+std::string rendered(const Judgement &j, std::uint32_t version, DetectorKind kind) {
     char buf[kPredictionMaxLength + 16];
     std::memset(buf, 'X', sizeof(buf));
-    const std::size_t n = render_prediction(buf, anomaly, version, score);
+    const std::size_t n = render_prediction(buf, j, version, kind);
     EXPECT_LE(n, kPredictionMaxLength);
     EXPECT_EQ(buf[n], 'X') << "nothing written past the returned length";
     return std::string(buf, n);
+}
+
+// The challenge's part of an answer: its three fields come first, unchanged,
+// and what section 5 added follows them.
+std::string prediction(bool anomaly, std::uint32_t version, double score) {
+    Judgement j;
+    j.anomaly = anomaly;
+    j.score = score;
+    j.anomaly_score = 12.5;
+    std::string s = rendered(j, version, DetectorKind::three_sigma);
+    const std::string added = R"(,"detector":"three_sigma","anomaly_score":12.5})";
+    EXPECT_EQ(s.substr(s.size() - std::min(s.size(), added.size())), added);
+    return s.substr(0, s.size() - std::min(s.size(), added.size())) + "}";
 }
 
 std::string fmt(double d) {
@@ -42,6 +55,37 @@ TEST(RenderPrediction, ExactBytes) {
     EXPECT_EQ(prediction(true, 7, std::numeric_limits<double>::infinity()),
               R"({"anomaly":true,"model_version":"v7","score":null})");
     EXPECT_EQ(prediction(false, 7, std::nan("")), R"({"anomaly":false,"model_version":"v7","score":null})");
+}
+
+TEST(RenderPrediction, DetectorFields) {
+    Judgement j;
+    j.anomaly = true;
+    j.score = 4.25;
+    j.anomaly_score = 93.5;
+    j.has_expected = j.has_lower = j.has_upper = true;
+    j.expected_value = 10;
+    j.lower = 4;
+    j.upper = 16;
+    EXPECT_EQ(rendered(j, 3, DetectorKind::seasonal),
+              R"({"anomaly":true,"model_version":"v3","score":4.25,"detector":"seasonal","anomaly_score":93.5,)"
+              R"("expected_value":10,"lower":4,"upper":16})");
+    j.has_lower = false;
+    EXPECT_EQ(rendered(j, 3, DetectorKind::robust),
+              R"({"anomaly":true,"model_version":"v3","score":4.25,"detector":"robust","anomaly_score":93.5,)"
+              R"("expected_value":10,"upper":16})");
+    Judgement forest;
+    forest.score = 0.61;
+    forest.anomaly_score = 71.25;
+    forest.anomaly = true;
+    EXPECT_EQ(rendered(forest, 1, DetectorKind::iforest),
+              R"({"anomaly":true,"model_version":"v1","score":0.61,"detector":"iforest","anomaly_score":71.25})");
+}
+
+TEST(RenderPrediction, LongestWithEveryField) {
+    Judgement j;
+    j.score = j.expected_value = j.lower = j.upper = j.anomaly_score = -2.2250738585072014e-308;
+    j.has_expected = j.has_lower = j.has_upper = true;
+    EXPECT_LE(rendered(j, 4294967295u, DetectorKind::three_sigma).size(), kPredictionMaxLength);
 }
 
 TEST(RenderPrediction, LongestFits) {
