@@ -1,4 +1,4 @@
-# make build | install-module | run | reload | stop | test | unit | integration | soak | bench | fuzz | docker-check | clean
+# make build | install-module | run | reload | stop | test | unit | integration | soak | bench | quality | fuzz | docker-check | clean
 # Builds the module against Debian's nginx (nginx-dev) unless NGINX_SRC points
 # at another configured-for-compat nginx source tree.
 
@@ -12,10 +12,10 @@ SOURCES   := config $(wildcard src/*/*.cpp src/*/*.hpp src/*/*/*.cpp src/*/*/*.h
 
 # Debian packages the build and `make run` need, and those only the tests need.
 PACKAGES  := nginx nginx-dev libleveldb-dev libsimdjson-dev g++ make gettext-base procps util-linux curl
-TEST_PACKAGES := cmake libgtest-dev perl libjson-pp-perl chromium
+TEST_PACKAGES := cmake libgtest-dev perl libjson-pp-perl chromium python3
 BENCH_PACKAGES := wrk util-linux
 
-.PHONY: all deps test-deps install-missing install-module build run reload stop test unit integration soak bench fuzz docker-check clean
+.PHONY: all deps test-deps install-missing install-module build run reload stop test unit quality-unit integration soak bench quality fuzz docker-check clean
 
 all: build
 
@@ -86,10 +86,14 @@ unit: deps test-deps
 	cmake --build $(BUILD)/unit-sanitize -j2
 	ctest --test-dir $(BUILD)/unit-sanitize --output-on-failure
 
+# The NAB scorer of `make quality` against known answers (Python, standard library).
+quality-unit: test-deps
+	python3 -m unittest discover -s bench/quality
+
 integration: build test-deps
 	prove -I t/lib -j1 t/
 
-test: build unit integration
+test: build unit quality-unit integration
 
 # The long variant of the worker-crash test: 30 s of SIGKILLs under 8 fitting
 # clients and 100 predicting connections.
@@ -100,6 +104,14 @@ bench: build
 	@for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PACKAGES); break; }; done
 	bench/run.sh
+
+# Detection quality: fits each batch detector (QUALITY_DETECTORS) on the
+# probationary period of every labelled NAB series under NAB_DIR (default
+# ../shared/nab-dev), predicts every row over HTTP against its own nginx, and
+# writes the NAB scores and event precision and recall to bench/QUALITY.md.
+quality: build
+	@$(MAKE) --no-print-directory install-missing WANT="python3"
+	python3 bench/quality/run_quality.py
 
 # libFuzzer over the request parsers and the record decoders (FUZZ_SECONDS each).
 fuzz: deps
