@@ -1,0 +1,292 @@
+// The directives: the configuration they fill, the shared zone and the store
+// directory it names, and the handler each endpoint directive sets.
+
+#include "ngx/http.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <exception>
+#include <new>
+#include <string>
+#include <type_traits>
+
+#include "core/detector.hpp"
+#include "ngx/store_dir.hpp"
+
+namespace anomaly {
+namespace {
+
+constexpr ngx_msec_t kDefaultFitTimeout = 30000;  // anomaly_fit_timeout
+constexpr size_t kDefaultFitMemory = 128 * 1024 * 1024;  // anomaly_fit_memory
+constexpr double kUnsetSigma = -1;
+
+}  // namespace
+
+// ---- configuration ----
+
+void *create_main_conf(ngx_conf_t *cf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(ngx_pcalloc(cf->pool, sizeof(MainConf)));
+    if (mcf == nullptr) return nullptr;
+    mcf->endpoints_used = NGX_CONF_UNSET;
+    mcf->fit_memory = NGX_CONF_UNSET_SIZE;
+    return mcf;
+}
+
+char *init_main_conf(ngx_conf_t *cf, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->thread_pool_name.len == 0) {
+        ngx_str_set(&mcf->thread_pool_name, "default");
+    }
+    ngx_conf_init_size_value(mcf->fit_memory, kDefaultFitMemory);
+    if (mcf->endpoints_used == 1 && (mcf->shm_zone == nullptr || mcf->store.len == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "anomaly endpoints need \"anomaly_zone\" and \"anomaly_store\" in the http block");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (mcf->shm_zone != nullptr && mcf->store.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_zone\" needs \"anomaly_store\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (mcf->shm_zone != nullptr) {
+        mcf->thread_pool = ngx_thread_pool_add(cf, &mcf->thread_pool_name);
+        if (mcf->thread_pool == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+void *create_loc_conf(ngx_conf_t *cf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(ngx_pcalloc(cf->pool, sizeof(LocConf)));
+    if (lcf == nullptr) return nullptr;
+    lcf->sigma = kUnsetSigma;
+    lcf->tail = NGX_CONF_UNSET_UINT;
+    lcf->min_points = NGX_CONF_UNSET_SIZE;
+    lcf->max_points = NGX_CONF_UNSET_SIZE;
+    lcf->fit_timeout = NGX_CONF_UNSET_MSEC;
+    return lcf;
+}
+
+char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
+    LocConf *prev = static_cast<LocConf *>(parent);
+    LocConf *conf = static_cast<LocConf *>(child);
+    if (conf->sigma == kUnsetSigma) conf->sigma = prev->sigma == kUnsetSigma ? 3.0 : prev->sigma;
+    ngx_conf_merge_uint_value(conf->tail, prev->tail, static_cast<ngx_uint_t>(Tail::both));
+    ngx_conf_merge_size_value(conf->min_points, prev->min_points, 10);
+    ngx_conf_merge_size_value(conf->max_points, prev->max_points, 1000000);
+    ngx_conf_merge_msec_value(conf->fit_timeout, prev->fit_timeout, kDefaultFitTimeout);
+    if (conf->min_points > conf->max_points) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_min_points\" %uz is larger than \"anomaly_max_points\" %uz",
+                           conf->min_points, conf->max_points);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+namespace {
+
+// The zone's init callback. nginx calls it after creating its own paths and
+// before it commits a new configuration, so the store directory is prepared
+// here: a refusal stops a start and leaves a reload on the old configuration
+// (a failing init_module would make the master exit). nginx -t and
+// nginx -s also get here, and change nothing on disk.
+ngx_int_t init_zone(ngx_shm_zone_t *shm_zone, void *data) noexcept {
+    try {
+        Zone *zone = Zone::from(shm_zone);
+        if (!ngx_test_config && ngx_process != NGX_PROCESS_SIGNALLER) {
+            ngx_cycle_t *cycle = zone->cycle();
+            auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
+            auto *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
+            std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
+            if (prepare_store_dir(shm_zone->shm.log, dir, ccf->user) != NGX_OK) return NGX_ERROR;
+        }
+        return Zone::init(shm_zone, data);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0, "anomaly_zone \"%V\": %s", &shm_zone->shm.name,
+                      e.what());
+        return NGX_ERROR;
+    }
+}
+
+char *set_zone(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->shm_zone != nullptr) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    u_char *colon = static_cast<u_char *>(ngx_strlchr(value[1].data, value[1].data + value[1].len, ':'));
+    if (colon == nullptr || colon == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_zone\" takes name:size, e.g. models:64m, not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    ngx_str_t name{static_cast<size_t>(colon - value[1].data), value[1].data};
+    ngx_str_t size_text{static_cast<size_t>(value[1].data + value[1].len - colon - 1), colon + 1};
+    ssize_t size = ngx_parse_size(&size_text);
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid anomaly_zone size \"%V\"", &size_text);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    const ssize_t minimum = static_cast<ssize_t>(8 * ngx_pagesize + sizeof(Shared) + 1024 * sizeof(void *));
+    if (size < minimum) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "anomaly_zone \"%V\" is too small, it needs at least %uzk",
+                           &name, static_cast<size_t>(minimum / 1024 + 1));
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    mcf->shm_zone = ngx_shared_memory_add(cf, &name, static_cast<size_t>(size), &ngx_http_anomaly_module);
+    if (mcf->shm_zone == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    if (mcf->shm_zone->data != nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "anomaly_zone \"%V\" is already bound", &name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    void *mem = ngx_pcalloc(cf->pool, sizeof(Zone));
+    if (mem == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    static_assert(std::is_trivially_destructible<Zone>::value, "lives in the conf pool");
+    mcf->shm_zone->data = new (mem) Zone(cf->cycle);
+    mcf->shm_zone->init = init_zone;
+    mcf->shm_zone->noreuse = 0;
+    return NGX_CONF_OK;
+}
+
+char *set_store(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->store.len != 0) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    mcf->store = value[1];
+    if (ngx_conf_full_name(cf->cycle, &mcf->store, 0) != NGX_OK) return static_cast<char *>(NGX_CONF_ERROR);
+    while (mcf->store.len > 1 && mcf->store.data[mcf->store.len - 1] == '/') mcf->store.len--;
+    return NGX_CONF_OK;
+}
+
+char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(conf);
+    if (lcf->endpoint != 0) return const_cast<char *>("is duplicate");
+    lcf->endpoint = reinterpret_cast<uintptr_t>(cmd->post);
+    ngx_http_core_loc_conf_t *clcf =
+        static_cast<ngx_http_core_loc_conf_t *>(ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    switch (static_cast<Endpoint>(lcf->endpoint)) {
+    case Endpoint::fit: clcf->handler = fit_handler; break;
+    case Endpoint::predict: clcf->handler = predict_handler; break;
+    case Endpoint::metrics: clcf->handler = metrics_handler; break;
+    case Endpoint::error: clcf->handler = error_handler; break;
+    case Endpoint::plot: clcf->handler = plot_handler; break;
+    case Endpoint::series: clcf->handler = series_handler; break;
+    case Endpoint::versions: clcf->handler = versions_handler; break;
+    case Endpoint::dashboard: clcf->handler = dashboard_handler; break;
+    default: clcf->handler = healthcheck_handler; break;
+    }
+    if (cf->args->nelts == 2) {
+        ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+        lcf->series_id = static_cast<ngx_http_complex_value_t *>(ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t)));
+        if (lcf->series_id == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+        ngx_http_compile_complex_value_t ccv{};
+        ccv.cf = cf;
+        ccv.value = &value[1];
+        ccv.complex_value = lcf->series_id;
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    MainConf *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_anomaly_module));
+    mcf->endpoints_used = 1;
+    return NGX_CONF_OK;
+}
+
+char *set_sigma(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(conf);
+    if (lcf->sigma != kUnsetSigma) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    std::string text(reinterpret_cast<char *>(value[1].data), value[1].len);
+    char *end = nullptr;
+    errno = 0;
+    double sigma = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(sigma) || sigma <= 0 || sigma > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_sigma\" must be a number above 0 and at most 1000, such as 3 or 2.5, not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    lcf->sigma = sigma;
+    return NGX_CONF_OK;
+}
+
+char *set_points(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_size_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    size_t n = *reinterpret_cast<size_t *>(static_cast<char *>(conf) + cmd->offset);
+    if (n < 2 || n > 100000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" must be between 2 and 100000000", &cmd->name);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+char *set_fit_memory(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_size_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    if (static_cast<MainConf *>(conf)->fit_memory < 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_fit_memory\" must be at least 1m, such as 128m");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+char *set_fit_timeout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_msec_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    const ngx_msec_t t = static_cast<LocConf *>(conf)->fit_timeout;
+    if (t < 100 || t > 3600000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_fit_timeout\" must be between 100ms and 1h, such as 30s");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+ngx_conf_enum_t tails[] = {
+    {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
+    {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
+    {ngx_string("lower"), static_cast<ngx_uint_t>(Tail::lower)},
+    {ngx_null_string, 0},
+};
+
+#define ANOMALY_LOC (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF)
+
+}  // namespace
+
+ngx_command_t commands[] = {
+    {ngx_string("anomaly_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_zone,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("anomaly_store"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_store,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("anomaly_thread_pool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_str_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, thread_pool_name), nullptr},
+    {ngx_string("anomaly_fit_memory"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_fit_memory,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, fit_memory), nullptr},
+    {ngx_string("anomaly_fit_timeout"), ANOMALY_LOC | NGX_CONF_TAKE1, set_fit_timeout,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fit_timeout), nullptr},
+    {ngx_string("anomaly_fit"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::fit)},
+    {ngx_string("anomaly_predict"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::predict)},
+    {ngx_string("anomaly_healthcheck"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::healthcheck)},
+    {ngx_string("anomaly_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::metrics)},
+    {ngx_string("anomaly_plot"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::plot)},
+    {ngx_string("anomaly_series"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::series)},
+    {ngx_string("anomaly_versions"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::versions)},
+    {ngx_string("anomaly_dashboard"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::dashboard)},
+    {ngx_string("anomaly_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::error)},
+    {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+    {ngx_string("anomaly_tail"), ANOMALY_LOC | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, tail), tails},
+    {ngx_string("anomaly_min_points"), ANOMALY_LOC | NGX_CONF_TAKE1, set_points,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, min_points), nullptr},
+    {ngx_string("anomaly_max_points"), ANOMALY_LOC | NGX_CONF_TAKE1, set_points,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, max_points), nullptr},
+    ngx_null_command,
+};
+
+}  // namespace anomaly

@@ -1,0 +1,168 @@
+// /healthcheck and /metrics, and the figures merged from every worker's
+// counters that they (and the variables) show.
+
+#include "ngx/http.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+
+#include "core/metrics.hpp"
+#include "core/render.hpp"
+
+namespace anomaly {
+
+// ---- healthcheck ----
+
+// Every worker's counters merged, recomputed at most once per millisecond
+// (log formats may ask for several variables per request).
+const Figures &figures(Zone *zone) {
+    static Figures merged;
+    static ngx_msec_t computed_at = 0;
+    static bool computed = false;
+    if (!computed || computed_at != ngx_current_msec) {
+        merged = Figures();
+        const std::int64_t now = ngx_time();
+        for (ngx_uint_t i = 0; i < kStatSlots; i++) {
+            const WorkerStats &w = zone->shared()->stats[i];
+            merged.predict.add(w.predict, now);
+            merged.fit.add(w.fit, now);
+            merged.anomalies += __atomic_load_n(&w.anomalies, __ATOMIC_RELAXED);
+        }
+        computed_at = ngx_current_msec;
+        computed = true;
+    }
+    return merged;
+}
+
+namespace {
+
+void append_latency(std::string *out, const char *name, const LatencySummary &s) {
+    *out += "\"";
+    *out += name;
+    *out += "\":{\"avg\":";
+    append_double(out, s.avg_ms());
+    *out += ",\"p95\":";
+    append_double(out, s.quantile_ms(0.95));
+    *out += ",\"p99\":";
+    append_double(out, s.quantile_ms(0.99));
+    *out += ",\"count\":";
+    *out += std::to_string(s.count());
+    *out += "}";
+}
+
+void append_load(std::string *out, const char *name, const EndpointFigures &f) {
+    *out += "\"";
+    *out += name;
+    *out += "\":{\"rps_10s\":";
+    append_double(out, static_cast<double>(f.last_10s) / 10);
+    *out += ",\"rps_60s\":";
+    append_double(out, static_cast<double>(f.last_60s) / 60);
+    *out += ",\"in_flight\":" + std::to_string(f.in_flight < 0 ? 0 : f.in_flight) + "}";
+}
+
+}  // namespace
+
+ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use GET for /healthcheck.");
+        if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        Zone *zone = zone_of(r);
+        Shared *sh = zone->shared();
+        zone->lock();
+        std::uint64_t series = sh->series_trained;
+        std::uint64_t versions = sh->versions_stored;
+        ngx_pid_t owner = sh->owner_pid;
+        StoreState state = sh->store_state;
+        std::string store_error = sh->store_error;
+        size_t bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
+        zone->unlock();
+        const Figures &fig = figures(zone);
+
+        std::string out;
+        out.reserve(1024);
+        out += "{\"series_trained\":" + std::to_string(series);
+        out += ",\"versions_stored\":" + std::to_string(versions) + ",";
+        append_latency(&out, "inference_latency_ms", fig.predict.latency);
+        out += ",";
+        append_latency(&out, "training_latency_ms", fig.fit.latency);
+        out += ",\"load\":{";
+        append_load(&out, "predict", fig.predict);
+        out += ",";
+        append_load(&out, "fit", fig.fit);
+        out += "}";
+        out += ",\"store\":{\"state\":\"";
+        out += store_state_name(state);
+        out += "\",\"owner_pid\":" + std::to_string(owner);
+        out += ",\"fits_waiting\":" + std::to_string(sh->jobs_pending);
+        out += ",\"error\":";
+        if (store_error.empty()) out += "null";
+        else append_json_string(&out, store_error);
+        out += "},\"zone\":{\"name\":";
+        append_json_string(&out, std::string_view(reinterpret_cast<char *>(zone->name().data),
+                                                  zone->name().len));
+        out += ",\"bytes_total\":" + std::to_string(zone->bytes_total());
+        out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}}";
+        return send_body(r, NGX_HTTP_OK, out.data(), out.size());
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+// ---- metrics ----
+
+namespace {
+
+void fill_endpoint(EndpointMetrics *m, const char *name, const EndpointFigures &f) {
+    static const double kBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+    m->endpoint = name;
+    std::memcpy(m->status_counts, f.statuses, sizeof(f.statuses));
+    for (double le : kBounds)
+        m->buckets.emplace_back(le, f.latency.count_below(static_cast<std::uint64_t>(le * 1e9)));
+    m->count = f.latency.count();
+    m->sum_seconds = static_cast<double>(f.latency.sum_ns()) / 1e9;
+}
+
+}  // namespace
+
+ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use GET for /metrics.");
+        if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        Zone *zone = zone_of(r);
+        Shared *sh = zone->shared();
+        Metrics m;
+        zone->lock();
+        m.series = sh->series_trained;
+        m.versions = sh->versions_stored;
+        m.zone_bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
+        m.store_ready = sh->store_state == StoreState::ready && sh->owner_pid != 0;
+        const std::int64_t last_write = sh->last_write_ms;
+        zone->unlock();
+        m.zone_bytes_total = zone->bytes_total();
+        m.store_queue = sh->jobs_pending;
+        if (last_write > 0) {
+            ngx_time_t *now = ngx_timeofday();
+            const std::int64_t now_ms = static_cast<std::int64_t>(now->sec) * 1000 + now->msec;
+            m.last_write_age_seconds = static_cast<double>(now_ms - last_write) / 1000;
+            if (m.last_write_age_seconds < 0) m.last_write_age_seconds = 0;
+        }
+        const Figures &fig = figures(zone);
+        m.anomalies = fig.anomalies;
+        m.in_flight = static_cast<std::uint64_t>(std::max<std::int64_t>(0, fig.predict.in_flight + fig.fit.in_flight));
+        m.endpoints.resize(2);
+        fill_endpoint(&m.endpoints[0], "predict", fig.predict);
+        fill_endpoint(&m.endpoints[1], "fit", fig.fit);
+        std::string out = render_prometheus(m);
+        return send_body(r, NGX_HTTP_OK, out.data(), out.size(), "text/plain; version=0.0.4; charset=utf-8");
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+}  // namespace anomaly

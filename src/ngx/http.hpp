@@ -1,0 +1,219 @@
+// The nginx layer's shared parts: the module's configuration, the state of a
+// request, the process state and the helpers more than one endpoint family
+// uses. One .cpp a family (lua-nginx-module's way):
+//   http_common.cpp  answering, errors, counting, series ids, the wait on the
+//                    owner that fit and plot share, nginx's own errors as JSON
+//   fit.cpp          /fit: the body, the thread pool work, budgets, trimming
+//   predict.cpp      /predict
+//   plot.cpp         /plot
+//   catalogue.cpp    /series, /series/{id}, /dashboard
+//   health.cpp       /healthcheck, /metrics and the figures they share
+//   variables.cpp    $anomaly_* variables
+//   conf.cpp         directives, configuration, the zone and the store
+//   ngx_http_anomaly_module.cpp  the module itself and its process hooks
+#pragma once
+
+#include "ngx/ngx.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/detector.hpp"
+#include "core/error.hpp"
+#include "core/histogram.hpp"
+#include "core/metrics.hpp"
+#include "core/request.hpp"
+#include "ngx/zone.hpp"
+
+extern ngx_module_t ngx_http_anomaly_module;
+
+namespace anomaly {
+
+enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard };
+
+struct MainConf {
+    ngx_shm_zone_t *shm_zone;
+    ngx_str_t store;
+    ngx_str_t thread_pool_name;
+    ngx_thread_pool_t *thread_pool;
+    ngx_flag_t endpoints_used;
+    size_t fit_memory;                    // anomaly_fit_memory: body bytes of fits per worker
+};
+
+struct LocConf {
+    ngx_uint_t endpoint;
+    ngx_http_complex_value_t *series_id;  // anomaly_fit $var; else the URI tail
+    double sigma;                         // anomaly_sigma
+    ngx_uint_t tail;                      // anomaly_tail
+    size_t min_points;                    // anomaly_min_points
+    size_t max_points;                    // anomaly_max_points
+    ngx_msec_t fit_timeout;               // anomaly_fit_timeout
+};
+
+struct FitWork;
+
+// Per request: what the variables show, and where a fit or a plot waits.
+struct RequestCtx {
+    std::uint32_t version = 0;        // $anomaly_model_version
+    int result = -1;                  // $anomaly_result: -1 none, 0 false, 1 true
+    double score = 0;                 // $anomaly_score
+
+    ngx_http_request_t *request = nullptr;
+    ngx_str_t series_id{};
+    std::uint64_t started_ns = 0;
+    ngx_event_t *load_wait = nullptr; // a predict waiting for the zone to be filled
+    std::uint64_t body_read_ns = 0;
+    bool plot = false;
+
+    // A fit or a plot waits in one place at a time. nginx may end the
+    // request anywhere (a closed connection, worker_shutdown_timeout): a
+    // pool cleanup (request_ended) then takes it out of whatever it waits in.
+    enum class Wait : std::uint8_t {
+        none,
+        thread_slot,  // in fits_for_threads: every fit thread slot is busy
+        task,         // a pool task works for it; r->main->blocked holds the request
+        owner,        // in owner_waits: the store's owner commits it or reads for it
+    };
+    Wait wait = Wait::none;
+    ngx_queue_t link{};
+    FitWork *queued_fit = nullptr;    // Wait::thread_slot
+    Job *job = nullptr;               // Wait::owner
+    ngx_msec_t deadline = 0;          // Wait::owner: answered 503 store_timeout after
+    std::uint64_t spool_seq = 0;
+    bool in_memory = false;
+    std::uint64_t budget = 0;         // body bytes held in this worker's fit budget
+    bool in_progress = false;         // counted in fits_in_progress
+    Model model;                      // the version a plot draws
+};
+
+// A fit being parsed and validated in a pool thread. It owns its task, so
+// that nothing the thread touches lives in the request's pool but the body,
+// which r->main->blocked keeps until the task is done.
+struct FitWork {
+    struct Piece {
+        const u_char *data;   // in memory, or nullptr when in the file
+        ngx_fd_t fd;
+        off_t offset;
+        size_t length;
+    };
+    ngx_thread_task_t task{};
+    ngx_http_request_t *request = nullptr;
+    std::vector<Piece> pieces;
+    size_t length = 0;
+    FitLimits limits;
+    std::uint64_t spool_seq = 0;
+    bool in_memory = false;           // handed over in memory (see hand_over)
+    Error error;
+    std::string log_detail;           // what the error log says of a 5xx
+    std::uint64_t points = 0;
+};
+
+// ---- process state (http_common.cpp, fit.cpp) ----
+extern ngx_queue_t owner_waits;          // fits and plots waiting on the owner
+extern ngx_queue_t fits_for_threads;     // fits waiting for a thread slot
+extern ngx_uint_t fit_threads_max;       // the CPUs of the machine: more parse no faster
+extern std::uint64_t fit_budget_used;    // body bytes of the fits this worker holds
+extern ngx_uint_t fits_in_progress;      // parsing or waiting: keeps an exiting worker alive
+extern ngx_event_t fit_timer;
+extern Zone *process_zone;
+extern ngx_thread_pool_t *process_pool;
+
+// ---- http_common.cpp ----
+
+std::uint64_t monotonic_ns();
+MainConf *main_conf(ngx_http_request_t *r);
+LocConf *loc_conf(ngx_http_request_t *r);
+Zone *zone_of(ngx_http_request_t *r);
+RequestCtx *get_ctx(ngx_http_request_t *r);
+RequestCtx *create_ctx(ngx_http_request_t *r);
+
+ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *data, size_t len,
+                    const char *content_type = "application/json");
+ngx_int_t send_error(ngx_http_request_t *r, const Error &error);
+ngx_int_t send_error(ngx_http_request_t *r, int status, const char *code, const char *detail);
+ngx_int_t reject(ngx_http_request_t *r, int status, const char *code, const char *detail);
+ngx_int_t not_loaded_error(ngx_http_request_t *r);
+ngx_int_t internal_error(ngx_http_request_t *r, const char *what) noexcept;
+ngx_int_t send_busy(ngx_http_request_t *r, const char *detail, bool discard_body);
+
+void record(EndpointStats &stats, std::uint64_t started_ns, ngx_uint_t status);
+ngx_int_t counted(ngx_http_request_t *r, EndpointStats &stats, ngx_int_t rc);
+void count_in_flight(ngx_http_request_t *r, EndpointStats &stats);
+
+bool series_id_of(ngx_http_request_t *r, ngx_str_t *id);
+bool valid_series_id(const ngx_str_t &id);
+extern const char *kBadSeriesId;
+
+// Waiting: pool tasks and the owner, for fits and plots alike.
+void fit_timer_arm();
+void stop_waiting(RequestCtx *ctx);
+bool watch_end(ngx_http_request_t *r, RequestCtx *ctx);
+void wait_for_owner(ngx_http_request_t *r, RequestCtx *ctx, Job *job);
+void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc);
+bool task_done_for(ngx_http_request_t *r, RequestCtx *ctx);
+void fits_check() noexcept;
+void fit_timer_handler(ngx_event_t *) noexcept;
+
+// ---- fit.cpp: a fit's progress and the trim timer (set up by init_process) ----
+
+extern ngx_event_t trim_timer;
+extern ngx_thread_task_t trim_task;
+void trim_thread(void *, ngx_log_t *);
+void trim_done(ngx_event_t *) noexcept;
+void trim_timer_handler(ngx_event_t *) noexcept;
+void leave_progress(RequestCtx *ctx);
+
+// ---- plot.cpp ----
+
+void draw_plot(ngx_http_request_t *r, RequestCtx *ctx, std::string data) noexcept;
+
+// ---- health.cpp: the figures /healthcheck, /metrics and the variables show ----
+
+struct EndpointFigures {
+    LatencySummary latency;
+    std::uint64_t statuses[kStatusSlots] = {};
+    std::uint64_t last_10s = 0;
+    std::uint64_t last_60s = 0;
+    std::int64_t in_flight = 0;
+
+    void add(const EndpointStats &s, std::int64_t now) {
+        latency.add(s.latency);
+        for (std::size_t i = 0; i < kStatusSlots; i++) statuses[i] += __atomic_load_n(&s.statuses[i], __ATOMIC_RELAXED);
+        last_10s += s.rate.total(now, 10);
+        last_60s += s.rate.total(now, 60);
+        in_flight += __atomic_load_n(&s.in_flight, __ATOMIC_RELAXED);
+    }
+};
+
+struct Figures {
+    EndpointFigures predict;
+    EndpointFigures fit;
+    std::uint64_t anomalies = 0;
+};
+
+const Figures &figures(Zone *zone);
+
+// ---- the endpoints' handlers ----
+
+ngx_int_t fit_handler(ngx_http_request_t *r) noexcept;       // fit.cpp
+ngx_int_t predict_handler(ngx_http_request_t *r) noexcept;   // predict.cpp
+ngx_int_t plot_handler(ngx_http_request_t *r) noexcept;      // plot.cpp
+ngx_int_t series_handler(ngx_http_request_t *r) noexcept;    // catalogue.cpp
+ngx_int_t versions_handler(ngx_http_request_t *r) noexcept;
+ngx_int_t dashboard_handler(ngx_http_request_t *r) noexcept;
+ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept;  // health.cpp
+ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept;
+ngx_int_t error_handler(ngx_http_request_t *r) noexcept;     // http_common.cpp
+
+// ---- variables.cpp, conf.cpp: what the module definition ties together ----
+
+ngx_int_t add_variables(ngx_conf_t *cf) noexcept;
+void *create_main_conf(ngx_conf_t *cf) noexcept;
+char *init_main_conf(ngx_conf_t *cf, void *conf) noexcept;
+void *create_loc_conf(ngx_conf_t *cf) noexcept;
+char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept;
+extern ngx_command_t commands[];
+
+}  // namespace anomaly

@@ -1,0 +1,163 @@
+// /predict: the body in memory, the model from the zone, the answer on the
+// event loop. A predict that arrives while the zone is being filled waits.
+
+#include "ngx/http.hpp"
+
+#include <exception>
+#include <string_view>
+
+#include "core/render.hpp"
+#include "core/request.hpp"
+#include "core/series.hpp"
+
+namespace anomaly {
+namespace {
+
+constexpr std::size_t kMaxPredictBody = 64 * 1024;
+// A predict that arrives while the zone is being filled (a start, or a new
+// nginx generation in a binary upgrade) waits this long before 503.
+constexpr ngx_msec_t kLoadWait = 3000;
+constexpr ngx_msec_t kLoadPoll = 10;
+
+// ---- predict ----
+
+ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
+    Zone *zone = zone_of(r);
+    LocConf *lcf = loc_conf(r);
+
+    std::uint32_t version = 0;
+    ngx_str_t arg;
+    if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("version")), 7, &arg) == NGX_OK) {
+        if (!parse_version(std::string_view(reinterpret_cast<char *>(arg.data), arg.len), &version))
+            return send_error(r, 422, "invalid_version",
+                              "The version must look like v3 or 3 (versions start at v1).");
+    }
+
+    // The body: small, in memory; copied once into the pool with the padding
+    // simdjson reads past the end.
+    ngx_http_request_body_t *rb = r->request_body;
+    if (rb == nullptr || rb->bufs == nullptr)
+        return send_error(r, 400, "malformed_json",
+                          "The body must be a JSON object such as {\"timestamp\": \"1700000000\", \"value\": 42.0}.");
+    if (rb->temp_file != nullptr)  // never read a file on the event loop
+        return send_error(r, 413, "body_too_large",
+                          "A prediction body must fit in client_body_buffer_size and be under 64 KB.");
+    size_t len = 0;
+    for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) len += ngx_buf_size(cl->buf);
+    if (len > kMaxPredictBody)
+        return send_error(r, 413, "body_too_large",
+                          "A prediction body must fit in client_body_buffer_size and be under 64 KB.");
+    u_char *body = static_cast<u_char *>(ngx_palloc(r->pool, len + kJsonPadding));
+    if (body == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    u_char *p = body;
+    for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) p = ngx_cpymem(p, cl->buf->pos, ngx_buf_size(cl->buf));
+    ngx_memzero(p, kJsonPadding);
+
+    PredictInput input;
+    Error error = parse_predict_body(reinterpret_cast<char *>(body), len, &input);
+    if (error) return send_error(r, error);
+
+    Model model;
+    switch (zone->find_model(std::string_view(reinterpret_cast<char *>(ctx->series_id.data),
+                                              ctx->series_id.len),
+                             version, &model)) {
+    case Lookup::found:
+        break;
+    case Lookup::not_loaded:
+        return not_loaded_error(r);
+    case Lookup::series_not_found:
+        return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
+    case Lookup::version_not_found:
+        return send_error(r, 404, "version_not_found", "This series has no such version.");
+    }
+
+    Prediction prediction = predict(model, input.value, lcf->sigma, static_cast<Tail>(lcf->tail));
+    ctx->version = model.version;
+    ctx->result = prediction.anomaly ? 1 : 0;
+    ctx->score = prediction.score;
+    if (prediction.anomaly) __atomic_fetch_add(&zone->my_stats().anomalies, 1, __ATOMIC_RELAXED);
+
+    char out[kPredictionMaxLength];
+    size_t n = render_prediction(out, prediction.anomaly, model.version, prediction.score);
+    return send_body(r, NGX_HTTP_OK, out, n);
+}
+
+void predict_run(ngx_http_request_t *r) noexcept;
+
+void predict_load_waited(ngx_event_t *ev) noexcept {
+    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
+    ngx_connection_t *c = r->connection;
+    predict_run(r);
+    ngx_http_run_posted_requests(c);
+}
+
+void predict_wait_cleanup(void *data) noexcept {
+    ngx_event_t *ev = static_cast<ngx_event_t *>(data);
+    if (ev->timer_set) ngx_del_timer(ev);
+}
+
+// True when the request will be run again once the zone is filled.
+bool wait_for_load(ngx_http_request_t *r, RequestCtx *ctx) {
+    const Shared *sh = zone_of(r)->shared();
+    if (__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE) || sh->store_state == StoreState::unavailable) return false;
+    if (monotonic_ns() - ctx->body_read_ns > kLoadWait * 1000000ull) return false;
+    if (ctx->load_wait == nullptr) {
+        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
+        ngx_event_t *ev = static_cast<ngx_event_t *>(ngx_pcalloc(r->pool, sizeof(ngx_event_t)));
+        if (cln == nullptr || ev == nullptr) return false;
+        ev->handler = predict_load_waited;
+        ev->data = r;
+        ev->log = r->connection->log;
+        cln->handler = predict_wait_cleanup;
+        cln->data = ev;
+        ctx->load_wait = ev;
+    }
+    ngx_add_timer(ctx->load_wait, kLoadPoll);
+    return true;
+}
+
+void predict_run(ngx_http_request_t *r) noexcept {
+    ngx_int_t rc;
+    try {
+        RequestCtx *ctx = get_ctx(r);
+        if (wait_for_load(r, ctx)) return;
+        rc = predict_answer(r, ctx);
+    } catch (const std::exception &e) {
+        rc = internal_error(r, e.what());
+    }
+    Zone *zone = zone_of(r);
+    record(zone->my_stats().predict, get_ctx(r)->body_read_ns, r->headers_out.status);
+    ngx_http_finalize_request(r, rc);
+}
+
+void predict_body_read(ngx_http_request_t *r) noexcept {
+    get_ctx(r)->body_read_ns = monotonic_ns();
+    predict_run(r);
+}
+
+ngx_int_t predict_start(ngx_http_request_t *r) noexcept {
+    try {
+        if (!(r->method & NGX_HTTP_POST))
+            return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /predict.");
+        RequestCtx *ctx = create_ctx(r);
+        if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        count_in_flight(r, zone_of(r)->my_stats().predict);
+        if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (!valid_series_id(ctx->series_id))
+            return reject(r, 400, "invalid_series_id", kBadSeriesId);
+        r->request_body_in_single_buf = 1;
+        ngx_int_t rc = ngx_http_read_client_request_body(r, predict_body_read);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+        return NGX_DONE;
+    } catch (const std::exception &e) {
+        return internal_error(r, e.what());
+    }
+}
+
+}  // namespace
+
+ngx_int_t predict_handler(ngx_http_request_t *r) noexcept {
+    return counted(r, zone_of(r)->my_stats().predict, predict_start(r));
+}
+
+}  // namespace anomaly
