@@ -120,6 +120,17 @@ std::string render_prometheus(const Metrics &m) {
     sample(&out, "anomaly_anomalies_total", static_cast<double>(m.anomalies));
     family(&out, "anomaly_requests_in_flight", "gauge", "Fit and predict requests being handled now.");
     sample(&out, "anomaly_requests_in_flight", static_cast<double>(m.in_flight));
+    // Detector names are ours too: no escaping.
+    family(&out, "anomaly_predictions_total", "counter", "Predictions answered, by the detector of the version.");
+    for (const DetectorMetrics &d : m.detectors)
+        sample_u(&out, "anomaly_predictions_total{detector=\"" + d.detector + "\"}", d.predictions);
+    family(&out, "anomaly_detector_versions", "gauge", "Versions in the shared zone, by detector.");
+    for (const DetectorMetrics &d : m.detectors)
+        sample_u(&out, "anomaly_detector_versions{detector=\"" + d.detector + "\"}", d.versions);
+    family(&out, "anomaly_detector_zone_bytes", "gauge",
+           "Shared zone memory the versions of each detector take (images and their slots).");
+    for (const DetectorMetrics &d : m.detectors)
+        sample_u(&out, "anomaly_detector_zone_bytes{detector=\"" + d.detector + "\"}", d.zone_bytes);
     return out;
 }
 

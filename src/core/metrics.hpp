@@ -43,8 +43,17 @@ struct EndpointMetrics {
     double sum_seconds = 0;
 };
 
+// One detector as the exposition shows it.
+struct DetectorMetrics {
+    std::string detector;          // "three_sigma", ...
+    std::uint64_t predictions = 0; // answered by versions of this detector
+    std::uint64_t versions = 0;    // its versions in the zone
+    std::uint64_t zone_bytes = 0;  // the zone memory they take
+};
+
 struct Metrics {
     std::vector<EndpointMetrics> endpoints;
+    std::vector<DetectorMetrics> detectors;
     std::uint64_t series = 0;
     std::uint64_t versions = 0;
     std::uint64_t zone_bytes_total = 0;

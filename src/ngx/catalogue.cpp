@@ -96,7 +96,7 @@ ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
                 return send_error(r, 422, "invalid_order", "order must be oldest (the default) or newest.");
         }
         std::string_view series(reinterpret_cast<char *>(id.data), id.len);
-        std::vector<Model> versions;
+        std::vector<VersionSummary> versions;
         bool more = false;
         Lookup lookup = zone_of(r)->versions(series, after, limit, newest, &versions, &more);
         if (lookup != Lookup::found) return lookup_error(r, lookup);

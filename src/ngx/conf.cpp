@@ -12,6 +12,8 @@
 #include <type_traits>
 
 #include "core/detector.hpp"
+#include "core/model.hpp"
+#include "core/parameters.hpp"
 #include "ngx/store_dir.hpp"
 
 namespace anomaly {
@@ -63,7 +65,22 @@ void *create_loc_conf(ngx_conf_t *cf) noexcept {
     lcf->min_points = NGX_CONF_UNSET_SIZE;
     lcf->max_points = NGX_CONF_UNSET_SIZE;
     lcf->fit_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->detector = NGX_CONF_UNSET_UINT;
+    lcf->season = NGX_CONF_UNSET_UINT;
+    lcf->trees = NGX_CONF_UNSET_UINT;
+    lcf->sample = NGX_CONF_UNSET_UINT;
+    lcf->contamination = kUnsetSigma;
     return lcf;
+}
+
+DetectorParams location_params(const LocConf *lcf) {
+    DetectorParams p;
+    p.kind = static_cast<DetectorKind>(lcf->detector);
+    p.season = static_cast<Season>(lcf->season);
+    p.trees = static_cast<std::uint32_t>(lcf->trees);
+    p.sample = static_cast<std::uint32_t>(lcf->sample);
+    p.contamination = lcf->contamination;
+    return p;
 }
 
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
@@ -74,6 +91,13 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     ngx_conf_merge_size_value(conf->min_points, prev->min_points, 10);
     ngx_conf_merge_size_value(conf->max_points, prev->max_points, 1000000);
     ngx_conf_merge_msec_value(conf->fit_timeout, prev->fit_timeout, kDefaultFitTimeout);
+    const DetectorParams defaults;
+    ngx_conf_merge_uint_value(conf->detector, prev->detector, static_cast<ngx_uint_t>(defaults.kind));
+    ngx_conf_merge_uint_value(conf->season, prev->season, static_cast<ngx_uint_t>(defaults.season));
+    ngx_conf_merge_uint_value(conf->trees, prev->trees, defaults.trees);
+    ngx_conf_merge_uint_value(conf->sample, prev->sample, defaults.sample);
+    if (conf->contamination == kUnsetSigma)
+        conf->contamination = prev->contamination == kUnsetSigma ? defaults.contamination : prev->contamination;
     if (conf->min_points > conf->max_points) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"anomaly_min_points\" %uz is larger than \"anomaly_max_points\" %uz",
@@ -238,6 +262,42 @@ char *set_fit_timeout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     return NGX_CONF_OK;
 }
 
+// anomaly_detector and the per-detector directives: the value is checked as
+// the same parameter in a fit's query is (cmd->post names it), so that
+// nginx -t says what a 422 would.
+char *set_detector_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    try {
+        LocConf *lcf = static_cast<LocConf *>(conf);
+        const char *name = static_cast<const char *>(cmd->post);
+        const std::string_view param(name);
+        const bool set = param == "detector" ? lcf->detector != NGX_CONF_UNSET_UINT
+                         : param == "season" ? lcf->season != NGX_CONF_UNSET_UINT
+                         : param == "trees"  ? lcf->trees != NGX_CONF_UNSET_UINT
+                         : param == "sample" ? lcf->sample != NGX_CONF_UNSET_UINT
+                                             : lcf->contamination != kUnsetSigma;
+        if (set) return const_cast<char *>("is duplicate");
+        ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+        DetectorParams p;
+        Error e = set_detector_parameter(param, std::string_view(reinterpret_cast<char *>(value[1].data), value[1].len),
+                                         &p);
+        if (e) {
+            // "trees must be ..., not "0"." said of the directive.
+            std::string detail = e.detail.substr(param.size());
+            if (!detail.empty() && detail.back() == '.') detail.pop_back();
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\"%s", &cmd->name, detail.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (param == "detector") lcf->detector = static_cast<ngx_uint_t>(p.kind);
+        else if (param == "season") lcf->season = static_cast<ngx_uint_t>(p.season);
+        else if (param == "trees") lcf->trees = p.trees;
+        else if (param == "sample") lcf->sample = p.sample;
+        else lcf->contamination = p.contamination;
+        return NGX_CONF_OK;
+    } catch (const std::exception &) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+}
+
 ngx_conf_enum_t tails[] = {
     {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
     {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
@@ -282,6 +342,16 @@ ngx_command_t commands[] = {
      nullptr},
     {ngx_string("anomaly_tail"), ANOMALY_LOC | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, tail), tails},
+    {ngx_string("anomaly_detector"), ANOMALY_LOC | NGX_CONF_TAKE1, set_detector_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("detector")},
+    {ngx_string("anomaly_seasonal_season"), ANOMALY_LOC | NGX_CONF_TAKE1, set_detector_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("season")},
+    {ngx_string("anomaly_iforest_trees"), ANOMALY_LOC | NGX_CONF_TAKE1, set_detector_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("trees")},
+    {ngx_string("anomaly_iforest_sample"), ANOMALY_LOC | NGX_CONF_TAKE1, set_detector_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("sample")},
+    {ngx_string("anomaly_iforest_contamination"), ANOMALY_LOC | NGX_CONF_TAKE1, set_detector_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("contamination")},
     {ngx_string("anomaly_min_points"), ANOMALY_LOC | NGX_CONF_TAKE1, set_points,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, min_points), nullptr},
     {ngx_string("anomaly_max_points"), ANOMALY_LOC | NGX_CONF_TAKE1, set_points,

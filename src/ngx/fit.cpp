@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "core/model.hpp"
+#include "core/parameters.hpp"
 #include "core/plot.hpp"
 #include "core/request.hpp"
 #include "core/series.hpp"
@@ -213,15 +215,20 @@ void fit_thread(void *data, ngx_log_t *) {
             at += piece.length;
         }
         TrainingData training;
-        work->error = parse_fit_body(body.data(), work->length, work->limits, &training);
+        std::string detector;
+        work->error = parse_fit_body(body.data(), work->length, work->limits, &training, &detector);
         if (work->error) return;
         std::string().swap(body);  // free the copy before training
-        Model model = train_three_sigma(training);
-        work->error = check_model(model);
+        // The query was checked before the body was read; the body's
+        // "detector" is new here, and the query still wins over it.
+        work->error = apply_fit_arguments(work->args, detector, &work->params);
         if (work->error) return;
-        work->points = model.points;
+        std::string model;
+        work->error = train(training, work->params, &model);
+        if (work->error) return;
+        work->points = training.values.size();
         std::string error;
-        if (!hand_over(work->spool_seq, model, encode_plot_envelope(summarize_for_plot(training)),
+        if (!hand_over(work->spool_seq, std::move(model), encode_plot_envelope(summarize_for_plot(training)),
                        encode_training_data(training), &work->in_memory, &error)) {
             const std::string_view reason = public_reason(error);
             work->error = make_error(503, "store_unavailable",
@@ -275,6 +282,8 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
         }
         work->limits.min_points = lcf->min_points;
         work->limits.max_points = lcf->max_points;
+        work->params = location_params(lcf);
+        work->args.assign(reinterpret_cast<char *>(r->args.data), r->args.len);
         work->spool_seq = next_spool_seq();
         if (fit_threads_busy >= fit_threads_max) {
             ctx->queued_fit = work;
@@ -310,6 +319,11 @@ ngx_int_t fit_start(ngx_http_request_t *r) noexcept {
         if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(ctx->series_id))
             return reject(r, 400, "invalid_series_id", kBadSeriesId);
+        // A bad detector or parameter is refused before the body is read.
+        DetectorParams params = location_params(loc_conf(r));
+        Error bad = apply_fit_arguments(std::string_view(reinterpret_cast<char *>(r->args.data), r->args.len), "",
+                                        &params);
+        if (bad) return reject(r, bad.status, bad.code, bad.detail.c_str());
         const ngx_table_elt_t *type = r->headers_in.content_type;
         if (type == nullptr ||
             !is_json_media_type(std::string_view(reinterpret_cast<char *>(type->value.data), type->value.len)))

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "core/metrics.hpp"
+#include "core/model.hpp"
 #include "core/render.hpp"
 
 namespace anomaly {
@@ -30,6 +31,8 @@ const Figures &figures(Zone *zone) {
             merged.predict.add(w.predict, now);
             merged.fit.add(w.fit, now);
             merged.anomalies += __atomic_load_n(&w.anomalies, __ATOMIC_RELAXED);
+            for (std::size_t k = 0; k < kDetectorSlots; k++)
+                merged.by_detector[k] += __atomic_load_n(&w.by_detector[k], __ATOMIC_RELAXED);
         }
         computed_at = ngx_current_msec;
         computed = true;
@@ -79,6 +82,9 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         StoreState state = sh->store_state;
         std::string store_error = sh->store_error;
         size_t bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
+        std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
+        std::memcpy(kind_versions, sh->kind_versions, sizeof(kind_versions));
+        std::memcpy(kind_bytes, sh->kind_bytes, sizeof(kind_bytes));
         zone->unlock();
         const Figures &fig = figures(zone);
 
@@ -105,7 +111,29 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         append_json_string(&out, std::string_view(reinterpret_cast<char *>(zone->name().data),
                                                   zone->name().len));
         out += ",\"bytes_total\":" + std::to_string(zone->bytes_total());
-        out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}}";
+        out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}";
+        // The detectors this build offers, what their versions take, and
+        // how many predictions each answered (CONTRACT section 5).
+        out += ",\"detectors\":[";
+        std::size_t n = 0;
+        const DetectorInfo *all = detectors(&n);
+        for (std::size_t i = 0; i < n; i++) {
+            const auto k = static_cast<std::size_t>(all[i].kind);
+            if (i) out += ',';
+            out += "{\"name\":\"";
+            out += all[i].name;
+            out += "\",\"kind\":\"";
+            out += all[i].kind_of_learning;
+            out += "\",\"learns\":";
+            append_json_string(&out, all[i].learns);
+            out += ",\"versions\":" + std::to_string(kind_versions[k]);
+            out += ",\"zone_bytes\":" + std::to_string(kind_bytes[k]);
+            out += ",\"zone_bytes_per_version\":";
+            if (kind_versions[k] == 0) out += "null";
+            else out += std::to_string(kind_bytes[k] / kind_versions[k]);
+            out += ",\"predictions\":" + std::to_string(fig.by_detector[k]) + "}";
+        }
+        out += "]}";
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
         return internal_error(r, e.what());
@@ -158,6 +186,17 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
         m.endpoints.resize(2);
         fill_endpoint(&m.endpoints[0], "predict", fig.predict);
         fill_endpoint(&m.endpoints[1], "fit", fig.fit);
+        std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
+        zone->lock();
+        std::memcpy(kind_versions, sh->kind_versions, sizeof(kind_versions));
+        std::memcpy(kind_bytes, sh->kind_bytes, sizeof(kind_bytes));
+        zone->unlock();
+        std::size_t n = 0;
+        const DetectorInfo *all = detectors(&n);
+        for (std::size_t i = 0; i < n; i++) {
+            const auto k = static_cast<std::size_t>(all[i].kind);
+            m.detectors.push_back(DetectorMetrics{all[i].name, fig.by_detector[k], kind_versions[k], kind_bytes[k]});
+        }
         std::string out = render_prometheus(m);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size(), "text/plain; version=0.0.4; charset=utf-8");
     } catch (const std::exception &e) {

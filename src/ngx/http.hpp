@@ -24,6 +24,7 @@
 #include "core/error.hpp"
 #include "core/histogram.hpp"
 #include "core/metrics.hpp"
+#include "core/model.hpp"
 #include "core/request.hpp"
 #include "ngx/zone.hpp"
 
@@ -50,6 +51,13 @@ struct LocConf {
     size_t min_points;                    // anomaly_min_points
     size_t max_points;                    // anomaly_max_points
     ngx_msec_t fit_timeout;               // anomaly_fit_timeout
+    // anomaly_detector and the per-detector directives: what a fit here
+    // trains when its query says nothing else.
+    ngx_uint_t detector;                  // DetectorKind, NGX_CONF_UNSET_UINT
+    ngx_uint_t season;                    // anomaly_seasonal_season
+    ngx_uint_t trees;                     // anomaly_iforest_trees
+    ngx_uint_t sample;                    // anomaly_iforest_sample
+    double contamination;                 // anomaly_iforest_contamination
 };
 
 struct FitWork;
@@ -59,6 +67,8 @@ struct RequestCtx {
     std::uint32_t version = 0;        // $anomaly_model_version
     int result = -1;                  // $anomaly_result: -1 none, 0 false, 1 true
     double score = 0;                 // $anomaly_score
+    double anomaly_score = 0;         // $anomaly_anomaly_score (0-100)
+    DetectorKind detector = DetectorKind::three_sigma;  // $anomaly_detector, with result
 
     ngx_http_request_t *request = nullptr;
     ngx_str_t series_id{};
@@ -85,7 +95,7 @@ struct RequestCtx {
     bool in_memory = false;
     std::uint64_t budget = 0;         // body bytes held in this worker's fit budget
     bool in_progress = false;         // counted in fits_in_progress
-    Model model;                      // the version a plot draws
+    const ModelHeader *model = nullptr;  // the image of the version a plot draws, in the zone
 };
 
 // A fit being parsed and validated in a pool thread. It owns its task, so
@@ -103,6 +113,8 @@ struct FitWork {
     std::vector<Piece> pieces;
     size_t length = 0;
     FitLimits limits;
+    DetectorParams params;            // the location's, then the query's (the body's are read with it)
+    std::string args;                 // the query string, for the parameters the body may override
     std::uint64_t spool_seq = 0;
     bool in_memory = false;           // handed over in memory (see hand_over)
     Error error;
@@ -119,6 +131,11 @@ extern ngx_uint_t fits_in_progress;      // parsing or waiting: keeps an exiting
 extern ngx_event_t fit_timer;
 extern Zone *process_zone;
 extern ngx_thread_pool_t *process_pool;
+
+// ---- conf.cpp ----
+
+// What a fit at this location trains when its query says nothing else.
+DetectorParams location_params(const LocConf *lcf);
 
 // ---- http_common.cpp ----
 
@@ -191,6 +208,7 @@ struct Figures {
     EndpointFigures predict;
     EndpointFigures fit;
     std::uint64_t anomalies = 0;
+    std::uint64_t by_detector[kDetectorSlots] = {};  // predictions answered
 };
 
 const Figures &figures(Zone *zone);

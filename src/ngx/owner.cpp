@@ -98,7 +98,7 @@ Runtime *rt = nullptr;
 
 // Fits this process validated while it owned the store, waiting for commit.
 struct HeldFit {
-    Model model;
+    std::string model;  // its image
     std::string plot_envelope;
     std::string training_data;
 };
@@ -182,8 +182,8 @@ bool load_models(Store *store, std::string *error) {
     Zone *zone = rt->settings.zone;
     bool zone_full = false;
     bool ok = store->for_each_model(
-        [&](std::string_view series, const Model &model) {
-            if (!zone_full && !zone->load_version(series, model)) zone_full = true;
+        [&](std::string_view series, const std::string &image) {
+            if (!zone_full && !zone->load_version(series, image)) zone_full = true;
         },
         error);
     if (ok && zone_full)
@@ -201,19 +201,21 @@ bool load_models(Store *store, std::string *error) {
 void recover_claims(Store *store, std::vector<Zone::Claim> &claims) {
     Zone *zone = rt->settings.zone;
     std::vector<Zone::Claim> done, again;
-    std::vector<Model> models;
     for (Zone::Claim &c : claims) {
-        Model model;
-        std::string error;
-        if (c.version != 0 && c.node != nullptr &&
-            store->read_model(c.series_id, c.version, &model, &error)) {
-            models.push_back(model);
+        std::string image, error;
+        if (c.version != 0 && c.node != nullptr && store->read_model(c.series_id, c.version, &image, &error)) {
+            if (!zone->publish_recovered(&c, image)) {
+                c.fail_status = 507;
+                c.fail_code = "zone_full";
+                c.fail_detail = "The fit is durable, but the shared zone has no room for it; raise the "
+                                "anomaly_zone size and reload nginx.";
+            }
             done.push_back(std::move(c));
         } else {
             again.push_back(std::move(c));
         }
     }
-    zone->finish_commit(done, models, nullptr);
+    zone->finish_commit(done, nullptr);
     zone->requeue(again);
     for (const Zone::Claim &c : done) send_wakeup(c.submitter.pid, 'd');
 }
@@ -294,8 +296,8 @@ void load_from_copy(TakeoverCtx *ctx) {
     ctx->copy_error.clear();
     const bool ok = Store::read_copy(
         rt->settings.dir, copy_dir(ProcessId::self()),
-        [&](std::string_view series, const Model &model) {
-            if (!zone_full && !zone->load_version(series, model)) zone_full = true;
+        [&](std::string_view series, const std::string &image) {
+            if (!zone_full && !zone->load_version(series, image)) zone_full = true;
         },
         &commits, &ctx->copy_error);
     zone->lock();
@@ -475,7 +477,7 @@ void commit_thread(void *data, ngx_log_t *) {
         if (claims.empty()) return;
 
         std::vector<Store::NewVersion> batch(claims.size());
-        std::vector<Model> models(claims.size());
+        std::vector<std::string> models(claims.size());  // their images
         for (std::size_t i = 0; i < claims.size(); i++) {
             std::string error;
             bool found = false;
@@ -484,7 +486,7 @@ void commit_thread(void *data, ngx_log_t *) {
                 auto it = claims[i].submitter == ProcessId::self() ? held_fits.find(claims[i].spool_seq)
                                                                    : held_fits.end();
                 if (it != held_fits.end()) {
-                    models[i] = it->second.model;
+                    models[i] = std::move(it->second.model);
                     batch[i].plot_envelope = std::move(it->second.plot_envelope);
                     batch[i].training_data = std::move(it->second.training_data);
                     held_fits.erase(it);
@@ -515,17 +517,20 @@ void commit_thread(void *data, ngx_log_t *) {
                 c.fail_detail = detail;
             }
         }
-        zone->assign_versions(&claims);
+        std::vector<std::size_t> image_bytes(claims.size());
+        for (std::size_t i = 0; i < claims.size(); i++) image_bytes[i] = models[i].size();
+        zone->assign_versions(&claims, image_bytes);
 
         const std::int64_t trained_at = now_ms();
         std::vector<Store::NewVersion> ready;
         ready.reserve(claims.size());
         for (std::size_t i = 0; i < claims.size(); i++) {
             if (claims[i].fail_status != 0) continue;
-            models[i].version = claims[i].version;
-            models[i].trained_at_ms = trained_at;
+            set_image_version(&models[i], claims[i].version, trained_at);
+            // The slot is not published until the batch is durable: filled without the lock.
+            std::memcpy(claims[i].slot, models[i].data(), models[i].size());
             batch[i].series_id.assign(claims[i].series_id);
-            batch[i].model = models[i];
+            batch[i].model = std::move(models[i]);
             ready.push_back(std::move(batch[i]));
         }
         std::string error;
@@ -542,7 +547,7 @@ void commit_thread(void *data, ngx_log_t *) {
             std::string detail = reason.empty()
                                      ? std::string("The store could not make the fit durable; the error log says why.")
                                      : "The store could not make the fit durable (" + std::string(reason) + ").";
-            zone->finish_commit(claims, models, detail.c_str());
+            zone->finish_commit(claims, detail.c_str());
             release_store_after_failure(error);
         } else {
             std::uint64_t commits;
@@ -550,14 +555,14 @@ void commit_thread(void *data, ngx_log_t *) {
                 std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
                 commits = rt->store->commits();
             }
-            zone->finish_commit(claims, models, nullptr);
+            zone->finish_commit(claims, nullptr);
             ZoneLock guard(zone);
             sh()->store_commits = commits;
         }
     } catch (const std::exception &e) {
         // Out of memory or similar: fail the batch rather than leave it hanging.
         // finish_commit reads no model when given an error: nothing here allocates.
-        zone->finish_commit(claims, {}, "The fit could not be committed: the server ran out of memory.");
+        zone->finish_commit(claims, "The fit could not be committed: the server ran out of memory.");
         try {
             ctx->error = e.what();
         } catch (const std::exception &) {
@@ -728,7 +733,7 @@ std::string spool_path(ngx_pid_t submitter, std::uint64_t seq) {
     return rt->spool_dir + "/" + std::to_string(submitter) + "." + std::to_string(seq);
 }
 
-bool hand_over(std::uint64_t seq, const Model &model, std::string plot_envelope, std::string training_data,
+bool hand_over(std::uint64_t seq, std::string model, std::string plot_envelope, std::string training_data,
                bool *in_memory, std::string *error) {
     // A spool file costs a write and a read of the whole training data; the
     // owner keeps its own fits in memory instead. The start time tells this
@@ -737,7 +742,7 @@ bool hand_over(std::uint64_t seq, const Model &model, std::string plot_envelope,
                  __atomic_load_n(&sh()->owner_start, __ATOMIC_RELAXED) == ProcessId::self().start;
     if (*in_memory) {
         std::lock_guard<std::mutex> guard(held_mutex);
-        held_fits[seq] = HeldFit{model, std::move(plot_envelope), std::move(training_data)};
+        held_fits[seq] = HeldFit{std::move(model), std::move(plot_envelope), std::move(training_data)};
         return true;
     }
     return write_spool(spool_path(ngx_pid, seq), model, plot_envelope, training_data, error);

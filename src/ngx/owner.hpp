@@ -38,7 +38,7 @@ void store_wake_owner();
 // encoded plot envelope and training data. In the owner it stays in this
 // process's memory; elsewhere it goes to a spool file,
 // <store>/spool/<pid>.<seq>, for the owner to read.
-bool hand_over(std::uint64_t seq, const Model &model, std::string plot_envelope, std::string training_data,
+bool hand_over(std::uint64_t seq, std::string model, std::string plot_envelope, std::string training_data,
                bool *in_memory, std::string *error);
 // Drops what hand_over() kept once the fit is answered, whatever the outcome.
 void discard_handed_over(std::uint64_t seq, bool in_memory);

@@ -21,7 +21,7 @@ struct PlotWork {
     ngx_thread_task_t task{};
     ngx_http_request_t *request = nullptr;
     std::string data;                 // the owner's answer (see read_plot_data)
-    Model model;
+    std::string model;                // the version's image, copied out of the zone
     std::string series_id;
     double sigma = 3;
     Tail tail = Tail::both;
@@ -44,7 +44,7 @@ void plot_thread(void *data, ngx_log_t *) {
         }
         PlotInput in;
         in.series_id = work->series_id;
-        in.model = &work->model;
+        in.model = &header_of(work->model.data());
         in.envelope = &envelope;
         in.sigma = work->sigma;
         in.tail = work->tail;
@@ -91,7 +91,7 @@ void draw_plot(ngx_http_request_t *r, RequestCtx *ctx, std::string data) noexcep
         work = new PlotWork();
         work->request = r;
         work->data = std::move(data);
-        work->model = ctx->model;
+        work->model.assign(reinterpret_cast<const char *>(ctx->model), ctx->model->bytes);
         work->series_id.assign(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
         work->sigma = lcf->sigma;
         work->tail = static_cast<Tail>(lcf->tail);
@@ -134,7 +134,7 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
             return send_error(r, 422, "invalid_version", "The version must look like v3 or 3 (versions start at v1).");
 
         Zone *zone = zone_of(r);
-        Model model;
+        const ModelHeader *model = nullptr;
         const std::string_view series(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
         switch (zone->find_model(series, version, &model)) {
         case Lookup::found: break;
@@ -145,10 +145,10 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
         case Lookup::version_not_found:
             return send_error(r, 404, "version_not_found", "This series has no such version.");
         }
-        ctx->version = model.version;
+        ctx->version = model->version;
         ctx->model = model;
         bool busy = false;
-        Job *job = zone->add_read(series, model.version, &busy);
+        Job *job = zone->add_read(series, model->version, &busy);
         if (job == nullptr && busy)
             return send_busy(r, "Too many plots are being read from the store; try again shortly.", false);
         if (job == nullptr)

@@ -57,7 +57,7 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     Error error = parse_predict_body(reinterpret_cast<char *>(body), len, &input);
     if (error) return send_error(r, error);
 
-    Model model;
+    const ModelHeader *model = nullptr;
     switch (zone->find_model(std::string_view(reinterpret_cast<char *>(ctx->series_id.data),
                                               ctx->series_id.len),
                              version, &model)) {
@@ -71,14 +71,21 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
         return send_error(r, 404, "version_not_found", "This series has no such version.");
     }
 
-    Prediction prediction = predict(model, input.value, lcf->sigma, static_cast<Tail>(lcf->tail));
-    ctx->version = model.version;
-    ctx->result = prediction.anomaly ? 1 : 0;
-    ctx->score = prediction.score;
-    if (prediction.anomaly) __atomic_fetch_add(&zone->my_stats().anomalies, 1, __ATOMIC_RELAXED);
+    // Judged with the image in place, the zone's lock already let go: a
+    // published image never changes (see SeriesNode::versions). A point
+    // without a timestamp is judged at the time it arrives.
+    const std::int64_t at = input.has_timestamp ? input.timestamp : static_cast<std::int64_t>(ngx_time());
+    const Judgement judgement = judge(*model, input.value, at, JudgeDefaults{lcf->sigma, static_cast<Tail>(lcf->tail)});
+    ctx->version = model->version;
+    ctx->detector = model->kind;
+    ctx->result = judgement.anomaly ? 1 : 0;
+    ctx->score = judgement.score;
+    ctx->anomaly_score = judgement.anomaly_score;
+    if (judgement.anomaly) __atomic_fetch_add(&zone->my_stats().anomalies, 1, __ATOMIC_RELAXED);
+    zone->count_prediction(model->kind);
 
     char out[kPredictionMaxLength];
-    size_t n = render_prediction(out, prediction.anomaly, model.version, prediction.score);
+    size_t n = render_prediction(out, judgement, model->version, model->kind);
     return send_body(r, NGX_HTTP_OK, out, n);
 }
 

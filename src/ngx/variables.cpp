@@ -3,8 +3,11 @@
 
 #include "ngx/http.hpp"
 
+#include <cstring>
+
 #include <cstdint>
 
+#include "core/model.hpp"
 #include "core/render.hpp"
 
 namespace anomaly {
@@ -21,6 +24,8 @@ enum class Var : uintptr_t {
     model_version,
     result,
     score,
+    anomaly_score,
+    detector,
 };
 
 ngx_int_t set_var(ngx_http_request_t *r, ngx_http_variable_value_t *v, const char *s, size_t len) {
@@ -51,6 +56,15 @@ ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_
         case Var::result:
             if (ctx == nullptr || ctx->result < 0) return NGX_OK;
             return ctx->result ? set_var(r, v, "true", 4) : set_var(r, v, "false", 5);
+        case Var::anomaly_score:
+            if (ctx == nullptr || ctx->result < 0) return NGX_OK;
+            len = format_double(buf, ctx->anomaly_score);
+            break;
+        case Var::detector: {
+            if (ctx == nullptr || ctx->result < 0) return NGX_OK;
+            const char *name = detector_name(ctx->detector);
+            return set_var(r, v, name, std::strlen(name));
+        }
         case Var::score:
             if (ctx == nullptr || ctx->result < 0) return NGX_OK;
             len = format_double(buf, ctx->score);
@@ -97,6 +111,8 @@ ngx_int_t add_variables(ngx_conf_t *cf) noexcept {
         {ngx_string("anomaly_model_version"), Var::model_version, NGX_HTTP_VAR_NOCACHEABLE},
         {ngx_string("anomaly_result"), Var::result, NGX_HTTP_VAR_NOCACHEABLE},
         {ngx_string("anomaly_score"), Var::score, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_anomaly_score"), Var::anomaly_score, NGX_HTTP_VAR_NOCACHEABLE},
+        {ngx_string("anomaly_detector"), Var::detector, NGX_HTTP_VAR_NOCACHEABLE},
     };
     for (VariableSpec &spec : specs) {
         ngx_http_variable_t *var = ngx_http_add_variable(cf, &spec.name, spec.flags);

@@ -1,5 +1,7 @@
 #include "ngx/zone.hpp"
 
+#include "core/encoding.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -171,6 +173,30 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     return NGX_OK;
 }
 
+namespace {
+
+// What the slab allocator takes for an image: a power of two up to half a
+// page, whole pages above; and the version's slot in its series' array.
+std::size_t zone_bytes_of(std::size_t image_bytes) {
+    const std::size_t page = ngx_pagesize;
+    std::size_t chunk = 8;
+    if (image_bytes > page / 2) chunk = (image_bytes + page - 1) / page * page;
+    else
+        while (chunk < image_bytes) chunk *= 2;
+    return chunk + sizeof(const ModelHeader *);
+}
+
+void count_version(Shared *sh, const ModelHeader &image) {
+    sh->versions_stored++;
+    const auto k = static_cast<std::size_t>(image.kind);
+    if (k < kDetectorSlots) {
+        sh->kind_versions[k]++;
+        sh->kind_bytes[k] += zone_bytes_of(image.bytes);
+    }
+}
+
+}  // namespace
+
 SeriesNode *Zone::find_node(std::string_view series_id, std::uint32_t hash) {
     for (SeriesNode *s = sh_->buckets[hash & sh_->bucket_mask]; s != nullptr; s = s->next) {
         if (s->node.key == hash && id_of(s) == series_id) return s;
@@ -198,17 +224,18 @@ SeriesNode *Zone::find_or_add_node(std::string_view series_id) {
 bool Zone::ensure_capacity(SeriesNode *node, std::uint32_t versions) {
     if (versions <= node->capacity) return true;
     std::uint32_t cap = std::max<std::uint32_t>(versions, node->capacity * 2);
-    auto *grown = static_cast<Model *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Model)));
+    using Slot = const ModelHeader *;
+    auto *grown = static_cast<Slot *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Slot)));
     if (grown == nullptr && cap > versions) {  // try the exact size before giving up
         cap = versions;
-        grown = static_cast<Model *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Model)));
+        grown = static_cast<Slot *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Slot)));
     }
     if (grown == nullptr) return false;
     if (node->versions != nullptr) {
-        std::memcpy(grown, node->versions, node->capacity * sizeof(Model));
+        std::memcpy(grown, node->versions, node->capacity * sizeof(Slot));
         ngx_slab_free_locked(pool_, node->versions);
     }
-    for (std::uint32_t i = node->capacity; i < cap; i++) grown[i] = Model();
+    for (std::uint32_t i = node->capacity; i < cap; i++) grown[i] = nullptr;
     node->versions = grown;
     node->capacity = cap;
     return true;
@@ -223,21 +250,21 @@ Lookup Zone::trained_node_locked(std::string_view series_id, std::uint32_t hash,
     return Lookup::found;
 }
 
-Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, Model *out) {
+Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, const ModelHeader **out) {
     const std::uint32_t hash = hash_of(series_id);
     SeriesNode *s = nullptr;
     ZoneLock guard(this);
     Lookup result = trained_node_locked(series_id, hash, &s);
     if (result == Lookup::found) {
         const std::uint32_t v = version == 0 ? s->latest : version;
-        if (v > s->latest || s->versions[v - 1].version != v) result = Lookup::version_not_found;
+        if (v > s->latest || s->versions[v - 1] == nullptr) result = Lookup::version_not_found;
         else *out = s->versions[v - 1];
     }
     return result;
 }
 
 Lookup Zone::versions(std::string_view series_id, std::uint32_t after, std::size_t limit, bool newest,
-                      std::vector<Model> *out, bool *more) {
+                      std::vector<VersionSummary> *out, bool *more) {
     const std::uint32_t hash = hash_of(series_id);
     *more = false;
     out->clear();
@@ -247,12 +274,12 @@ Lookup Zone::versions(std::string_view series_id, std::uint32_t after, std::size
     Lookup result = trained_node_locked(series_id, hash, &s);
     if (result != Lookup::found) return result;
     auto take = [&](std::uint32_t v) {  // false once the page is full
-        if (s->versions[v - 1].version != v) return true;
+        if (s->versions[v - 1] == nullptr) return true;
         if (out->size() == limit) {
             *more = true;
             return false;
         }
-        out->push_back(s->versions[v - 1]);
+        out->push_back(summary_of(*s->versions[v - 1]));
         return true;
     };
     if (newest) {
@@ -303,7 +330,7 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
         SeriesSummary summary;
         summary.id_len = s->id_len;
         std::memcpy(summary.id, s->id, s->id_len);
-        summary.latest = s->versions[s->latest - 1];
+        summary.latest = summary_of(*s->versions[s->latest - 1]);
         out->push_back(summary);
     }
     return Lookup::found;
@@ -468,7 +495,7 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
     }
 }
 
-void Zone::assign_versions(std::vector<Claim> *claims) {
+void Zone::assign_versions(std::vector<Claim> *claims, const std::vector<std::size_t> &image_bytes) {
     // The detail of a zone_full, made before the lock.
     u_char detail[kJobErrorLength];
     u_char *end = ngx_snprintf(detail, sizeof(detail),
@@ -479,36 +506,41 @@ void Zone::assign_versions(std::vector<Claim> *claims) {
         if (c.fail_status == 0) c.fail_detail.reserve(end - detail);
     }
     ZoneLock guard(this);
-    for (Claim &c : *claims) {
+    for (std::size_t i = 0; i < claims->size(); i++) {
+        Claim &c = (*claims)[i];
         if (c.fail_status != 0) continue;
         SeriesNode *node = find_or_add_node(c.series_id);
-        if (node == nullptr || !ensure_capacity(node, node->latest + node->reserved + 1)) {
+        void *slot = nullptr;
+        if (node != nullptr && ensure_capacity(node, node->latest + node->reserved + 1))
+            slot = ngx_slab_alloc_locked(pool_, image_bytes[i]);
+        if (slot == nullptr) {
             c.fail_status = 507;
             c.fail_code = "zone_full";
             c.fail_detail.assign(reinterpret_cast<char *>(detail), end - detail);  // reserved: no allocation
             continue;
         }
+        c.slot = static_cast<ModelHeader *>(slot);
         c.node = node;
         c.version = node->latest + ++node->reserved;
         c.job->version = c.version;
     }
 }
 
-void Zone::finish_commit(const std::vector<Claim> &claims, const std::vector<Model> &models,
-                         const char *commit_error) {
+void Zone::finish_commit(const std::vector<Claim> &claims, const char *commit_error) {
     ZoneLock guard(this);
-    for (std::size_t i = 0; i < claims.size(); i++) {
-        const Claim &c = claims[i];
+    for (const Claim &c : claims) {
         if (c.node != nullptr) c.node->reserved = 0;
-        const bool published = c.fail_status == 0 && commit_error == nullptr;
+        const bool published = c.fail_status == 0 && commit_error == nullptr && c.slot != nullptr;
         if (published) {
-            c.node->versions[c.version - 1] = models[i];
+            c.node->versions[c.version - 1] = c.slot;
             if (c.version > c.node->latest) {
                 if (c.node->latest == 0) sh_->series_trained++;
                 c.node->latest = c.version;
             }
-            sh_->versions_stored++;
-            sh_->last_write_ms = models[i].trained_at_ms;
+            count_version(sh_, *c.slot);
+            sh_->last_write_ms = c.slot->trained_at_ms;
+        } else if (c.slot != nullptr) {
+            ngx_slab_free_locked(pool_, c.slot);
         }
         if (c.job->abandoned) {  // nobody waits for the answer
             free_job_locked(c.job);
@@ -520,6 +552,18 @@ void Zone::finish_commit(const std::vector<Claim> &claims, const std::vector<Mod
             c.job->state = JobState::done;
         }
     }
+}
+
+bool Zone::publish_recovered(Claim *c, const std::string &image) {
+    void *slot;
+    {
+        ZoneLock guard(this);
+        slot = ngx_slab_alloc_locked(pool_, image.size());
+    }
+    if (slot == nullptr) return false;
+    std::memcpy(slot, image.data(), image.size());  // not yet visible: no lock needed
+    c->slot = static_cast<ModelHeader *>(slot);
+    return true;
 }
 
 void Zone::committing_jobs(std::vector<Claim> *claims, std::size_t max_jobs) {
@@ -661,20 +705,36 @@ void Zone::release_stats_slot() {
     }
 }
 
-bool Zone::load_version(std::string_view series_id, const Model &model) {
-    bool ok = false;
+bool Zone::load_version(std::string_view series_id, const std::string &image) {
+    const std::uint32_t version = image_version(image);
+    if (version == 0) return true;
+    void *slot;
+    {
+        ZoneLock guard(this);
+        SeriesNode *node = find_node(series_id, hash_of(series_id));
+        if (node != nullptr && version <= node->capacity && node->versions[version - 1] != nullptr) return true;
+        slot = ngx_slab_alloc_locked(pool_, image.size());
+    }
+    if (slot == nullptr) return false;
+    // A forest is copied without the lock: the slot is nobody else's yet.
+    std::memcpy(slot, image.data(), image.size());
     ZoneLock guard(this);
     SeriesNode *node = find_or_add_node(series_id);
-    if (node != nullptr && model.version > 0 && ensure_capacity(node, model.version)) {
-        if (node->versions[model.version - 1].version == 0) sh_->versions_stored++;
-        node->versions[model.version - 1] = model;
-        if (model.version > node->latest) {
-            if (node->latest == 0) sh_->series_trained++;
-            node->latest = model.version;
-        }
-        ok = true;
+    if (node == nullptr || !ensure_capacity(node, version)) {
+        ngx_slab_free_locked(pool_, slot);
+        return false;
     }
-    return ok;
+    if (node->versions[version - 1] != nullptr) {  // loaded meanwhile: the same version
+        ngx_slab_free_locked(pool_, slot);
+        return true;
+    }
+    node->versions[version - 1] = static_cast<const ModelHeader *>(slot);
+    count_version(sh_, *node->versions[version - 1]);
+    if (version > node->latest) {
+        if (node->latest == 0) sh_->series_trained++;
+        node->latest = version;
+    }
+    return true;
 }
 
 void Zone::set_store_state(StoreState state, const char *error) {

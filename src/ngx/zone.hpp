@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/detector.hpp"
+#include "core/model.hpp"
 #include "core/histogram.hpp"
 #include "core/metrics.hpp"
 #include "core/series.hpp"
@@ -25,7 +26,10 @@ namespace anomaly {
 // change to those types: a reload refuses a zone of another layout.
 // 2: processes named by pid and start time, a statistics slot per worker,
 // RateWindow slots of one word.
-constexpr std::uint32_t kZoneLayout = 2;
+// 3: versions are model images of any size (SeriesNode::versions points to
+// them), predictions counted per detector.
+constexpr std::uint32_t kZoneLayout = 3;
+constexpr std::size_t kDetectorSlots = 8;  // predictions counted by DetectorKind
 
 constexpr ngx_uint_t kStatSlots = 32;      // statistics slots, one per worker process
 constexpr std::size_t kStoreErrorLength = 240;
@@ -74,6 +78,7 @@ struct WorkerStats {
     EndpointStats predict;
     EndpointStats fit;
     std::uint64_t anomalies;   // predictions that answered true
+    std::uint64_t by_detector[kDetectorSlots];  // predictions answered, by DetectorKind
     ProcessId process;         // the worker counting here, none when free
 };
 
@@ -83,7 +88,12 @@ struct SeriesNode {
     std::uint32_t latest;      // newest visible version, 0 when none yet
     std::uint32_t reserved;    // versions claimed by the commit in flight
     std::uint32_t capacity;    // slots in versions
-    Model *versions;           // versions[v - 1] is version v
+    // versions[v - 1] is version v's image, nullptr while there is none.
+    // Images are immutable once published: a worker finds one under the
+    // lock and judges with it after letting go. None is freed yet (nothing
+    // deletes a version); when something does, it must wait until every
+    // worker has moved past the moment the image was unlinked.
+    const ModelHeader **versions;
     std::uint8_t id_len;
     u_char id[1];
 };
@@ -124,6 +134,8 @@ struct Shared {
     std::uint32_t bucket_mask;
     std::uint64_t series_trained;  // series with at least one version
     std::uint64_t versions_stored;
+    std::uint64_t kind_versions[kDetectorSlots];  // versions by DetectorKind
+    std::uint64_t kind_bytes[kDetectorSlots];     // zone bytes they take: image chunks and slots
 
     // The process that has the store open, 0 none. Whether it still holds it
     // is asked of the store's LOCK (see owner.cpp), not of its pid.
@@ -158,7 +170,7 @@ struct Shared {
 template <typename T>
 constexpr bool kPlainData = std::is_trivially_copyable<T>::value && std::is_standard_layout<T>::value;
 static_assert(kPlainData<Shared> && kPlainData<Job> && kPlainData<SeriesNode> && kPlainData<WorkerStats> &&
-                  kPlainData<EndpointStats> && kPlainData<Model> && kPlainData<ZoneHeader> &&
+                  kPlainData<EndpointStats> && kPlainData<ModelHeader> && kPlainData<ZoneHeader> &&
                   kPlainData<ProcessId>,
               "types in the anomaly_zone must be plain data");
 
@@ -193,18 +205,19 @@ public:
     void lock() { ngx_shmtx_lock(&pool_->mutex); }
     void unlock() { ngx_shmtx_unlock(&pool_->mutex); }
 
-    // version 0 means the latest.
-    Lookup find_model(std::string_view series_id, std::uint32_t version, Model *out);
+    // version 0 means the latest. *out is the version's image in the zone,
+    // to be read in place: it never changes.
+    Lookup find_model(std::string_view series_id, std::uint32_t version, const ModelHeader **out);
     // Up to limit versions of a series (for /series/{id}), oldest first
     // after version `after` (0: from v1), or newest first before it (0: from
     // the latest); *more says whether any follow.
     Lookup versions(std::string_view series_id, std::uint32_t after, std::size_t limit, bool newest,
-                    std::vector<Model> *out, bool *more);
+                    std::vector<VersionSummary> *out, bool *more);
 
     struct SeriesSummary {
         std::uint8_t id_len = 0;
         char id[kMaxSeriesIdLength];  // fixed: copied under the lock without allocating
-        Model latest;
+        VersionSummary latest;
         std::string_view series_id() const { return std::string_view(id, id_len); }
     };
     // Up to limit series with a version, in the zone's order (by hash, then
@@ -248,6 +261,7 @@ public:
         const char *fail_code = nullptr;
         std::string fail_detail;
         std::string data;                // a read's answer
+        ModelHeader *slot = nullptr;     // where the image goes, reserved by assign_versions
     };
     // Marks pending jobs as committing: at most max_jobs, about max_points points.
     void claim_pending(std::vector<Claim> *claims, std::size_t max_jobs, std::uint64_t max_points);
@@ -256,14 +270,17 @@ public:
     // Ends reads: done with the claim's data, or failed with its fail_* fields.
     void finish_reads(const std::vector<Claim> &claims);
     // Gives each claim that has not failed the next version of its series and
-    // reserves the zone memory its publication needs (zone_full otherwise).
-    // Versions are assigned only here so that a failed fit leaves no gap.
-    void assign_versions(std::vector<Claim> *claims);
-    // Publishes the models of a committed batch (models[i] for claims[i]),
-    // fails claims that failed, or fails them all with 503 store_unavailable
-    // when commit_error is set.
-    void finish_commit(const std::vector<Claim> &claims, const std::vector<Model> &models,
-                       const char *commit_error);
+    // reserves the zone memory its publication needs (zone_full otherwise):
+    // a slot of image_bytes[i] bytes for claims[i], which the caller fills
+    // without the lock. Versions are assigned only here so that a failed fit
+    // leaves no gap.
+    void assign_versions(std::vector<Claim> *claims, const std::vector<std::size_t> &image_bytes);
+    // Publishes the filled slots of a committed batch, fails claims that
+    // failed, or fails them all with 503 store_unavailable when commit_error
+    // is set (their slots are freed).
+    void finish_commit(const std::vector<Claim> &claims, const char *commit_error);
+    // Publishes a version the store has (recovery of a dead owner's batch).
+    bool publish_recovered(Claim *claim, const std::string &image);
     // Jobs a dead owner left half-committed (at most max_jobs a call); the
     // new owner looks each up on disk.
     void committing_jobs(std::vector<Claim> *claims, std::size_t max_jobs);
@@ -279,8 +296,14 @@ public:
     // Frees finished jobs whose worker is gone.
     void collect_orphans();
 
-    // Inserts a version read from disk at start; false when the zone is full.
-    bool load_version(std::string_view series_id, const Model &model);
+    // Inserts a version read from disk at start (kept if the zone has it
+    // already: versions never change); false when the zone is full.
+    bool load_version(std::string_view series_id, const std::string &image);
+    // Counts an answered prediction of a detector.
+    void count_prediction(DetectorKind kind) {
+        const auto i = static_cast<std::size_t>(kind);
+        if (i < kDetectorSlots) __atomic_fetch_add(&my_stats().by_detector[i], 1, __ATOMIC_RELAXED);
+    }
 
     void set_store_state(StoreState state, const char *error);
 
