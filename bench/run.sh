@@ -63,7 +63,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 
 # ---- preparation ----
 note "building tools"
-g++ -std=c++17 -O2 -I src -o "$tools" bench/tools.cpp src/store/store.cpp src/core/*.cpp \
+g++ -std=c++17 -O2 -I src -o "$tools" bench/tools.cpp src/store/store.cpp src/core/*.cpp src/core/detectors/*.cpp \
     -lleveldb -lsimdjson -lpthread
 for n in 10 1000 100000 1000000; do
     [ -f "$work/body-$n.json" ] || "$tools" body "$n" "$work/body-$n.json"
@@ -105,6 +105,22 @@ for setup in pinned auto; do
             predict_p99[$setup.$series]=$p99
         done
     done
+
+    # predict with an Isolation Forest version (100 trees, 256 points a
+    # tree) of a 1000-point series, against return 200, alternating
+    curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
+        "http://127.0.0.1:$port/fit/forest?detector=iforest" || { note "iforest fit failed"; exit 1; }
+    for round in 1 2; do
+        wrk_run 100 predict.lua TARGET=baseline ID=forest
+        b_rps=$rps; b_p50=$p50; b_p99=$p99
+        wrk_run 100 predict.lua ID=forest
+        row "$setup" "predict, iforest version, 100 trees (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
+        row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
+    done
+    if [ $setup = pinned ]; then
+        forest_bytes=$(curl -sf "http://127.0.0.1:$port/healthcheck" | perl -MJSON::PP -e \
+            'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_version} // "-") } @{$j->{detectors}})')
+    fi
 
     # single fits: client time and server-side training latency, after one
     # untimed fit of the same size (a worker's first large fit also grows its
@@ -162,6 +178,7 @@ echo "$table"
     echo
     echo "- simdjson alone parses the 1M-point body ($(( $(stat -c %s "$work/body-1000000.json") / 1000000 )) MB) in $parse_ms ms (the faster of its DOM and On Demand APIs, warm parsers, best of 5 each); a 1M-point fit (mean of 3, after one untimed fit of the same size) takes ${fit_1m_server[auto]} ms in the server (parse, validate, train, durable) with worker_processes auto, ${fit_1m_server[pinned]} ms pinned: $(ratio "${fit_1m_server[auto]}" "$parse_ms")x and $(ratio "${fit_1m_server[pinned]}" "$parse_ms")x."
     echo "- Shared memory per stored version (3-sigma model, one version per series, ids s0..s$((series_max - 1))): $bytes_per_version bytes, measured as the zone's free bytes empty minus loaded with $versions versions."
+    echo "- Zone bytes per version by detector, as /healthcheck counts them (the image's slab chunk and its slot; the series node is not included): $forest_bytes."
     echo
     cat bench/profile-notes.md
 } > bench/RESULTS.md

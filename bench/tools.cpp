@@ -89,9 +89,11 @@ int seed(const char *dir, long n, long points) {
         }
         Store::NewVersion v;
         v.series_id = "s" + std::to_string(i);
-        v.model = train_three_sigma(data);
-        v.model.version = 1;
-        v.model.trained_at_ms = 1700000000000LL;
+        if (Error e = train(data, DetectorParams(), &v.model)) {
+            std::cerr << "seed: " << e.detail << "\n";
+            return 1;
+        }
+        set_image_version(&v.model, 1, 1700000000000LL);
         v.training_data = encode_training_data(data);
         batch.push_back(std::move(v));
         if (batch.size() == 10000 || i == n - 1) {

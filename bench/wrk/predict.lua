@@ -3,6 +3,7 @@
 dofile(os.getenv("BENCH_DIR") .. "/wrk/common.lua")
 
 local series = tonumber(os.getenv("SERIES") or "1")
+local fixed = os.getenv("ID")  -- one series by name (a forest), instead of s0..
 local baseline = os.getenv("TARGET") == "baseline"
 local headers = { ["Content-Type"] = "application/json" }
 local counter = 0
@@ -19,6 +20,7 @@ end
 function request()
     local id = series == 1 and 0 or math.random(0, series - 1)
     local body = string.format('{"timestamp":"1700000000","value":%.3f}', 50 + math.random() * 10)
-    local path = baseline and ("/baseline/s" .. id) or ("/predict/s" .. id)
+    local name = fixed or ("s" .. id)
+    local path = baseline and ("/baseline/" .. name) or ("/predict/" .. name)
     return wrk.format("POST", path, headers, body)
 end
