@@ -7,7 +7,9 @@ cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-60}
 out=build/fuzz
 mkdir -p "$out"
-core="src/core/request.cpp src/core/encoding.cpp src/core/series.cpp src/core/detector.cpp src/core/plot.cpp"
+core="src/core/request.cpp src/core/encoding.cpp src/core/series.cpp src/core/detector.cpp src/core/plot.cpp
+      src/core/model.cpp src/core/detectors/three_sigma.cpp src/core/detectors/robust.cpp
+      src/core/detectors/seasonal.cpp src/core/detectors/iforest.cpp"
 flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I src"
 status=0
 for target in fit_body predict_body records; do
