@@ -276,7 +276,7 @@ is($a1->{detector}, 'seasonal', 'detector seasonal');
     my @bad = (
         ['anomaly_detector prophet', qr/"anomaly_detector" must be one of three_sigma, robust, seasonal, iforest, not "prophet"/],
         ['anomaly_iforest_trees 0', qr/"anomaly_iforest_trees" must be a whole number from 1 to 1000, not "0"/],
-        ['anomaly_iforest_sample 1', qr/"anomaly_iforest_sample" must be a whole number from 2 to 4096/],
+        ['anomaly_iforest_sample 1', qr/"anomaly_iforest_sample" must be a whole number from 2 to 1024/],
         ['anomaly_iforest_contamination 0.7', qr/"anomaly_iforest_contamination" must be a share above 0 and below 0\.5/],
         ['anomaly_seasonal_season month', qr/"anomaly_seasonal_season" must be day or week, not "month"/],
         ['anomaly_detector robust; anomaly_detector iforest', qr/"anomaly_detector" directive is duplicate/],
@@ -290,7 +290,7 @@ is($a1->{detector}, 'seasonal', 'detector seasonal');
         my $err = do { local $/; open my $fh, '<', "$d/t.err" or die; <$fh> } // '';
         ok($rc != 0 && $err =~ /\[emerg\] / && $err =~ $re, "nginx -t refuses `$text`") or diag($err);
     }
-    $nt->{fit_extra} = 'anomaly_detector iforest; anomaly_iforest_trees 1000; anomaly_iforest_sample 4096; '
+    $nt->{fit_extra} = 'anomaly_detector iforest; anomaly_iforest_trees 1000; anomaly_iforest_sample 1024; '
                      . 'anomaly_iforest_contamination 0.49; anomaly_seasonal_season week;';
     $nt->write_config;
     my $d = $nt->dir;

@@ -157,7 +157,7 @@ Error train(const TrainingData &data, const DetectorParams &params, std::string 
     case DetectorKind::seasonal: return train_seasonal(data, params, image);
     case DetectorKind::iforest: return train_iforest(data, params, image);
     }
-    return make_error(400, "invalid_detector", "This server does not offer that detector.");
+    return make_error(422, "invalid_detector", "This server does not offer that detector.");
 }
 
 bool check_image(std::string_view bytes) noexcept {

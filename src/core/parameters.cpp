@@ -88,7 +88,7 @@ Error set_detector_parameter(std::string_view name, std::string_view value, Dete
     } else if (name == "trees") {
         if (!whole(value, 1, 1000, &params->trees)) return invalid(name, "a whole number from 1 to 1000", value);
     } else if (name == "sample") {
-        if (!whole(value, 2, 4096, &params->sample)) return invalid(name, "a whole number from 2 to 4096", value);
+        if (!whole(value, 2, 1024, &params->sample)) return invalid(name, "a whole number from 2 to 1024", value);
     } else if (name == "contamination") {
         double c = 0;
         if (!number(value, &c) || !(c > 0) || !(c < 0.5))

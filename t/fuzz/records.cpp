@@ -1,6 +1,9 @@
 // libFuzzer target: stored records, as a damaged store would hand them back.
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "core/encoding.hpp"
@@ -39,6 +42,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         if (!image.empty()) {
             in.model = &anomaly::header_of(image.data());
             if (anomaly::render_plot(in).size() > 1000000) __builtin_trap();
+        }
+    }
+    // A model image (format 2) that passes check_image is judged in place by
+    // every worker: it must stay inside its bytes and end (a forest's walks).
+    std::vector<std::uint64_t> aligned((size + 7) / 8);
+    if (size) std::memcpy(aligned.data(), data, size);
+    const std::string_view image(reinterpret_cast<const char *>(aligned.data()), size);
+    if (anomaly::check_image(image)) {
+        const anomaly::ModelHeader &h = anomaly::header_of(image.data());
+        for (double value : {-1e300, -1.0, 0.0, 0.5, 42.0, 1e300}) {
+            const anomaly::Judgement j = anomaly::judge(h, value, 1700000000, anomaly::JudgeDefaults{});
+            if (std::isnan(j.anomaly_score) || j.anomaly_score < 0 || j.anomaly_score > 100) __builtin_trap();
         }
     }
     std::string_view series;

@@ -185,6 +185,7 @@ Metrics sample_metrics() {
     m.store_ready = true;
     m.anomalies = 17;
     m.in_flight = 3;
+    m.detectors = {{"three_sigma", 80, 25, 3400}, {"iforest", 10, 5, 1600000}};
     return m;
 }
 
@@ -263,7 +264,10 @@ TEST(Prometheus, HelpAndTypeOncePerFamily) {
                                             "anomaly_store_up",
                                             "anomaly_store_last_write_age_seconds",
                                             "anomaly_anomalies_total",
-                                            "anomaly_requests_in_flight"};
+                                            "anomaly_requests_in_flight",
+                                            "anomaly_predictions_total",
+                                            "anomaly_detector_versions",
+                                            "anomaly_detector_zone_bytes"};
     for (const std::string &f : expected) {
         EXPECT_EQ(help[f], 1) << f;
         EXPECT_EQ(type[f], 1) << f;
@@ -275,6 +279,9 @@ TEST(Prometheus, HelpAndTypeOncePerFamily) {
     EXPECT_EQ(types["anomaly_requests_total"], "counter");
     EXPECT_EQ(types["anomaly_anomalies_total"], "counter");
     EXPECT_EQ(types["anomaly_series"], "gauge");
+    EXPECT_EQ(types["anomaly_predictions_total"], "counter");
+    EXPECT_NE(text.find("anomaly_predictions_total{detector=\"iforest\"} 10\n"), std::string::npos);
+    EXPECT_NE(text.find("anomaly_detector_zone_bytes{detector=\"three_sigma\"} 3400\n"), std::string::npos);
 }
 
 TEST(Prometheus, HistogramLines) {
