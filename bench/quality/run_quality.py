@@ -329,7 +329,7 @@ def report(rows, profiles, nab_dir, command, predictions, wall, detectors_params
   min(floor(0.15 n), 750) rows of each file (the probationary period, on which the detector
   is fitted) are not scored.
 - precision, recall: event level, at the detector's own threshold (the answer's `anomaly`,
-  i.e. anomaly_score >= 70), on the scored rows. recall = windows with at least one flagged
+  true only past the boundary, where anomaly_score passes 70), on the scored rows. recall = windows with at least one flagged
   row / all windows; precision = detected windows / (detected windows + false alarm events),
   a false alarm event being a maximal run of consecutive flagged rows outside every window.
 - For scale, published NAB v1.0 standard scores on the full 58-file corpus (not this

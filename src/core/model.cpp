@@ -113,13 +113,15 @@ ModelHeader new_header(const TrainingData &data, const DetectorParams &params, s
     std::memset(&h, 0, sizeof(h));
     h.format = kModelImageFormat;
     h.kind = params.kind;
-    h.tail = params.tail;
+    // A forest has no band: a sigma or tail given to it is not kept.
+    const bool banded = has_band(params.kind);
+    h.tail = banded ? params.tail : kTailFromLocation;
     h.season = params.kind == DetectorKind::seasonal ? params.season : Season::none;
     h.bytes = static_cast<std::uint32_t>(bytes);
     h.points = data.values.size();
     h.first_timestamp = data.timestamps.empty() ? 0 : data.timestamps.front();
     h.last_timestamp = data.timestamps.empty() ? 0 : data.timestamps.back();
-    h.sigma = params.sigma;
+    h.sigma = banded ? params.sigma : 0;
     if (params.kind == DetectorKind::iforest) {
         h.trees = params.trees;
         h.sample = params.sample;

@@ -1,7 +1,5 @@
-// ngx_http_anomaly_module: the nginx side. Directives, the handlers of each
-// endpoint, variables, and the path of a fit from the request body to a
-// durable version. The maths, parsing and formats live in src/core; the
-// store and its ownership in src/store and owner.cpp.
+// ngx_http_anomaly_module: the nginx side. The maths, parsing and formats
+// live in src/core; the store and its ownership in src/store and owner.cpp.
 //
 // This file is the module itself: its context, its process hooks and the
 // ngx_module_t that ties the rest together. Each endpoint family has a file
