@@ -196,7 +196,7 @@ is($a1->{detector}, 'seasonal', 'detector seasonal');
     ok(exists $v->{versions}[0]{mean} && exists $v->{versions}[0]{std}, 'three_sigma shows mean and std');
     is($v->{versions}[1]{detector}, 'robust', 'v2 robust');
     ok(exists $v->{versions}[1]{median} && exists $v->{versions}[1]{spread}, 'robust shows median and spread');
-    is($v->{versions}[0]{model_bytes}, 88, 'a three_sigma image is 88 bytes');
+    is($v->{versions}[0]{model_bytes}, 64, 'a three_sigma image is 64 bytes');
     my (undef, $w) = $t->request('GET', '/series/weekly');
     is($w->{versions}[0]{trees}, 100, 'iforest shows its trees');
     ok($w->{versions}[0]{model_bytes} > 1000, "an iforest image: $w->{versions}[0]{model_bytes} bytes");

@@ -68,6 +68,7 @@ VersionSummary summary_of(const ModelHeader &image) noexcept {
     VersionSummary s;
     s.header = image;
     s.band = has_band(image.kind) ? band_of(image) : Band{0, 0};
+    if (image.kind == DetectorKind::iforest) forest_parameters(image, &s.trees, &s.sample, &s.contamination);
     return s;
 }
 
@@ -118,15 +119,10 @@ ModelHeader new_header(const TrainingData &data, const DetectorParams &params, s
     h.tail = banded ? params.tail : kTailFromLocation;
     h.season = params.kind == DetectorKind::seasonal ? params.season : Season::none;
     h.bytes = static_cast<std::uint32_t>(bytes);
-    h.points = data.values.size();
+    h.points = static_cast<std::uint32_t>(data.values.size());
     h.first_timestamp = data.timestamps.empty() ? 0 : data.timestamps.front();
     h.last_timestamp = data.timestamps.empty() ? 0 : data.timestamps.back();
     h.sigma = banded ? params.sigma : 0;
-    if (params.kind == DetectorKind::iforest) {
-        h.trees = params.trees;
-        h.sample = params.sample;
-        h.contamination = params.contamination;
-    }
     return h;
 }
 
@@ -144,7 +140,7 @@ std::string image_from_model(const Model &m) {
     std::string image = band_image(none, params, Band{m.mean, m.std});
     ModelHeader h = header_of(image.data());
     h.version = m.version;
-    h.points = m.points;
+    h.points = static_cast<std::uint32_t>(m.points);
     h.first_timestamp = m.first_timestamp;
     h.last_timestamp = m.last_timestamp;
     h.trained_at_ms = m.trained_at_ms;
@@ -167,13 +163,12 @@ bool check_image(std::string_view bytes) noexcept {
     if (reinterpret_cast<std::uintptr_t>(bytes.data()) % 8 != 0) return false;
     ModelHeader h;
     std::memcpy(&h, bytes.data(), sizeof(h));
-    if (h.format != kModelImageFormat || h.bytes != bytes.size() || h.reserved != 0) return false;
+    if (h.format != kModelImageFormat || h.bytes != bytes.size()) return false;
     if (h.tail != kTailFromLocation && h.tail > static_cast<std::uint8_t>(Tail::lower)) return false;
     if (!(h.sigma == 0 || (std::isfinite(h.sigma) && h.sigma > 0 && h.sigma <= 1000))) return false;
     if (h.first_timestamp < 0 || h.last_timestamp < h.first_timestamp || h.last_timestamp > kMaxTimestamp)
         return false;
-    const bool forest = h.kind == DetectorKind::iforest;
-    if (!forest && (h.trees != 0 || h.sample != 0 || h.contamination != 0)) return false;
+    if (h.kind == DetectorKind::iforest && (h.sigma != 0 || h.tail != kTailFromLocation)) return false;
     if ((h.kind == DetectorKind::seasonal) != (h.season != Season::none)) return false;
     switch (h.kind) {
     case DetectorKind::three_sigma:

@@ -5,8 +5,8 @@
 // spool, and on disk (model record format 2, little-endian), so loading a
 // version is a check and a copy.
 //
-//   header (ModelHeader, 72 bytes)
-//   three_sigma, robust:  f64 centre, f64 spread                  (88 bytes in all)
+//   header (ModelHeader, 48 bytes)
+//   three_sigma, robust:  f64 centre, f64 spread                  (64 bytes in all)
 //   seasonal:             f64 centre, f64 spread (the fallback),
 //                         u32 buckets (24 or 168), u32 0,
 //                         buckets x (f64 centre, f64 spread)
@@ -53,6 +53,8 @@ struct DetectorParams {
     double contamination = 0.01;            // iforest: share of training points above the threshold
 };
 
+// 48 bytes, so that a sigma detector's image (with its band) is 64: one
+// 64-byte chunk of the zone. A forest's own parameters are in its layout.
 struct ModelHeader {
     std::uint8_t format;           // kModelImageFormat
     DetectorKind kind;
@@ -60,19 +62,15 @@ struct ModelHeader {
     Season season;                 // seasonal, none otherwise
     std::uint32_t bytes;           // the whole image, header included, a multiple of 8
     std::uint32_t version;         // 1, 2, 3 ... (0 until the owner assigns it)
-    std::uint32_t trees;           // iforest, 0 otherwise
-    std::uint32_t sample;          // iforest, 0 otherwise
-    std::uint32_t reserved;        // 0
-    std::uint64_t points;          // training points used
+    std::uint32_t points;          // training points used (at most anomaly_max_points, 1e8)
     std::int64_t first_timestamp;  // Unix seconds
     std::int64_t last_timestamp;
     std::int64_t trained_at_ms;    // Unix milliseconds, set by the server
     double sigma;                  // k, 0: the predicting location's
-    double contamination;          // iforest, 0 otherwise
 };
-static_assert(sizeof(ModelHeader) == 72 && std::is_trivially_copyable<ModelHeader>::value &&
+static_assert(sizeof(ModelHeader) == 48 && std::is_trivially_copyable<ModelHeader>::value &&
                   std::is_standard_layout<ModelHeader>::value,
-              "ModelHeader is the first 72 bytes of an image, in the zone and on disk");
+              "ModelHeader is the first 48 bytes of an image, in the zone and on disk");
 
 // The centre and spread of the sigma detectors, after the header.
 struct Band {
@@ -86,6 +84,9 @@ struct Band {
 struct VersionSummary {
     ModelHeader header;
     Band band;  // zero for iforest
+    // iforest's parameters, 0 for the others
+    std::uint32_t trees = 0, sample = 0;
+    double contamination = 0;
 };
 VersionSummary summary_of(const ModelHeader &image) noexcept;
 inline bool has_band(DetectorKind kind) { return kind != DetectorKind::iforest; }

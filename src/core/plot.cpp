@@ -195,7 +195,7 @@ std::string render_plot(const PlotInput &in) {
     case DetectorKind::iforest:
         std::snprintf(stats, sizeof(stats),
                       "v%u, %llu points, iforest: %u trees of %u points, contamination %.6g; marked: what it flags",
-                      m.version, points, m.trees, m.sample, m.contamination);
+                      m.version, points, summary.trees, summary.sample, summary.contamination);
         break;
     }
     svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"28\" font-size=\"16\" font-weight=\"bold\">" +

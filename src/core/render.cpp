@@ -155,9 +155,9 @@ std::string render_versions(std::string_view series_id, const std::vector<Versio
         }
         if (m.kind == DetectorKind::seasonal) out += ",\"season\":\"" + std::string(season_name(m.season)) + "\"";
         if (m.kind == DetectorKind::iforest) {
-            out += ",\"trees\":" + std::to_string(m.trees) + ",\"sample\":" + std::to_string(m.sample) +
+            out += ",\"trees\":" + std::to_string(v.trees) + ",\"sample\":" + std::to_string(v.sample) +
                    ",\"contamination\":";
-            append_double(&out, m.contamination);
+            append_double(&out, v.contamination);
         }
         out += ",\"first_timestamp\":" + std::to_string(m.first_timestamp) +
                ",\"last_timestamp\":" + std::to_string(m.last_timestamp) + ",\"trained_at\":\"" +

@@ -192,7 +192,7 @@ TEST(ModelRecord, Format1BecomesAnImage) {
     }
     Model big = sample_model();
     big.version = 4294967295u;
-    big.points = UINT64_MAX;
+    big.points = 100000000;
     big.last_timestamp = kMaxTimestamp;
     big.trained_at_ms = -1;
     models.push_back(big);

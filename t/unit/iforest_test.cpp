@@ -138,9 +138,9 @@ TEST(IForest, WeekdayValueOnASundayIsIsolated) {
     // The forest has no band.
     EXPECT_FALSE(sunday_100.has_expected || sunday_100.has_lower || sunday_100.has_upper);
     EXPECT_EQ(header_of(image.data()).kind, DetectorKind::iforest);
-    EXPECT_EQ(header_of(image.data()).trees, 100u);
-    EXPECT_EQ(header_of(image.data()).sample, 256u);
-    EXPECT_EQ(header_of(image.data()).contamination, 0.01);
+    EXPECT_EQ(layout_of(image).trees, 100u);
+    EXPECT_EQ(layout_of(image).sample, 256u);
+    EXPECT_EQ(layout_of(image).contamination, 0.01);
 }
 
 // Two clusters: a value between them is at the mean, inside any mean +- k std
@@ -301,7 +301,7 @@ TEST(IForest, CheckRefusesTruncatedAndCorruptedImages) {
     auto put32 = [](char *at, std::uint32_t v) { std::memcpy(at, &v, 4); };
     auto put64 = [](char *at, double v) { std::memcpy(at, &v, 8); };
     const std::size_t L = sizeof(ModelHeader);
-    refused("header trees", [&](char *b) { put32(b + offsetof(ModelHeader, trees), 9); });
+    refused("a sigma on a forest", [&](char *b) { put64(b + offsetof(ModelHeader, sigma), 2); });
     refused("layout trees", [&](char *b) { put32(b + L + offsetof(ForestLayout, trees), 9); });
     refused("layout nodes", [&](char *b) { put32(b + L + offsetof(ForestLayout, nodes), l.nodes - 1); });
     refused("threshold 0", [&](char *b) { put64(b + L + offsetof(ForestLayout, threshold), 0); });
@@ -309,12 +309,11 @@ TEST(IForest, CheckRefusesTruncatedAndCorruptedImages) {
     refused("typical above threshold", [&](char *b) { put64(b + L + offsetof(ForestLayout, typical), l.threshold * 1.01); });
     refused("depth below the trees'", [&](char *b) { put32(b + L + offsetof(ForestLayout, depth), l.depth - 1); });
     refused("depth beyond any", [&](char *b) { put32(b + L + offsetof(ForestLayout, depth), 17); });
-    refused("layout zero", [&](char *b) { put32(b + L + offsetof(ForestLayout, zero), 1); });
     refused("path norm NaN", [&](char *b) { put64(b + L + offsetof(ForestLayout, path_norm), NAN); });
     refused("scale negative", [&](char *b) { put64(b + L + offsetof(ForestLayout, scale) + 8, -1); });
     refused("offset infinite", [&](char *b) { put64(b + L + offsetof(ForestLayout, offset), INFINITY); });
-    refused("contamination", [&](char *b) { put64(b + offsetof(ModelHeader, contamination), 0.5); });
-    refused("sample", [&](char *b) { put32(b + offsetof(ModelHeader, sample), 1); });
+    refused("contamination", [&](char *b) { put64(b + L + offsetof(ForestLayout, contamination), 0.5); });
+    refused("sample", [&](char *b) { put32(b + L + offsetof(ForestLayout, sample), 1); });
     refused("first tree elsewhere", [&](char *b) { put32(b + kNodesAt, tree_offset(image, 0) + 8); });
     refused("tree offset unaligned", [&](char *b) { put32(b + kNodesAt + 4, tree_offset(image, 1) + 4); });
     refused("tree offset backwards", [&](char *b) { put32(b + kNodesAt + 8, tree_offset(image, 0)); });

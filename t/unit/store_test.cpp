@@ -368,8 +368,8 @@ TEST(Spool, RoundTripAndDamage) {
     EXPECT_EQ(m, v.model);
     EXPECT_EQ(envelope, v.plot_envelope);
     EXPECT_EQ(data, v.training_data);
-    const off_t size = static_cast<off_t>(5 + 4 + 88 + 4 + v.plot_envelope.size() + v.training_data.size());
-    for (off_t n : {off_t{0}, off_t{3}, off_t{10}, off_t{5 + 4 + 88 + 2}, off_t{5 + 4 + 88 + 4 + 40}}) {
+    const off_t size = static_cast<off_t>(5 + 4 + 64 + 4 + v.plot_envelope.size() + v.training_data.size());
+    for (off_t n : {off_t{0}, off_t{3}, off_t{10}, off_t{5 + 4 + 64 + 2}, off_t{5 + 4 + 64 + 4 + 40}}) {
         ASSERT_TRUE(write_spool(path, v.model, v.plot_envelope, v.training_data, &error));
         ASSERT_EQ(truncate(path.c_str(), n), 0);
         EXPECT_FALSE(read_spool(path, &m, &envelope, &data, &error)) << n << " of " << size << " bytes";

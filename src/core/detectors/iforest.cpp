@@ -328,6 +328,8 @@ Error train_iforest(const TrainingData &data, const DetectorParams &params, std:
     layout.path_norm = forest_path_norm(static_cast<double>(sample));
     layout.trees = params.trees;
     layout.depth = height_limit;
+    layout.sample = params.sample;
+    layout.contamination = params.contamination;
 
     std::vector<std::size_t> order(n);
     for (std::size_t i = 0; i < n; i++) order[i] = i;
@@ -377,14 +379,12 @@ Error train_iforest(const TrainingData &data, const DetectorParams &params, std:
 
 bool check_iforest(std::string_view image) noexcept {
     if (image.size() < kOffsetsAt) return false;
-    ModelHeader h;
-    std::memcpy(&h, image.data(), sizeof(h));
     ForestLayout l;
     std::memcpy(&l, image.data() + kLayoutAt, sizeof(l));
-    if (h.trees != l.trees || l.trees < 1 || l.trees > kForestMaxTrees) return false;
-    if (h.sample < kForestMinSample || h.sample > kForestMaxSample) return false;
-    if (!(h.contamination > 0 && h.contamination < 0.5)) return false;
-    if (!finite_layout(l) || l.depth > kForestMaxDepth || l.zero != 0) return false;
+    if (l.trees < 1 || l.trees > kForestMaxTrees) return false;
+    if (l.sample < kForestMinSample || l.sample > kForestMaxSample) return false;
+    if (!(l.contamination > 0 && l.contamination < 0.5)) return false;
+    if (!finite_layout(l) || l.depth > kForestMaxDepth) return false;
     const std::size_t first = nodes_at(l.trees);
     if (image.size() < first || (image.size() - first) / sizeof(ForestNode) != l.nodes) return false;
     for (std::size_t at = kOffsetsAt + 4 * static_cast<std::size_t>(l.trees); at < first; at++)
@@ -413,6 +413,14 @@ double forest_anomaly_score(const ForestLayout &l, double s) noexcept {
     else if (s > l.typical)  // then typical < threshold
         a = 70 * ((s - l.typical) / (l.threshold - l.typical));
     return std::min(std::max(a, 0.0), 100.0);
+}
+
+void forest_parameters(const ModelHeader &image, std::uint32_t *trees, std::uint32_t *sample,
+                       double *contamination) noexcept {
+    const ForestLayout &l = layout_of(image);
+    *trees = l.trees;
+    *sample = l.sample;
+    *contamination = l.contamination;
 }
 
 Judgement judge_iforest(const ModelHeader &image, double value, std::int64_t timestamp) noexcept {

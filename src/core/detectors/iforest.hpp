@@ -35,17 +35,18 @@
 //
 // Image (after the 72-byte ModelHeader; little-endian, offsets from the
 // image's first byte):
-//   72   ForestLayout (88 bytes):
+//   48   ForestLayout (96 bytes):
 //          f64 threshold     the training scores' (1 - contamination) quantile, (0, 1]
 //          f64 typical       the lowest training score, (0, threshold]
 //          f64 path_norm     c(sample used), > 0
 //          f64 offset[3]     per feature
 //          f64 scale[3]      per feature, >= 0 (0: never split on)
-//          u32 trees         = header.trees
+//          u32 trees
 //          u32 nodes         in all trees, sinks included
 //          u32 depth         the height limit L (<= 16): every walk takes L steps
-//          u32 0
-//   160  u32 tree_offset[trees], then zero bytes to a multiple of 8
+//          u32 sample        points drawn for each tree, as the fit asked
+//          f64 contamination as the fit asked
+//   144  u32 tree_offset[trees], then zero bytes to a multiple of 8
 //   ...  each tree's nodes (ForestNode, 16 bytes), tree after tree without
 //        gaps: tree t holds (tree_offset[t+1] - tree_offset[t]) / 16 nodes,
 //        the last tree runs to header.bytes. In a tree:
@@ -95,9 +96,10 @@ struct ForestLayout {
     std::uint32_t trees;
     std::uint32_t nodes;
     std::uint32_t depth;  // the height limit: every walk takes this many steps
-    std::uint32_t zero;
+    std::uint32_t sample; // as the fit asked (the trees hold min(sample, n) points)
+    double contamination;
 };
-static_assert(sizeof(ForestLayout) == 88 && std::is_trivially_copyable<ForestLayout>::value,
+static_assert(sizeof(ForestLayout) == 96 && std::is_trivially_copyable<ForestLayout>::value,
               "part of the image format");
 
 struct ForestNode {
@@ -127,5 +129,8 @@ Error train_iforest(const TrainingData &data, const DetectorParams &params, std:
 // the image and every walk ends.
 bool check_iforest(std::string_view image) noexcept;
 Judgement judge_iforest(const ModelHeader &image, double value, std::int64_t timestamp) noexcept;
+// The parameters a forest was fitted with (for /series and /plot).
+void forest_parameters(const ModelHeader &image, std::uint32_t *trees, std::uint32_t *sample,
+                       double *contamination) noexcept;
 
 }  // namespace anomaly
