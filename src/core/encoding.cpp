@@ -161,7 +161,7 @@ bool decode_model(std::string_view bytes, std::string *image) {
         *image = std::move(converted);
         return true;
     }
-    // A std::string of 72 bytes or more lives on the heap: 16-byte aligned,
+    // A std::string of more than 15 bytes lives on the heap: 16-byte aligned,
     // as check_image and judge want.
     std::string copy(bytes);
     if (copy.size() < sizeof(ModelHeader) || !check_image(copy)) return false;

@@ -33,7 +33,7 @@
 // anomaly = s > threshold. anomaly_score is piecewise linear in s: 0 at the
 // lowest training score and below, 70 at the threshold, 100 at s = 1.
 //
-// Image (after the 72-byte ModelHeader; little-endian, offsets from the
+// Image (after the 48-byte ModelHeader; little-endian, offsets from the
 // image's first byte):
 //   48   ForestLayout (96 bytes):
 //          f64 threshold     the training scores' (1 - contamination) quantile, (0, 1]
