@@ -48,9 +48,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     // every worker: it must stay inside its bytes and end (a forest's walks).
     std::vector<std::uint64_t> aligned((size + 7) / 8);
     if (size) std::memcpy(aligned.data(), data, size);
-    const std::string_view image(reinterpret_cast<const char *>(aligned.data()), size);
-    if (anomaly::check_image(image)) {
-        const anomaly::ModelHeader &h = anomaly::header_of(image.data());
+    const std::string_view raw(reinterpret_cast<const char *>(aligned.data()), size);
+    if (anomaly::check_image(raw)) {
+        const anomaly::ModelHeader &h = anomaly::header_of(raw.data());
         for (double value : {-1e300, -1.0, 0.0, 0.5, 42.0, 1e300}) {
             const anomaly::Judgement j = anomaly::judge(h, value, 1700000000, anomaly::JudgeDefaults{});
             if (std::isnan(j.anomaly_score) || j.anomaly_score < 0 || j.anomaly_score > 100) __builtin_trap();
