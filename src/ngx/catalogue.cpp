@@ -24,11 +24,6 @@ ngx_int_t get_only(ngx_http_request_t *r, const char *what) {
     return ngx_http_discard_request_body(r) == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
-ngx_int_t lookup_error(ngx_http_request_t *r, Lookup lookup) {
-    if (lookup == Lookup::not_loaded) return not_loaded_error(r);
-    return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
-}
-
 // ?limit= of /series and /series/{id}: 1 to 1000, 100 by default.
 bool page_limit(ngx_http_request_t *r, std::size_t *limit) {
     *limit = 100;

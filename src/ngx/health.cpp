@@ -82,10 +82,9 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         StoreState state = sh->store_state;
         std::string store_error = sh->store_error;
         size_t bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
-        std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
-        std::memcpy(kind_versions, sh->kind_versions, sizeof(kind_versions));
-        std::memcpy(kind_bytes, sh->kind_bytes, sizeof(kind_bytes));
         zone->unlock();
+        std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
+        zone->detector_counts(kind_versions, kind_bytes);
         const Figures &fig = figures(zone);
 
         std::string out;
@@ -187,10 +186,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
         fill_endpoint(&m.endpoints[0], "predict", fig.predict);
         fill_endpoint(&m.endpoints[1], "fit", fig.fit);
         std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
-        zone->lock();
-        std::memcpy(kind_versions, sh->kind_versions, sizeof(kind_versions));
-        std::memcpy(kind_bytes, sh->kind_bytes, sizeof(kind_bytes));
-        zone->unlock();
+        zone->detector_counts(kind_versions, kind_bytes);
         std::size_t n = 0;
         const DetectorInfo *all = detectors(&n);
         for (std::size_t i = 0; i < n; i++) {

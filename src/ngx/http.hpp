@@ -152,6 +152,9 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error);
 ngx_int_t send_error(ngx_http_request_t *r, int status, const char *code, const char *detail);
 ngx_int_t reject(ngx_http_request_t *r, int status, const char *code, const char *detail);
 ngx_int_t not_loaded_error(ngx_http_request_t *r);
+// The answer to a lookup that found nothing: 503 store_loading, or 404
+// series_not_found or version_not_found.
+ngx_int_t lookup_error(ngx_http_request_t *r, Lookup lookup);
 ngx_int_t internal_error(ngx_http_request_t *r, const char *what) noexcept;
 ngx_int_t send_busy(ngx_http_request_t *r, const char *detail, bool discard_body);
 

@@ -114,6 +114,15 @@ ngx_int_t reject(ngx_http_request_t *r, int status, const char *code, const char
     return send_error(r, status, code, detail);
 }
 
+ngx_int_t lookup_error(ngx_http_request_t *r, Lookup lookup) {
+    switch (lookup) {
+    case Lookup::not_loaded: return not_loaded_error(r);
+    case Lookup::version_not_found:
+        return send_error(r, 404, "version_not_found", "This series has no such version.");
+    default: return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
+    }
+}
+
 // The zone has no models yet: they are being read, or the store cannot be
 // opened (then the detail says why, so that a broken store is not mistaken
 // for a slow one).

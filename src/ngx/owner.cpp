@@ -204,7 +204,7 @@ void recover_claims(Store *store, std::vector<Zone::Claim> &claims) {
     for (Zone::Claim &c : claims) {
         std::string image, error;
         if (c.version != 0 && c.node != nullptr && store->read_model(c.series_id, c.version, &image, &error)) {
-            if (!zone->publish_recovered(&c, image)) {
+            if (!zone->fill_recovered_slot(&c, image)) {
                 c.fail_status = 507;
                 c.fail_code = "zone_full";
                 c.fail_detail = "The fit is durable, but the shared zone has no room for it; raise the "

@@ -136,15 +136,8 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
         Zone *zone = zone_of(r);
         const ModelHeader *model = nullptr;
         const std::string_view series(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
-        switch (zone->find_model(series, version, &model)) {
-        case Lookup::found: break;
-        case Lookup::not_loaded:
-            return not_loaded_error(r);
-        case Lookup::series_not_found:
-            return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
-        case Lookup::version_not_found:
-            return send_error(r, 404, "version_not_found", "This series has no such version.");
-        }
+        const Lookup lookup = zone->find_model(series, version, &model);
+        if (lookup != Lookup::found) return lookup_error(r, lookup);
         ctx->version = model->version;
         ctx->model = model;
         bool busy = false;

@@ -58,18 +58,9 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     if (error) return send_error(r, error);
 
     const ModelHeader *model = nullptr;
-    switch (zone->find_model(std::string_view(reinterpret_cast<char *>(ctx->series_id.data),
-                                              ctx->series_id.len),
-                             version, &model)) {
-    case Lookup::found:
-        break;
-    case Lookup::not_loaded:
-        return not_loaded_error(r);
-    case Lookup::series_not_found:
-        return send_error(r, 404, "series_not_found", "No model has been trained for this series.");
-    case Lookup::version_not_found:
-        return send_error(r, 404, "version_not_found", "This series has no such version.");
-    }
+    const Lookup lookup = zone->find_model(
+        std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len), version, &model);
+    if (lookup != Lookup::found) return lookup_error(r, lookup);
 
     // Judged with the image in place, the zone's lock already let go: a
     // published image never changes (see SeriesNode::versions). A point

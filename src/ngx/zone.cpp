@@ -554,7 +554,13 @@ void Zone::finish_commit(const std::vector<Claim> &claims, const char *commit_er
     }
 }
 
-bool Zone::publish_recovered(Claim *c, const std::string &image) {
+void Zone::detector_counts(std::uint64_t *versions, std::uint64_t *bytes) {
+    ZoneLock guard(this);
+    std::memcpy(versions, sh_->kind_versions, sizeof(sh_->kind_versions));
+    std::memcpy(bytes, sh_->kind_bytes, sizeof(sh_->kind_bytes));
+}
+
+bool Zone::fill_recovered_slot(Claim *c, const std::string &image) {
     void *slot;
     {
         ZoneLock guard(this);

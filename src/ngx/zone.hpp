@@ -279,8 +279,9 @@ public:
     // failed, or fails them all with 503 store_unavailable when commit_error
     // is set (their slots are freed).
     void finish_commit(const std::vector<Claim> &claims, const char *commit_error);
-    // Publishes a version the store has (recovery of a dead owner's batch).
-    bool publish_recovered(Claim *claim, const std::string &image);
+    // Fills claim->slot with a version the store has (recovery of a dead
+    // owner's batch), for finish_commit to publish; false when the zone is full.
+    bool fill_recovered_slot(Claim *claim, const std::string &image);
     // Jobs a dead owner left half-committed (at most max_jobs a call); the
     // new owner looks each up on disk.
     void committing_jobs(std::vector<Claim> *claims, std::size_t max_jobs);
@@ -299,6 +300,9 @@ public:
     // Inserts a version read from disk at start (kept if the zone has it
     // already: versions never change); false when the zone is full.
     bool load_version(std::string_view series_id, const std::string &image);
+    // The versions of each detector in the zone and the bytes they take
+    // (kDetectorSlots each), copied under the lock.
+    void detector_counts(std::uint64_t *versions, std::uint64_t *bytes);
     // Counts an answered prediction of a detector.
     void count_prediction(DetectorKind kind) {
         const auto i = static_cast<std::size_t>(kind);

@@ -13,23 +13,13 @@
 #include "core/detectors/robust.hpp"
 #include "core/detectors/seasonal.hpp"
 #include "core/model.hpp"
+#include "support.hpp"
 
 using namespace anomaly;
+using anomaly_test::kMonday;
+using anomaly_test::noisy;
 
 namespace {
-
-constexpr std::int64_t kMonday = 1700438400;  // 2023-11-20 00:00:00 UTC, a Monday
-
-TrainingData noisy(std::size_t n, double mean, double sd, unsigned seed, std::int64_t step = 300) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> noise(mean, sd);
-    TrainingData d;
-    for (std::size_t i = 0; i < n; i++) {
-        d.timestamps.push_back(kMonday + step * static_cast<std::int64_t>(i));
-        d.values.push_back(noise(rng));
-    }
-    return d;
-}
 
 std::string trained(const TrainingData &d, DetectorParams p) {
     std::string image;

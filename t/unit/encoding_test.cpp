@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "support.hpp"
 
 using namespace anomaly;
 
@@ -155,21 +156,6 @@ TEST(Keys, SeriesNeverCollide) {
 
 // ---------------------------------------------------------------- models
 
-// What an image says of a three-sigma model, as a Model.
-Model model_of(const std::string &image) {
-    const ModelHeader &h = header_of(image.data());
-    Model m;
-    m.version = h.version;
-    m.kind = h.kind;
-    m.points = h.points;
-    m.first_timestamp = h.first_timestamp;
-    m.last_timestamp = h.last_timestamp;
-    m.trained_at_ms = h.trained_at_ms;
-    std::memcpy(&m.mean, image.data() + sizeof(ModelHeader), 8);
-    std::memcpy(&m.std, image.data() + sizeof(ModelHeader) + 8, 8);
-    return m;
-}
-
 TEST(ModelRecord, Format1ExactLayout) {
     const Model m = sample_model();
     const std::string expected = le(1, 1) + le(1, 1) + le(2, 2) + le(3, 4) + le(1000, 8) + le(1700000000, 8) +
@@ -199,7 +185,7 @@ TEST(ModelRecord, Format1BecomesAnImage) {
     for (const Model &m : models) {
         std::string image;
         ASSERT_TRUE(decode_model(encode_model_format1(m), &image));
-        EXPECT_TRUE(same_model(model_of(image), m));
+        EXPECT_TRUE(same_model(anomaly_test::three_sigma_model_of(image), m));
         EXPECT_EQ(header_of(image.data()).tail, kTailFromLocation);
         EXPECT_EQ(header_of(image.data()).sigma, 0);
         // Written again, it is the image itself (format 2), and reads back the same.

@@ -16,12 +16,14 @@
 #include "core/detector.hpp"
 #include "core/detectors/iforest.hpp"
 #include "core/model.hpp"
+#include "support.hpp"
 
 using namespace anomaly;
+using anomaly_test::kMonday;
+using anomaly_test::noisy;
 
 namespace {
 
-constexpr std::int64_t kMonday = 1700438400;  // 2023-11-20 00:00:00 UTC, a Monday
 constexpr std::int64_t kDay = 86400;
 constexpr std::size_t kNodesAt = sizeof(ModelHeader) + sizeof(ForestLayout);  // + the tree offsets
 
@@ -47,17 +49,6 @@ struct Aligned {
     std::string_view view() const { return {reinterpret_cast<const char *>(words.data()), size}; }
     char *data() { return reinterpret_cast<char *>(words.data()); }
 };
-
-TrainingData noisy(std::size_t n, double mean, double sd, unsigned seed, std::int64_t step = 300) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> noise(mean, sd);
-    TrainingData d;
-    for (std::size_t i = 0; i < n; i++) {
-        d.timestamps.push_back(kMonday + step * static_cast<std::int64_t>(i));
-        d.values.push_back(noise(rng));
-    }
-    return d;
-}
 
 DetectorParams forest(std::uint32_t trees = 100, std::uint32_t sample = 256, double contamination = 0.01) {
     DetectorParams p;

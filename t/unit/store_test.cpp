@@ -15,6 +15,7 @@
 
 #include "core/encoding.hpp"
 #include "store/store.hpp"
+#include "support.hpp"
 
 using namespace anomaly;
 
@@ -82,16 +83,7 @@ void raw_put(const std::string &dir, const std::string &key, const std::string &
 
 // The old spool layout: u32 model length | model | training data.
 void write_old_spool(const std::string &path, const std::string &image, const std::string &training_data) {
-    Model model;
-    const ModelHeader &h = header_of(image.data());
-    model.version = h.version;
-    model.points = h.points;
-    model.first_timestamp = h.first_timestamp;
-    model.last_timestamp = h.last_timestamp;
-    model.trained_at_ms = h.trained_at_ms;
-    std::memcpy(&model.mean, image.data() + sizeof(ModelHeader), 8);
-    std::memcpy(&model.std, image.data() + sizeof(ModelHeader) + 8, 8);
-    const std::string m = encode_model_format1(model);
+    const std::string m = encode_model_format1(anomaly_test::three_sigma_model_of(image));
     std::string bytes;
     for (int i = 0; i < 4; i++) bytes.push_back(static_cast<char>(m.size() >> (8 * i)));
     std::ofstream(path, std::ios::binary) << bytes << m << training_data;
