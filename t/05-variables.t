@@ -101,7 +101,16 @@ for my $l (@pred_lines) {
         is($f[4], '-', 'unknown series line: $anomaly_score empty (-)');
         next;
     }
-    my $res = $answer{$uri}[ $seen{$uri}++ ];
+    # Two workers write their access-log lines when each request ends, so
+    # lines of one URI may come in another order than the answers: take the
+    # first answer not yet matched that agrees with the line, else the next
+    # unmatched one (whose checks below then fail).
+    my $list = $answer{$uri} || [];
+    my ($pick) = grep { !$seen{"$uri $_"} && ($f[3] // '') eq ($list->[$_][1]{anomaly} ? 'true' : 'false')
+                        && close_enough($f[4], $list->[$_][1]{score}, 1e-9) } 0 .. $#$list;
+    ($pick) = grep { !$seen{"$uri $_"} } 0 .. $#$list unless defined $pick;
+    my $res = defined $pick ? $list->[$pick] : undef;
+    $seen{"$uri $pick"} = 1 if defined $pick;
     my ($st, $j, $raw) = $res ? @$res : (0, {}, '');
     is($f[1], 200, "$uri: status 200");
     is($f[2], $j->{model_version}, "$uri: \$anomaly_model_version is $j->{model_version}");
