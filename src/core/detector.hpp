@@ -14,6 +14,10 @@ enum class DetectorKind : std::uint8_t {
     robust = 2,       // median and scaled MAD
     seasonal = 3,     // a robust band per hour of the day or of the week
     iforest = 4,      // an Isolation Forest over value, time of day and day of week
+    // Stream detectors (stream.hpp): they learn online, from /observe.
+    rcf = 5,          // a streaming Random Cut Forest over shingles of recent values
+    adaptive = 6,     // exponentially weighted mean and variance
+    // 7: the best stream detector of make quality (stream.hpp)
 };
 
 // Which side of the mean counts as anomalous (directive anomaly_tail).
