@@ -1,4 +1,5 @@
 #include "core/encoding.hpp"
+#include "core/stream.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -299,6 +300,43 @@ bool decode_plot_envelope(std::string_view bytes, PlotEnvelope *e) {
     }
     if (r.failed() || r.left() != 0) return false;
     *e = std::move(out);
+    return true;
+}
+
+std::string stream_key(std::string_view series_id) {
+    std::string k(kStreamKeyPrefix);
+    k.append(series_id);
+    return k;
+}
+
+bool parse_stream_key(std::string_view key, std::string_view *series_id) noexcept {
+    if (key.size() <= kStreamKeyPrefix.size() || key.substr(0, kStreamKeyPrefix.size()) != kStreamKeyPrefix)
+        return false;
+    *series_id = key.substr(kStreamKeyPrefix.size());
+    return series_id->find('/') == std::string_view::npos;
+}
+
+std::string encode_checkpoint(std::string_view state, std::int64_t written_ms) {
+    std::string out;
+    out.reserve(16 + state.size());
+    put_u8(&out, kCheckpointFormat);
+    put_fixed(&out, 0, 7);
+    put_fixed(&out, static_cast<std::uint64_t>(written_ms), 8);
+    out.append(state);
+    return out;
+}
+
+bool decode_checkpoint(std::string_view bytes, std::string *state, std::int64_t *written_ms) {
+    if (bytes.size() < 16 + sizeof(StreamHeader) || static_cast<std::uint8_t>(bytes[0]) != kCheckpointFormat)
+        return false;
+    std::uint64_t ms = 0;
+    for (int i = 7; i >= 0; i--) ms = (ms << 8) | static_cast<unsigned char>(bytes[8 + i]);
+    const std::string_view body = bytes.substr(16);
+    if (body.size() > kMaxStreamBytes || body.size() % 8 != 0) return false;
+    // std::string's buffer is aligned for any scalar type (operator new).
+    state->assign(body.data(), body.size());
+    if (!check_stream(*state)) return false;
+    *written_ms = static_cast<std::int64_t>(ms);
     return true;
 }
 

@@ -8,6 +8,7 @@
 //   "p/<series_id>/" + 4-byte big-endian version   -> encode_plot_envelope()
 //        (absent for versions fitted before plots were summarised)
 //   "c/commits"                                    -> u64 little-endian: batches written
+//   "s/<series_id>"                                -> encode_checkpoint(): a stream's state
 // Big-endian versions make LevelDB iterate a series' versions in order.
 #pragma once
 
@@ -78,5 +79,17 @@ std::string encode_plot_envelope(const PlotEnvelope &envelope);
 // more columns than points, min > max or not finite, timestamps outside
 // 0..kMaxTimestamp or out of order.
 bool decode_plot_envelope(std::string_view bytes, PlotEnvelope *envelope);
+
+// Stream checkpoint, format 1:
+//   u8 format (1) | 7 bytes 0 | i64 written_ms (Unix ms) | the state (stream.hpp)
+constexpr std::uint8_t kCheckpointFormat = 1;
+constexpr std::string_view kStreamKeyPrefix = "s/";
+std::string stream_key(std::string_view series_id);
+// Splits a stream key; false when key is not one.
+bool parse_stream_key(std::string_view key, std::string_view *series_id) noexcept;
+std::string encode_checkpoint(std::string_view state, std::int64_t written_ms);
+// The state (8-byte aligned in *state's buffer, checked by check_stream) and
+// when it was written; false on any record this build cannot run.
+bool decode_checkpoint(std::string_view bytes, std::string *state, std::int64_t *written_ms);
 
 }  // namespace anomaly

@@ -48,12 +48,13 @@ bool whole(std::string_view text, std::uint32_t lo, std::uint32_t hi, std::uint3
 
 }  // namespace
 
-std::string detector_names() {
+std::string detector_names(std::string_view learning) {
     std::size_t n = 0;
     const DetectorInfo *all = detectors(&n);
     std::string names;
     for (std::size_t i = 0; i < n; i++) {
-        if (i > 0) names += ", ";
+        if (!learning.empty() && learning != all[i].kind_of_learning) continue;
+        if (!names.empty()) names += ", ";
         names += all[i].name;
     }
     return names;
@@ -67,10 +68,16 @@ bool is_detector_parameter(std::string_view name) noexcept {
 
 Error set_detector_parameter(std::string_view name, std::string_view value, DetectorParams *params) {
     if (name == "detector") {
-        if (!detector_from_name(value, &params->kind))
+        DetectorKind kind;
+        if (!detector_from_name(value, &kind))
             return make_error(422, "invalid_detector",
-                              "detector must be one of " + detector_names() + ", not \"" +
+                              "detector must be one of " + detector_names("batch") + ", not \"" +
                                   std::string(value.substr(0, 40)) + "\".");
+        if (is_stream_detector(kind))
+            return make_error(422, "invalid_detector",
+                              std::string(value) + " learns online from POST /observe; a fit trains one of " +
+                                  detector_names("batch") + ".");
+        params->kind = kind;
     } else if (name == "sigma") {
         double k = 0;
         if (!number(value, &k) || !(k > 0) || k > 1000)
@@ -119,6 +126,69 @@ Error apply_fit_arguments(std::string_view args, std::string_view body_detector,
         }
     }
     return Error();
+}
+
+namespace {
+
+constexpr const char *kStreamNames[] = {"detector", "trees", "sample", "shingle", "decay",
+                                        "alpha", "hourly", "warmup", "recent"};
+
+}  // namespace
+
+bool is_stream_parameter(std::string_view name) noexcept {
+    for (const char *n : kStreamNames)
+        if (name == n) return true;
+    return false;
+}
+
+Error set_stream_parameter(std::string_view name, std::string_view value, StreamParams *params) {
+    if (name == "detector") {
+        DetectorKind kind;
+        if (!detector_from_name(value, &kind) || !is_stream_detector(kind))
+            return make_error(422, "invalid_detector",
+                              "detector must be one of the stream detectors " + detector_names("stream") +
+                                  ", not \"" + std::string(value.substr(0, 40)) + "\".");
+        params->kind = kind;
+    } else if (name == "trees" || name == "sample" || name == "shingle" || name == "warmup" || name == "recent") {
+        std::uint32_t v = 0;
+        if (!whole(value, 0, 100000000, &v)) return invalid(name, "a whole number", value);
+        if (name == "trees") params->trees = v;
+        else if (name == "sample") params->sample = v;
+        else if (name == "shingle") params->shingle = v;
+        else if (name == "warmup") params->warmup = v;
+        else params->recent = v == 0 ? kNoRecent : v;
+    } else if (name == "decay" || name == "alpha") {
+        double d = 0;
+        if (!number(value, &d) || !(d > 0) || !(d < 1))
+            return invalid(name, "a number above 0 and below 1, such as 0.01", value);
+        if (name == "decay") params->decay = d;
+        else params->alpha = d;
+    } else if (name == "hourly") {
+        if (value == "on" || value == "true" || value == "1") params->hourly = 1;
+        else if (value == "off" || value == "false" || value == "0") params->hourly = 0;
+        else return invalid(name, "on or off", value);
+    }
+    return Error();
+}
+
+Error apply_observe_arguments(std::string_view args, StreamParams *params) {
+    bool seen[sizeof(kStreamNames) / sizeof(kStreamNames[0])] = {};
+    while (!args.empty()) {
+        const std::size_t amp = args.find('&');
+        const std::string_view arg = args.substr(0, amp);
+        args = amp == std::string_view::npos ? std::string_view() : args.substr(amp + 1);
+        const std::size_t eq = arg.find('=');
+        const std::string_view name = arg.substr(0, eq);
+        const std::string_view value = eq == std::string_view::npos ? std::string_view() : arg.substr(eq + 1);
+        for (std::size_t i = 0; i < sizeof(kStreamNames) / sizeof(kStreamNames[0]); i++) {
+            if (name != kStreamNames[i]) continue;
+            if (seen[i])
+                return make_error(422, "invalid_parameter", std::string(name) + " is given more than once.");
+            seen[i] = true;
+            if (Error e = set_stream_parameter(name, value, params)) return e;
+        }
+    }
+    return resolve_stream_params(params);
 }
 
 }  // namespace anomaly

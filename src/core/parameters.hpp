@@ -10,6 +10,7 @@
 
 #include "error.hpp"
 #include "model.hpp"
+#include "stream.hpp"
 
 namespace anomaly {
 
@@ -25,7 +26,17 @@ bool is_detector_parameter(std::string_view name) noexcept;
 // twice is refused: which one was meant cannot be told.
 Error apply_fit_arguments(std::string_view args, std::string_view body_detector, DetectorParams *params);
 
-// The names this build offers, for details: "three_sigma, robust, ...".
-std::string detector_names();
+// The names this build offers, for details: "three_sigma, robust, ...";
+// learning "batch" or "stream" lists only those.
+std::string detector_names(std::string_view learning = {});
+
+// A stream's parameters (CONTRACT section 6), from the observe location's
+// directives, then its query at the series' first observe: detector,
+// trees, sample, shingle, decay, alpha, hourly, warmup, recent. The syntax
+// is checked here (422 invalid_detector, invalid_parameter), the ranges of
+// each detector by resolve_stream_params.
+Error set_stream_parameter(std::string_view name, std::string_view value, StreamParams *params);
+bool is_stream_parameter(std::string_view name) noexcept;
+Error apply_observe_arguments(std::string_view args, StreamParams *params);
 
 }  // namespace anomaly

@@ -170,4 +170,68 @@ std::string render_versions(std::string_view series_id, const std::vector<Versio
     return out;
 }
 
+void render_observation(std::string *out, std::string_view series_id, DetectorKind kind, const StreamPoint *points,
+                        std::size_t n, bool many, double threshold) {
+    out->clear();
+    out->reserve(160 + (many ? n * 96 : 0));
+    *out += "{\"series_id\":";
+    append_json_string(out, series_id);
+    *out += ",\"detector\":\"";
+    *out += detector_name(kind);
+    *out += '"';
+    if (!many) {
+        const StreamPoint &p = points[0];
+        *out += observed_anomaly(p, threshold) ? ",\"anomaly\":true" : ",\"anomaly\":false";
+        *out += ",\"anomaly_score\":";
+        append_double(out, p.anomaly_score);
+        *out += ",\"score\":";
+        append_double(out, p.score);
+        if (p.has_expected) {
+            *out += ",\"expected_value\":";
+            append_double(out, p.expected_value);
+        }
+        *out += ",\"stage\":\"";
+        *out += stream_stage_name(p.stage);
+        *out += "\",\"confidence\":";
+        append_double(out, p.confidence);
+        *out += ",\"points_processed\":";
+        *out += std::to_string(p.points_processed);
+        *out += '}';
+        return;
+    }
+    std::size_t learned = 0, skipped = 0, anomalies = 0;
+    for (std::size_t i = 0; i < n; i++) {
+        if (points[i].stage == StreamStage::skipped) skipped++;
+        else learned++;
+        if (observed_anomaly(points[i], threshold)) anomalies++;
+    }
+    *out += ",\"points\":" + std::to_string(n) + ",\"learned\":" + std::to_string(learned) +
+            ",\"skipped\":" + std::to_string(skipped) + ",\"anomalies\":" + std::to_string(anomalies);
+    auto array = [&](const char *name, auto field) {
+        *out += ",\"";
+        *out += name;
+        *out += "\":[";
+        for (std::size_t i = 0; i < n; i++) {
+            if (i > 0) *out += ',';
+            field(points[i]);
+        }
+        *out += ']';
+    };
+    array("anomaly", [&](const StreamPoint &p) { *out += observed_anomaly(p, threshold) ? "true" : "false"; });
+    array("anomaly_score", [&](const StreamPoint &p) { append_double(out, p.anomaly_score); });
+    array("score", [&](const StreamPoint &p) { append_double(out, p.score); });
+    array("expected_value", [&](const StreamPoint &p) {
+        if (p.has_expected) append_double(out, p.expected_value);
+        else *out += "null";
+    });
+    array("stage", [&](const StreamPoint &p) {
+        *out += '"';
+        *out += stream_stage_name(p.stage);
+        *out += '"';
+    });
+    array("confidence", [&](const StreamPoint &p) { append_double(out, p.confidence); });
+    array("points_processed", [&](const StreamPoint &p) { *out += std::to_string(p.points_processed); });
+    *out += '}';
+}
+
 }  // namespace anomaly

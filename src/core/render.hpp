@@ -12,6 +12,7 @@
 #include "detector.hpp"
 #include "error.hpp"
 #include "model.hpp"
+#include "stream.hpp"
 
 namespace anomaly {
 
@@ -60,5 +61,14 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
 // fit gave them), the image's size in the zone.
 // more: another page follows; next_after then names the last version given.
 std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more);
+
+// An observe's answer (CONTRACT section 6): one point's fields, or with
+// many the same fields as arrays, plus counts. A point is anomalous when it
+// is past the warm-up and its anomaly_score reaches threshold.
+inline bool observed_anomaly(const StreamPoint &p, double threshold) {
+    return p.stage != StreamStage::learning && p.anomaly_score >= threshold;
+}
+void render_observation(std::string *out, std::string_view series_id, DetectorKind kind, const StreamPoint *points,
+                        std::size_t n, bool many, double threshold);
 
 }  // namespace anomaly

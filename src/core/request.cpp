@@ -165,7 +165,7 @@ Error check_fit(const Parsed &p, const FitLimits &limits, const TrainingData *ou
     }
     if (p.bad_value_index != SIZE_MAX)
         return make_error(422, "invalid_value", p.bad_value + " is not a finite number.");
-    for (std::size_t i = 1; i < n; i++) {
+    for (std::size_t i = 1; i < n && !limits.stream; i++) {
         if (out->timestamps[i] <= out->timestamps[i - 1])
             return make_error(422, "unordered_timestamps",
                               "timestamps[" + std::to_string(i) + "] is not after timestamps[" +
@@ -175,6 +175,7 @@ Error check_fit(const Parsed &p, const FitLimits &limits, const TrainingData *ou
         return make_error(422, "too_few_points",
                           "At least " + std::to_string(limits.min_points) + " points are needed, got " +
                               std::to_string(n) + " (anomaly_min_points).");
+    if (limits.stream) return Error();
     bool constant = true;
     for (std::size_t i = 1; i < n && constant; i++) constant = out->values[i] == out->values[0];
     if (constant)
@@ -560,6 +561,54 @@ Error parse_predict_body(const char *body, std::size_t length, PredictInput *out
     dom::element root;
     if (!reused_parser().parse(body, length, false).get(root)) return predict_from_dom(root, out);
     return diagnose_predict_body(body, length, out);
+}
+
+Error parse_observe_body(const char *body, std::size_t length, std::size_t max_points, ObserveInput *out) {
+    static const char *kShape =
+        "The body must be one point {\"timestamp\": 1700000000, \"value\": 42.0}, or many as "
+        "{\"timestamps\": [...], \"values\": [...]} or {\"data\": [{\"timestamp\": t, \"value\": v}, ...]}.";
+    FitLimits limits;
+    limits.min_points = 1;
+    limits.max_points = max_points;
+    limits.stream = true;
+    out->points.timestamps.clear();
+    out->points.values.clear();
+    std::unique_ptr<dom::parser> parser = fit_parsers().take();
+    dom::element root;
+    Error result;
+    dom::object obj;
+    if (parser->parse(body, length, false).get(root)) {
+        // Not JSON, or a number simdjson cannot hold: the fit shapes' diagnosis
+        // names the index; a single point's is the predict body's.
+        out->many = true;
+        std::string ignored;
+        result = diagnose_fit_body(body, length, limits, &out->points, &ignored);
+        if (result.status == 400) {
+            PredictInput point;
+            Error single = diagnose_predict_body(body, length, &point);
+            if (single.status == 422) result = single;
+            else result = malformed(kShape);
+        }
+    } else if (!root.get_object().get(obj) && obj["value"].error() == simdjson::SUCCESS) {
+        out->many = false;
+        PredictInput point;
+        result = predict_from_dom(root, &point);
+        if (!result && !point.has_timestamp)
+            result = make_error(422, "invalid_timestamp",
+                                "An observed point needs its timestamp (Unix seconds): a stream learns each "
+                                "point once, by its time.");
+        if (!result) {
+            out->points.timestamps.push_back(point.timestamp);
+            out->points.values.push_back(point.value);
+        }
+    } else {
+        out->many = true;
+        std::string ignored;
+        result = fit_from_dom(root, limits, &out->points, &ignored);
+        if (result.status == 400) result = malformed(kShape);
+    }
+    fit_parsers().give_back(std::move(parser));
+    return result;
 }
 
 bool is_json_media_type(std::string_view content_type) noexcept {

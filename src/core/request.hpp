@@ -19,6 +19,9 @@ constexpr std::size_t kJsonPadding = 64;
 struct FitLimits {
     std::size_t min_points = 10;        // anomaly_min_points
     std::size_t max_points = 1000000;   // anomaly_max_points
+    // Points for a stream (observe): timestamps in any order (a repeated or
+    // earlier one is skipped, not refused) and equal values allowed.
+    bool stream = false;
 };
 
 // Parses {"timestamps": [...], "values": [...]} or
@@ -53,6 +56,16 @@ struct PredictInput {
     std::int64_t timestamp = 0;  // Unix seconds
     double value = 0;
 };
+
+// An observe's body (CONTRACT section 6): one point
+// {"timestamp": t, "value": v} (timestamp required: a stream learns a point
+// once, by its time), or many in either fit shape, at least one and at most
+// max_points, timestamps in any order. Errors as for predict and fit.
+struct ObserveInput {
+    TrainingData points;
+    bool many = false;  // the answer's fields are arrays
+};
+Error parse_observe_body(const char *body, std::size_t length, std::size_t max_points, ObserveInput *out);
 
 // Whether a Content-Type header declares JSON: application/json or any
 // application/...+json, parameters (charset) allowed, case-insensitive. A

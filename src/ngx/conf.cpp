@@ -22,6 +22,12 @@ namespace {
 constexpr ngx_msec_t kDefaultFitTimeout = 30000;  // anomaly_fit_timeout
 constexpr size_t kDefaultFitMemory = 128 * 1024 * 1024;  // anomaly_fit_memory
 constexpr double kUnsetSigma = -1;
+constexpr ngx_msec_t kDefaultCheckpoint = 5000;  // anomaly_checkpoint
+constexpr double kDefaultThreshold = 70;         // anomaly_threshold (CONTRACT section 6)
+// A StreamParams field no directive set: 0 means "the detector's default" in
+// a query too, so an unset field is told apart by this marker instead.
+constexpr std::uint32_t kUnsetWhole = 0xfffffffeu;
+constexpr double kUnsetShare = -1;
 
 }  // namespace
 
@@ -32,6 +38,7 @@ void *create_main_conf(ngx_conf_t *cf) noexcept {
     if (mcf == nullptr) return nullptr;
     mcf->endpoints_used = NGX_CONF_UNSET;
     mcf->fit_memory = NGX_CONF_UNSET_SIZE;
+    mcf->checkpoint = NGX_CONF_UNSET_MSEC;
     return mcf;
 }
 
@@ -41,6 +48,7 @@ char *init_main_conf(ngx_conf_t *cf, void *conf) noexcept {
         ngx_str_set(&mcf->thread_pool_name, "default");
     }
     ngx_conf_init_size_value(mcf->fit_memory, kDefaultFitMemory);
+    ngx_conf_init_msec_value(mcf->checkpoint, kDefaultCheckpoint);
     if (mcf->endpoints_used == 1 && (mcf->shm_zone == nullptr || mcf->store.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "anomaly endpoints need \"anomaly_zone\" and \"anomaly_store\" in the http block");
@@ -70,6 +78,11 @@ void *create_loc_conf(ngx_conf_t *cf) noexcept {
     lcf->trees = NGX_CONF_UNSET_UINT;
     lcf->sample = NGX_CONF_UNSET_UINT;
     lcf->contamination = kUnsetSigma;
+    lcf->stream.kind = static_cast<DetectorKind>(0);
+    lcf->stream.warmup = lcf->stream.recent = lcf->stream.trees = lcf->stream.sample = lcf->stream.shingle = kUnsetWhole;
+    lcf->stream.decay = lcf->stream.alpha = kUnsetShare;
+    lcf->stream.hourly = 0xff;
+    lcf->threshold = kUnsetSigma;
     return lcf;
 }
 
@@ -98,6 +111,34 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     ngx_conf_merge_uint_value(conf->sample, prev->sample, defaults.sample);
     if (conf->contamination == kUnsetSigma)
         conf->contamination = prev->contamination == kUnsetSigma ? defaults.contamination : prev->contamination;
+    // The stream parameters, each inherited unless set here.
+    StreamParams &sp = conf->stream;
+    const StreamParams &pp = prev->stream;
+    if (sp.kind == static_cast<DetectorKind>(0)) sp.kind = pp.kind;
+    for (auto field : {&StreamParams::warmup, &StreamParams::recent, &StreamParams::trees, &StreamParams::sample,
+                       &StreamParams::shingle})
+        if (sp.*field == kUnsetWhole) sp.*field = pp.*field;
+    if (sp.decay == kUnsetShare) sp.decay = pp.decay;
+    if (sp.alpha == kUnsetShare) sp.alpha = pp.alpha;
+    if (sp.hourly == 0xff) sp.hourly = pp.hourly;
+    if (conf->threshold == kUnsetSigma) conf->threshold = prev->threshold == kUnsetSigma ? kDefaultThreshold : prev->threshold;
+    {
+        // What is still unset takes the detector's default (0), and the
+        // whole set is checked as a first observe's would be.
+        if (sp.kind == static_cast<DetectorKind>(0)) sp.kind = DetectorKind::rcf;
+        for (auto field : {&StreamParams::warmup, &StreamParams::recent, &StreamParams::trees, &StreamParams::sample,
+                           &StreamParams::shingle})
+            if (sp.*field == kUnsetWhole) sp.*field = 0;
+        if (sp.decay == kUnsetShare) sp.decay = 0;
+        if (sp.alpha == kUnsetShare) sp.alpha = 0;
+        if (sp.hourly == 0xff) sp.hourly = 0;
+        StreamParams check = sp;
+        Error e = resolve_stream_params(&check);
+        if (e) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "the stream directives: %s", e.detail.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
     if (conf->min_points > conf->max_points) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"anomaly_min_points\" %uz is larger than \"anomaly_max_points\" %uz",
@@ -189,6 +230,7 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     switch (static_cast<Endpoint>(lcf->endpoint)) {
     case Endpoint::fit: clcf->handler = fit_handler; break;
     case Endpoint::predict: clcf->handler = predict_handler; break;
+    case Endpoint::observe: clcf->handler = observe_handler; break;
     case Endpoint::metrics: clcf->handler = metrics_handler; break;
     case Endpoint::error: clcf->handler = error_handler; break;
     case Endpoint::plot: clcf->handler = plot_handler; break;
@@ -298,6 +340,73 @@ char *set_detector_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noe
     }
 }
 
+// The stream directives (cmd->post names the observe query's parameter):
+// checked as that parameter is, and then as a whole at merge.
+char *set_stream_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    try {
+        StreamParams &sp = static_cast<LocConf *>(conf)->stream;
+        const std::string_view param(static_cast<const char *>(cmd->post));
+        const bool set = param == "detector"  ? sp.kind != static_cast<DetectorKind>(0)
+                         : param == "trees"   ? sp.trees != kUnsetWhole
+                         : param == "sample"  ? sp.sample != kUnsetWhole
+                         : param == "shingle" ? sp.shingle != kUnsetWhole
+                         : param == "warmup"  ? sp.warmup != kUnsetWhole
+                         : param == "decay"   ? sp.decay != kUnsetShare
+                         : param == "alpha"   ? sp.alpha != kUnsetShare
+                                              : sp.hourly != 0xff;
+        if (set) return const_cast<char *>("is duplicate");
+        ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+        StreamParams p;
+        Error e = set_stream_parameter(param, std::string_view(reinterpret_cast<char *>(value[1].data), value[1].len), &p);
+        if (e) {
+            std::string detail = e.detail.substr(param.size());
+            if (!detail.empty() && detail.back() == '.') detail.pop_back();
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\"%s", &cmd->name, detail.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (param == "detector") sp.kind = p.kind;
+        else if (param == "trees") sp.trees = p.trees;
+        else if (param == "sample") sp.sample = p.sample;
+        else if (param == "shingle") sp.shingle = p.shingle;
+        else if (param == "warmup") sp.warmup = p.warmup;
+        else if (param == "decay") sp.decay = p.decay;
+        else if (param == "alpha") sp.alpha = p.alpha;
+        else sp.hourly = p.hourly;
+        return NGX_CONF_OK;
+    } catch (const std::exception &) {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+}
+
+char *set_threshold(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(conf);
+    if (lcf->threshold != kUnsetSigma) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    std::string text(reinterpret_cast<char *>(value[1].data), value[1].len);
+    char *end = nullptr;
+    errno = 0;
+    const double t = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(t) || t <= 0 || t > 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_threshold\" must be an anomaly_score above 0 and at most 100, such as 70, not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    lcf->threshold = t;
+    return NGX_CONF_OK;
+}
+
+char *set_checkpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    char *rv = ngx_conf_set_msec_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    const ngx_msec_t t = static_cast<MainConf *>(conf)->checkpoint;
+    if (t < 100 || t > 3600000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"anomaly_checkpoint\" must be between 100ms and 1h, such as 5s");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
 ngx_conf_enum_t tails[] = {
     {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
     {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
@@ -324,6 +433,28 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::fit)},
     {ngx_string("anomaly_predict"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::predict)},
+    {ngx_string("anomaly_observe"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::observe)},
+    {ngx_string("anomaly_checkpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_checkpoint,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, checkpoint), nullptr},
+    {ngx_string("anomaly_threshold"), ANOMALY_LOC | NGX_CONF_TAKE1, set_threshold, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+    {ngx_string("anomaly_stream_detector"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("detector")},
+    {ngx_string("anomaly_stream_warmup"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("warmup")},
+    {ngx_string("anomaly_rcf_trees"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("trees")},
+    {ngx_string("anomaly_rcf_sample"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("sample")},
+    {ngx_string("anomaly_rcf_shingle"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("shingle")},
+    {ngx_string("anomaly_rcf_decay"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("decay")},
+    {ngx_string("anomaly_adaptive_alpha"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("alpha")},
+    {ngx_string("anomaly_adaptive_hourly"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("hourly")},
     {ngx_string("anomaly_healthcheck"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::healthcheck)},
     {ngx_string("anomaly_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,

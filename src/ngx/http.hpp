@@ -5,6 +5,7 @@
 //                    owner that fit and plot share, nginx's own errors as JSON
 //   fit.cpp          /fit: the body, the thread pool work, budgets, trimming
 //   predict.cpp      /predict
+//   observe.cpp      /observe: streams
 //   plot.cpp         /plot
 //   catalogue.cpp    /series, /series/{id}, /dashboard
 //   health.cpp       /healthcheck, /metrics and the figures they share
@@ -26,13 +27,16 @@
 #include "core/metrics.hpp"
 #include "core/model.hpp"
 #include "core/request.hpp"
+#include "core/stream.hpp"
 #include "ngx/zone.hpp"
 
 extern ngx_module_t ngx_http_anomaly_module;
 
 namespace anomaly {
 
-enum class Endpoint : ngx_uint_t { none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard };
+enum class Endpoint : ngx_uint_t {
+    none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard, observe
+};
 
 struct MainConf {
     ngx_shm_zone_t *shm_zone;
@@ -41,6 +45,7 @@ struct MainConf {
     ngx_thread_pool_t *thread_pool;
     ngx_flag_t endpoints_used;
     size_t fit_memory;                    // anomaly_fit_memory: body bytes of fits per worker
+    ngx_msec_t checkpoint;                // anomaly_checkpoint: streams written at most this often
 };
 
 struct LocConf {
@@ -58,6 +63,11 @@ struct LocConf {
     ngx_uint_t trees;                     // anomaly_iforest_trees
     ngx_uint_t sample;                    // anomaly_iforest_sample
     double contamination;                 // anomaly_iforest_contamination
+    // anomaly_stream_detector and the stream directives: what a series'
+    // first observe here creates when its query says nothing else (0: the
+    // detector's default).
+    StreamParams stream;
+    double threshold;                     // anomaly_threshold: an observed point is anomalous from this score
 };
 
 struct FitWork;
@@ -220,6 +230,7 @@ const Figures &figures(Zone *zone);
 
 ngx_int_t fit_handler(ngx_http_request_t *r) noexcept;       // fit.cpp
 ngx_int_t predict_handler(ngx_http_request_t *r) noexcept;   // predict.cpp
+ngx_int_t observe_handler(ngx_http_request_t *r) noexcept;   // observe.cpp
 ngx_int_t plot_handler(ngx_http_request_t *r) noexcept;      // plot.cpp
 ngx_int_t series_handler(ngx_http_request_t *r) noexcept;    // catalogue.cpp
 ngx_int_t versions_handler(ngx_http_request_t *r) noexcept;

@@ -57,6 +57,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
         settings.zone = process_zone;
         settings.dir.assign(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
         settings.pool = mcf->thread_pool;
+        settings.checkpoint = mcf->checkpoint;
         return store_start(cycle, settings, fits_check);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "anomaly: %s", e.what());

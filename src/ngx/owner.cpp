@@ -56,6 +56,13 @@ struct ReadCtx {
     std::string error;         // a failure of the task itself, for the log
 };
 
+struct CheckpointCtx {
+    std::string error;         // a write that failed, for the log
+    std::uint64_t written = 0; // streams written by the last run
+    std::uint64_t restored = 0; // broken streams put back from their checkpoints
+    std::uint64_t restarted = 0; // broken streams without one, started again
+};
+
 struct Runtime {
     StoreSettings settings;
     std::string spool_dir;
@@ -92,6 +99,11 @@ struct Runtime {
     // Plot reads run in a task of their own, so that they never delay a commit.
     ngx_thread_task_t read_task{};
     ReadCtx read;
+    // Stream checkpoints, in a task of their own every settings.checkpoint.
+    ngx_thread_task_t checkpoint_task{};
+    CheckpointCtx checkpoint;
+    bool checkpoint_running = false;
+    ngx_msec_t next_checkpoint = 0;
 };
 
 Runtime *rt = nullptr;
@@ -178,16 +190,28 @@ void remove_orphan_copies() {
 }
 
 // Versions read from disk go into the zone a batch at a time.
+// A stream checkpoint read from disk (or a copy) into the zone.
+Store::StreamVisitor stream_loader(Zone *zone, bool *zone_full) {
+    return [zone, zone_full](std::string_view series, std::string_view state, std::int64_t written_ms) {
+        if (!*zone_full && !zone->load_stream(series, state, written_ms)) *zone_full = true;
+    };
+}
+
 bool load_models(Store *store, std::string *error) {
     Zone *zone = rt->settings.zone;
     bool zone_full = false;
+    std::uint64_t damaged = 0;
     bool ok = store->for_each_model(
         [&](std::string_view series, const std::string &image) {
             if (!zone_full && !zone->load_version(series, image)) zone_full = true;
         },
         error);
+    ok = ok && store->for_each_stream(stream_loader(zone, &zone_full), &damaged, error);
+    if (ok && damaged > 0)
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "anomaly: %uL stream checkpoints do not decode; those streams start again", damaged);
     if (ok && zone_full)
-        *error = "not every stored version fits in the shared zone; raise the size in the "
+        *error = "not every stored version and stream fits in the shared zone; raise the size in the "
                  "anomaly_zone directive";
     if (ok && !zone_full) return true;
     zone->lock();
@@ -294,12 +318,13 @@ void load_from_copy(TakeoverCtx *ctx) {
     bool zone_full = false;
     std::uint64_t commits = 0;
     ctx->copy_error.clear();
+    const Store::StreamVisitor streams = stream_loader(zone, &zone_full);
     const bool ok = Store::read_copy(
         rt->settings.dir, copy_dir(ProcessId::self()),
         [&](std::string_view series, const std::string &image) {
             if (!zone_full && !zone->load_version(series, image)) zone_full = true;
         },
-        &commits, &ctx->copy_error);
+        &commits, &ctx->copy_error, &streams);
     zone->lock();
     if (ok && !sh()->loaded) {
         sh()->loaded = 1;
@@ -392,6 +417,121 @@ void takeover_thread(void *data, ngx_log_t *) {
     }
 }
 
+// ---- stream checkpoints: run in a pool thread, and at exit ----
+
+// A stream whose holder died mid-update and whose state failed its check:
+// its checkpoint goes back in, or it starts again when it has none.
+void restore_stream(Store *store, StreamSlot *s, CheckpointCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    const std::string_view series(reinterpret_cast<const char *>(s->series->id), s->series->id_len);
+    std::string state;
+    std::int64_t written_ms = 0;
+    std::string error;
+    const bool found = store->read_checkpoint(series, &state, &written_ms, &error) && state.size() == s->bytes;
+    if (!error.empty()) return;  // the next run tries again
+    if (zone->lock_stream(s, true) != Zone::StreamAccess::locked) return;
+    if (found) {
+        std::memcpy(s->state(), state.data(), state.size());
+        s->checkpoint_ms = written_ms;
+        ctx->restored++;
+    } else {
+        init_stream(s->state(), s->params, now_ms(), reinterpret_cast<std::uintptr_t>(s));
+        s->checkpoint_ms = 0;
+        ctx->restarted++;
+    }
+    s->checkpointed = s->changes;
+    __atomic_store_n(&s->broken, 0, __ATOMIC_RELEASE);
+    zone->unlock_stream(s);
+}
+
+// Writes every stream changed since its last checkpoint, in batches of
+// about kCheckpointBatchBytes, each state copied under the stream's lock
+// (a stream busy at that moment waits for the next run).
+constexpr std::size_t kCheckpointBatchBytes = 32u << 20;
+
+void write_checkpoints(Store *store, CheckpointCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    ctx->written = 0;
+    std::vector<Store::Checkpoint> batch;
+    std::vector<std::pair<StreamSlot *, std::uint64_t>> taken;
+    std::size_t batch_bytes = 0;
+    const std::int64_t now = now_ms();
+    auto flush = [&]() {
+        if (batch.empty()) return true;
+        std::string error;
+        if (!store->write_checkpoints(batch, &error)) {
+            ctx->error = error;
+            return false;
+        }
+        for (auto &t : taken) {
+            t.first->checkpointed = t.second;
+            __atomic_store_n(&t.first->checkpoint_ms, now, __ATOMIC_RELAXED);
+        }
+        ctx->written += batch.size();
+        batch.clear();
+        taken.clear();
+        batch_bytes = 0;
+        return true;
+    };
+    for (StreamSlot *s = zone->first_stream(); s != nullptr; s = s->next) {
+        if (__atomic_load_n(&s->broken, __ATOMIC_ACQUIRE)) {
+            restore_stream(store, s, ctx);
+            continue;
+        }
+        if (__atomic_load_n(&s->changes, __ATOMIC_ACQUIRE) == s->checkpointed) continue;
+        Store::Checkpoint c;
+        c.series_id.assign(reinterpret_cast<const char *>(s->series->id), s->series->id_len);
+        c.state.resize(s->bytes);  // allocated before the lock: nothing under it may throw
+        c.written_ms = now;
+        if (zone->lock_stream(s) != Zone::StreamAccess::locked) continue;
+        const std::uint64_t changes = s->changes;
+        std::memcpy(&c.state[0], s->state(), s->bytes);
+        zone->unlock_stream(s);
+        batch_bytes += c.state.size();
+        batch.push_back(std::move(c));
+        taken.emplace_back(s, changes);
+        if (batch_bytes >= kCheckpointBatchBytes && !flush()) return;
+    }
+    if (!flush()) return;
+    zone->lock();
+    if (ctx->written > 0) sh()->last_checkpoint_ms = now;
+    sh()->checkpoints_written += ctx->written;
+    zone->unlock();
+}
+
+void checkpoint_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
+    CheckpointCtx *ctx = static_cast<CheckpointCtx *>(data);
+    try {
+        ctx->error.clear();
+        ctx->restored = ctx->restarted = 0;
+        std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+        if (rt->store) write_checkpoints(rt->store.get(), ctx);
+    } catch (const std::exception &e) {
+        ctx->error = e.what();
+    }
+}
+
+void checkpoint_done(ngx_event_t *) noexcept {
+    rt->checkpoint_running = false;
+    rt->next_checkpoint = ngx_current_msec + rt->settings.checkpoint;
+    const CheckpointCtx &c = rt->checkpoint;
+    if (!c.error.empty()) ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly stream checkpoint failed: %s", c.error.c_str());
+    if (c.restored + c.restarted > 0)
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "anomaly: %uL streams left half-updated by a worker that died were put back from their "
+                      "checkpoints, %uL without one started again",
+                      c.restored, c.restarted);
+}
+
+void kick_checkpoint() {
+    if (!rt->owner || rt->checkpoint_running) return;
+    if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_checkpoint) < 0) return;
+    rt->checkpoint_task.ctx = &rt->checkpoint;
+    if (ngx_thread_task_post(rt->settings.pool, &rt->checkpoint_task) != NGX_OK) return;
+    rt->checkpoint_running = true;
+}
+
 // ---- commit: runs in a pool thread ----
 
 void release_store_after_failure(const std::string &error) {
@@ -461,6 +601,121 @@ void read_thread(void *data, ngx_log_t *) {
     }
     zone->finish_reads(reads);
     for (const Zone::Claim &c : reads) send_wakeup(c.submitter.pid, 'd');
+}
+
+// ---- stream checkpoints: run in a pool thread, and at exit ----
+
+// A stream whose holder died mid-update and whose state failed its check:
+// its checkpoint goes back in, or it starts again when it has none.
+void restore_stream(Store *store, StreamSlot *s, CheckpointCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    const std::string_view series(reinterpret_cast<const char *>(s->series->id), s->series->id_len);
+    std::string state;
+    std::int64_t written_ms = 0;
+    std::string error;
+    const bool found = store->read_checkpoint(series, &state, &written_ms, &error) && state.size() == s->bytes;
+    if (!error.empty()) return;  // the next run tries again
+    if (zone->lock_stream(s, true) != Zone::StreamAccess::locked) return;
+    if (found) {
+        std::memcpy(s->state(), state.data(), state.size());
+        s->checkpoint_ms = written_ms;
+        ctx->restored++;
+    } else {
+        init_stream(s->state(), s->params, now_ms(), reinterpret_cast<std::uintptr_t>(s));
+        s->checkpoint_ms = 0;
+        ctx->restarted++;
+    }
+    s->checkpointed = s->changes;
+    __atomic_store_n(&s->broken, 0, __ATOMIC_RELEASE);
+    zone->unlock_stream(s);
+}
+
+// Writes every stream changed since its last checkpoint, in batches of
+// about kCheckpointBatchBytes, each state copied under the stream's lock
+// (a stream busy at that moment waits for the next run).
+constexpr std::size_t kCheckpointBatchBytes = 32u << 20;
+
+void write_checkpoints(Store *store, CheckpointCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    ctx->written = 0;
+    std::vector<Store::Checkpoint> batch;
+    std::vector<std::pair<StreamSlot *, std::uint64_t>> taken;
+    std::size_t batch_bytes = 0;
+    const std::int64_t now = now_ms();
+    auto flush = [&]() {
+        if (batch.empty()) return true;
+        std::string error;
+        if (!store->write_checkpoints(batch, &error)) {
+            ctx->error = error;
+            return false;
+        }
+        for (auto &t : taken) {
+            t.first->checkpointed = t.second;
+            __atomic_store_n(&t.first->checkpoint_ms, now, __ATOMIC_RELAXED);
+        }
+        ctx->written += batch.size();
+        batch.clear();
+        taken.clear();
+        batch_bytes = 0;
+        return true;
+    };
+    for (StreamSlot *s = zone->first_stream(); s != nullptr; s = s->next) {
+        if (__atomic_load_n(&s->broken, __ATOMIC_ACQUIRE)) {
+            restore_stream(store, s, ctx);
+            continue;
+        }
+        if (__atomic_load_n(&s->changes, __ATOMIC_ACQUIRE) == s->checkpointed) continue;
+        Store::Checkpoint c;
+        c.series_id.assign(reinterpret_cast<const char *>(s->series->id), s->series->id_len);
+        c.state.resize(s->bytes);  // allocated before the lock: nothing under it may throw
+        c.written_ms = now;
+        if (zone->lock_stream(s) != Zone::StreamAccess::locked) continue;
+        const std::uint64_t changes = s->changes;
+        std::memcpy(&c.state[0], s->state(), s->bytes);
+        zone->unlock_stream(s);
+        batch_bytes += c.state.size();
+        batch.push_back(std::move(c));
+        taken.emplace_back(s, changes);
+        if (batch_bytes >= kCheckpointBatchBytes && !flush()) return;
+    }
+    if (!flush()) return;
+    zone->lock();
+    if (ctx->written > 0) sh()->last_checkpoint_ms = now;
+    sh()->checkpoints_written += ctx->written;
+    zone->unlock();
+}
+
+void checkpoint_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
+    CheckpointCtx *ctx = static_cast<CheckpointCtx *>(data);
+    try {
+        ctx->error.clear();
+        ctx->restored = ctx->restarted = 0;
+        std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+        if (rt->store) write_checkpoints(rt->store.get(), ctx);
+    } catch (const std::exception &e) {
+        ctx->error = e.what();
+    }
+}
+
+void checkpoint_done(ngx_event_t *) noexcept {
+    rt->checkpoint_running = false;
+    rt->next_checkpoint = ngx_current_msec + rt->settings.checkpoint;
+    const CheckpointCtx &c = rt->checkpoint;
+    if (!c.error.empty()) ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly stream checkpoint failed: %s", c.error.c_str());
+    if (c.restored + c.restarted > 0)
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0,
+                      "anomaly: %uL streams left half-updated by a worker that died were put back from their "
+                      "checkpoints, %uL without one started again",
+                      c.restored, c.restarted);
+}
+
+void kick_checkpoint() {
+    if (!rt->owner || rt->checkpoint_running) return;
+    if (static_cast<ngx_msec_int_t>(ngx_current_msec - rt->next_checkpoint) < 0) return;
+    rt->checkpoint_task.ctx = &rt->checkpoint;
+    if (ngx_thread_task_post(rt->settings.pool, &rt->checkpoint_task) != NGX_OK) return;
+    rt->checkpoint_running = true;
 }
 
 // ---- commit: runs in a pool thread ----
@@ -709,6 +964,7 @@ void timer_handler(ngx_event_t *ev) noexcept {
         try_takeover();
         if (rt->owner) {
             kick_commit();
+            kick_checkpoint();
             rt->settings.zone->collect_orphans();
         }
         if (rt->on_wakeup) rt->on_wakeup();
@@ -851,6 +1107,10 @@ ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*
     rt->read_task.handler = read_thread;
     rt->read_task.event.handler = read_done;
     rt->read_task.event.log = cycle->log;
+    rt->checkpoint_task.handler = checkpoint_thread;
+    rt->checkpoint_task.event.handler = checkpoint_done;
+    rt->checkpoint_task.event.log = cycle->log;
+    rt->next_checkpoint = ngx_current_msec + settings.checkpoint;
 
     rt->timer.handler = timer_handler;
     rt->timer.log = cycle->log;
@@ -870,6 +1130,16 @@ void store_stop() {
     }
     if (rt->send_fd != -1) close(rt->send_fd);
     if (rt->store) {
+        // The streams this process's zone changed since the last checkpoint,
+        // before another process takes the store (or nginx stops).
+        try {
+            write_checkpoints(rt->store.get(), &rt->checkpoint);
+            if (!rt->checkpoint.error.empty())
+                ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly stream checkpoint at exit failed: %s",
+                              rt->checkpoint.error.c_str());
+        } catch (const std::exception &e) {
+            ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly stream checkpoint at exit failed: %s", e.what());
+        }
         rt->store.reset();
         Zone *zone = rt->settings.zone;
         zone->lock();

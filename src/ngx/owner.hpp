@@ -22,6 +22,7 @@ struct StoreSettings {
     Zone *zone = nullptr;
     std::string dir;                    // the LevelDB directory (anomaly_store)
     ngx_thread_pool_t *pool = nullptr;  // anomaly_thread_pool
+    ngx_msec_t checkpoint = 5000;       // anomaly_checkpoint: streams written at most this often
 };
 
 // init_process: opens this worker's wake-up socket and starts competing for

@@ -198,7 +198,10 @@ void count_version(Shared *sh, const ModelHeader &image) {
 }  // namespace
 
 SeriesNode *Zone::find_node(std::string_view series_id, std::uint32_t hash) {
-    for (SeriesNode *s = sh_->buckets[hash & sh_->bucket_mask]; s != nullptr; s = s->next) {
+    // Read without the lock by find_stream: a node is whole before it is
+    // linked (release), and never unlinked.
+    for (SeriesNode *s = __atomic_load_n(&sh_->buckets[hash & sh_->bucket_mask], __ATOMIC_ACQUIRE); s != nullptr;
+         s = s->next) {
         if (s->node.key == hash && id_of(s) == series_id) return s;
     }
     return nullptr;
@@ -217,7 +220,7 @@ SeriesNode *Zone::find_or_add_node(std::string_view series_id) {
     ngx_rbtree_insert(&sh_->tree, &s->node);
     SeriesNode **bucket = &sh_->buckets[hash & sh_->bucket_mask];
     s->next = *bucket;
-    *bucket = s;
+    __atomic_store_n(bucket, s, __ATOMIC_RELEASE);
     return s;
 }
 
@@ -747,6 +750,145 @@ void Zone::set_store_state(StoreState state, const char *error) {
     ZoneLock guard(this);
     sh_->store_state = state;
     copy_text(sh_->store_error, sizeof(sh_->store_error), error != nullptr ? error : "");
+}
+
+// ---- streams ----
+
+namespace {
+
+// This process as a stream's lock holder: its pid and the low 32 bits of its
+// start time, so that a later process given a dead holder's pid is not
+// taken for it.
+std::uint64_t my_lock_word() {
+    const ProcessId me = ProcessId::self();
+    return static_cast<std::uint64_t>(static_cast<std::uint32_t>(me.pid)) << 32 | (me.start & 0xffffffffu);
+}
+
+bool holder_alive(std::uint64_t word) {
+    const auto pid = static_cast<ngx_pid_t>(word >> 32);
+    const std::uint64_t start_low = word & 0xffffffffu;
+    if (pid <= 0) return false;
+    std::uint64_t start = 0;
+    switch (process_start(pid, &start)) {
+    case Found::running:
+        return start_low == 0 || (start & 0xffffffffu) == start_low;
+    case Found::zombie:
+        return false;
+    case Found::absent:
+    case Found::unknown:
+        break;
+    }
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+std::size_t slab_chunk(std::size_t bytes) {
+    const std::size_t page = ngx_pagesize;
+    if (bytes > page / 2) return (bytes + page - 1) / page * page;
+    std::size_t chunk = 8;
+    while (chunk < bytes) chunk *= 2;
+    return chunk;
+}
+
+}  // namespace
+
+StreamSlot *Zone::find_stream(std::string_view series_id) {
+    SeriesNode *node = find_node(series_id, hash_of(series_id));
+    return node == nullptr ? nullptr : __atomic_load_n(&node->stream, __ATOMIC_ACQUIRE);
+}
+
+StreamSlot *Zone::create_stream(std::string_view series_id, const StreamParams &params, std::int64_t now_ms) {
+    StreamSlot *existing = find_stream(series_id);
+    if (existing != nullptr) return existing;
+    const std::size_t bytes = stream_state_bytes(params);
+    void *mem;
+    {
+        ZoneLock guard(this);
+        mem = ngx_slab_calloc_locked(pool_, sizeof(StreamSlot) + bytes);
+    }
+    if (mem == nullptr) return nullptr;
+    // Made whole before anyone can see it: the state of a large forest is
+    // initialised without the zone's lock.
+    auto *slot = static_cast<StreamSlot *>(mem);
+    slot->bytes = static_cast<std::uint32_t>(bytes);
+    slot->params = params;
+    init_stream(slot->state(), params, now_ms, hash_of(series_id) * 0x9e3779b97f4a7c15ull + series_id.size());
+    return publish_stream(series_id, slot, bytes);
+}
+
+StreamSlot *Zone::publish_stream(std::string_view series_id, StreamSlot *slot, std::size_t bytes) {
+    ZoneLock guard(this);
+    SeriesNode *node = find_or_add_node(series_id);
+    if (node == nullptr || node->stream != nullptr) {  // no room, or another worker was first
+        ngx_slab_free_locked(pool_, slot);
+        return node == nullptr ? nullptr : node->stream;
+    }
+    slot->series = node;
+    slot->next = sh_->streams;
+    __atomic_store_n(&node->stream, slot, __ATOMIC_RELEASE);
+    __atomic_store_n(&sh_->streams, slot, __ATOMIC_RELEASE);
+    sh_->stream_count++;
+    const auto k = static_cast<std::size_t>(slot->params.kind);
+    if (k < kDetectorSlots) {
+        sh_->kind_streams[k]++;
+        sh_->kind_stream_bytes[k] += slab_chunk(sizeof(StreamSlot) + bytes);
+    }
+    return slot;
+}
+
+bool Zone::load_stream(std::string_view series_id, std::string_view state, std::int64_t checkpoint_ms) {
+    if (find_stream(series_id) != nullptr) return true;
+    void *mem;
+    {
+        ZoneLock guard(this);
+        mem = ngx_slab_calloc_locked(pool_, sizeof(StreamSlot) + state.size());
+    }
+    if (mem == nullptr) return false;
+    auto *slot = static_cast<StreamSlot *>(mem);
+    slot->bytes = static_cast<std::uint32_t>(state.size());
+    std::memcpy(slot->state(), state.data(), state.size());
+    slot->params = stream_params_of(*slot->state());
+    slot->checkpoint_ms = checkpoint_ms;
+    return publish_stream(series_id, slot, state.size()) != nullptr;
+}
+
+Zone::StreamAccess Zone::lock_stream(StreamSlot *s, bool even_broken) {
+    const std::uint64_t me = my_lock_word();
+    // An observe holds the lock for microseconds (a large batch runs in a
+    // pool thread): spin a little, then let the caller try again later
+    // rather than hold up the event loop.
+    for (int spin = 0; spin < 4096; spin++) {
+        std::uint64_t holder = __atomic_load_n(&s->lock, __ATOMIC_RELAXED);
+        if (holder == 0 &&
+            __atomic_compare_exchange_n(&s->lock, &holder, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            break;
+        if (spin == 4095) {
+            if (holder == 0 || holder_alive(holder)) return StreamAccess::busy;
+            // Its holder is gone: take the lock over from it.
+            if (!__atomic_compare_exchange_n(&s->lock, &holder, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return StreamAccess::busy;
+            if (__atomic_load_n(&s->updating, __ATOMIC_RELAXED)) {
+                const bool whole = check_stream(std::string_view(reinterpret_cast<const char *>(s->state()), s->bytes)) &&
+                                   s->state()->bytes == s->bytes;
+                if (!whole) __atomic_store_n(&s->broken, 1, __ATOMIC_RELEASE);
+                __atomic_store_n(&s->updating, 0, __ATOMIC_RELEASE);
+            }
+            break;
+        }
+        ngx_cpu_pause();
+    }
+    if (!even_broken && __atomic_load_n(&s->broken, __ATOMIC_ACQUIRE)) {
+        unlock_stream(s);
+        return StreamAccess::broken;
+    }
+    return StreamAccess::locked;
+}
+
+void Zone::stream_counts(std::uint64_t *streams, std::uint64_t *bytes) {
+    ZoneLock guard(this);
+    for (std::size_t i = 0; i < kDetectorSlots; i++) {
+        streams[i] = sh_->kind_streams[i];
+        bytes[i] = sh_->kind_stream_bytes[i];
+    }
 }
 
 }  // namespace anomaly

@@ -18,6 +18,7 @@
 #include "core/histogram.hpp"
 #include "core/metrics.hpp"
 #include "core/series.hpp"
+#include "core/stream.hpp"
 #include "core/zone_header.hpp"
 
 namespace anomaly {
@@ -28,7 +29,8 @@ namespace anomaly {
 // RateWindow slots of one word.
 // 3: versions are model images of any size (SeriesNode::versions points to
 // them), predictions counted per detector.
-constexpr std::uint32_t kZoneLayout = 3;
+// 4: streams (SeriesNode::stream, StreamSlot), observe statistics.
+constexpr std::uint32_t kZoneLayout = 4;
 constexpr std::size_t kDetectorSlots = 8;  // predictions counted by DetectorKind
 
 constexpr ngx_uint_t kStatSlots = 32;      // statistics slots, one per worker process
@@ -77,8 +79,12 @@ struct EndpointStats {
 struct WorkerStats {
     EndpointStats predict;
     EndpointStats fit;
-    std::uint64_t anomalies;   // predictions that answered true
-    std::uint64_t by_detector[kDetectorSlots];  // predictions answered, by DetectorKind
+    EndpointStats observe;
+    std::uint64_t anomalies;   // predictions and observed points that answered true
+    // Predictions answered (batch detectors) and points observed (stream
+    // detectors), by DetectorKind.
+    std::uint64_t by_detector[kDetectorSlots];
+    std::uint64_t points_observed;
     ProcessId process;         // the worker counting here, none when free
 };
 
@@ -94,9 +100,40 @@ struct SeriesNode {
     // deletes a version); when something does, it must wait until every
     // worker has moved past the moment the image was unlinked.
     const ModelHeader **versions;
+    // The series' stream, nullptr until its first observe. Set once (under
+    // the lock, after the stream is whole) and never changed or freed, so a
+    // worker reads it without the zone's lock.
+    struct StreamSlot *stream;
     std::uint8_t id_len;
     u_char id[1];
 };
+
+// A stream in the zone: its lock, what the checkpoints need, and the state
+// (stream.hpp) right after this header. A worker updates the state in place
+// while it holds the stream's own lock, never the zone's: observes of
+// different series never wait for each other, nor for fits.
+struct StreamSlot {
+    // The holder: its pid in the high 32 bits, the low 32 bits of its start
+    // time below (see lock_stream), 0 when free. nginx's master releases only
+    // the slab mutex of a worker that died; this one is taken over by the
+    // next worker that finds its holder gone.
+    std::uint64_t lock;
+    std::uint32_t updating;        // set while the holder changes the state
+    std::uint32_t broken;          // its holder died mid-update and the state failed check_stream:
+                                   // the owner puts its checkpoint back (or starts it again)
+    std::uint64_t changes;         // points learned since it came into this zone
+    std::uint64_t checkpointed;    // `changes` of the last checkpoint the owner took
+    std::int64_t checkpoint_ms;    // Unix ms of the last durable checkpoint, 0 none yet
+    StreamSlot *next;              // every stream of the zone, newest first
+    SeriesNode *series;
+    std::uint32_t bytes;           // of the state
+    std::uint32_t reserved;
+    StreamParams params;           // resolved, what it was created with
+
+    StreamHeader *state() { return reinterpret_cast<StreamHeader *>(this + 1); }
+    const StreamHeader *state() const { return reinterpret_cast<const StreamHeader *>(this + 1); }
+};
+static_assert(sizeof(StreamSlot) % 8 == 0, "the state after a StreamSlot is 8-byte aligned");
 
 enum class JobState : std::uint32_t { pending, committing, done, failed };
 enum class JobKind : std::uint8_t { fit, read };  // read: what /plot draws of a version
@@ -136,6 +173,14 @@ struct Shared {
     std::uint64_t versions_stored;
     std::uint64_t kind_versions[kDetectorSlots];  // versions by DetectorKind
     std::uint64_t kind_bytes[kDetectorSlots];     // zone bytes they take: image chunks and slots
+    // Streams: a list read without the lock (the newest published last),
+    // counts by DetectorKind and the zone bytes they take.
+    StreamSlot *streams;
+    std::uint64_t stream_count;
+    std::uint64_t kind_streams[kDetectorSlots];
+    std::uint64_t kind_stream_bytes[kDetectorSlots];
+    std::int64_t last_checkpoint_ms;  // Unix ms of the last checkpoint written, 0 none
+    std::uint64_t checkpoints_written; // stream states written by checkpoints
 
     // The process that has the store open, 0 none. Whether it still holds it
     // is asked of the store's LOCK (see owner.cpp), not of its pid.
@@ -171,7 +216,7 @@ template <typename T>
 constexpr bool kPlainData = std::is_trivially_copyable<T>::value && std::is_standard_layout<T>::value;
 static_assert(kPlainData<Shared> && kPlainData<Job> && kPlainData<SeriesNode> && kPlainData<WorkerStats> &&
                   kPlainData<EndpointStats> && kPlainData<ModelHeader> && kPlainData<ZoneHeader> &&
-                  kPlainData<ProcessId>,
+                  kPlainData<ProcessId> && kPlainData<StreamSlot> && kPlainData<StreamHeader>,
               "types in the anomaly_zone must be plain data");
 
 // What a predict (or plot) finds.
@@ -311,6 +356,32 @@ public:
 
     void set_store_state(StoreState state, const char *error);
 
+    // --- streams ---
+    // The stream of a series, without the zone's lock; nullptr when none.
+    StreamSlot *find_stream(std::string_view series_id);
+    // The series' stream, created with params (resolved) and its state
+    // initialised unless it exists; nullptr when the zone has no room.
+    StreamSlot *create_stream(std::string_view series_id, const StreamParams &params, std::int64_t now_ms);
+    // Puts a checkpoint read from disk into the zone, unless the zone has
+    // that stream already (it is newer); false when the zone is full.
+    bool load_stream(std::string_view series_id, std::string_view state, std::int64_t checkpoint_ms);
+    // Every stream, newest first: the list only grows, read without the lock.
+    StreamSlot *first_stream() const { return __atomic_load_n(&sh_->streams, __ATOMIC_ACQUIRE); }
+
+    enum class StreamAccess {
+        locked,
+        busy,    // a live process holds it (longer than a short spin)
+        broken,  // its state is being restored from its checkpoint
+    };
+    // Takes the stream's lock. A holder found dead is replaced; if it died
+    // in the middle of an update, the state is checked (check_stream) and
+    // marked broken when it fails.
+    // even_broken: the owner, to restore a broken stream.
+    StreamAccess lock_stream(StreamSlot *s, bool even_broken = false);
+    void unlock_stream(StreamSlot *s) { __atomic_store_n(&s->lock, 0, __ATOMIC_RELEASE); }
+    // The streams of each detector and the zone bytes they take (kDetectorSlots each).
+    void stream_counts(std::uint64_t *streams, std::uint64_t *bytes);
+
 private:
     Job *add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
              std::uint64_t spool_seq, bool in_memory);
@@ -319,6 +390,7 @@ private:
     Lookup trained_node_locked(std::string_view series_id, std::uint32_t hash, SeriesNode **node);
     SeriesNode *find_or_add_node(std::string_view series_id);
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
+    StreamSlot *publish_stream(std::string_view series_id, StreamSlot *slot, std::size_t bytes);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
 
     ngx_cycle_t *cycle_ = nullptr;

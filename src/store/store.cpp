@@ -161,7 +161,8 @@ bool copy_store(const std::string &dir, const std::string &scratch, std::string 
 void Store::remove_copy(const std::string &scratch) { remove_tree(scratch); }
 
 bool Store::read_copy(const std::string &dir, const std::string &scratch,
-                      const ModelVisitor &visit, std::uint64_t *commits, std::string *error) {
+                      const ModelVisitor &visit, std::uint64_t *commits, std::string *error,
+                      const StreamVisitor *streams) {
     bool ok = copy_store(dir, scratch, error);
     if (ok) {
         // The copy may end in the middle of a log record the holder was
@@ -188,6 +189,8 @@ bool Store::read_copy(const std::string &dir, const std::string &scratch,
                 ok = false;
             }
             ok = ok && copy.for_each_model(visit, error);
+            std::uint64_t damaged = 0;
+            if (ok && streams != nullptr) ok = copy.for_each_stream(*streams, &damaged, error);
         }
     }
     remove_tree(scratch);
@@ -217,6 +220,54 @@ bool Store::for_each_model(const ModelVisitor &visit, std::string *error) {
         return false;
     }
     return true;
+}
+
+bool Store::write_checkpoints(const std::vector<Checkpoint> &checkpoints, std::string *error) {
+    leveldb::WriteBatch batch;
+    for (const Checkpoint &c : checkpoints) batch.Put(stream_key(c.series_id), encode_checkpoint(c.state, c.written_ms));
+    leveldb::WriteOptions wo;
+    wo.sync = true;  // a checkpoint's age is what a restart loses
+    leveldb::Status s = db_->Write(wo, &batch);
+    if (!s.ok()) {
+        *error = s.ToString();
+        return false;
+    }
+    return true;
+}
+
+bool Store::for_each_stream(const StreamVisitor &visit, std::uint64_t *damaged, std::string *error) {
+    leveldb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
+    const std::string prefix(kStreamKeyPrefix);
+    std::string state;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        std::string_view series;
+        std::int64_t written_ms = 0;
+        if (!parse_stream_key(std::string_view(it->key().data(), it->key().size()), &series) ||
+            !decode_checkpoint(std::string_view(it->value().data(), it->value().size()), &state, &written_ms)) {
+            ++*damaged;
+            continue;
+        }
+        visit(series, state, written_ms);
+    }
+    if (!it->status().ok()) {
+        *error = it->status().ToString();
+        return false;
+    }
+    return true;
+}
+
+bool Store::read_checkpoint(std::string_view series_id, std::string *state, std::int64_t *written_ms,
+                            std::string *error) {
+    std::string value;
+    leveldb::Status s = db_->Get(leveldb::ReadOptions(), stream_key(series_id), &value);
+    if (s.IsNotFound()) return false;
+    if (!s.ok()) {
+        *error = s.ToString();
+        return false;
+    }
+    return decode_checkpoint(value, state, written_ms);
 }
 
 bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) {

@@ -55,6 +55,22 @@ public:
     // The batch also writes commits() + 1 under kCommitCountKey.
     bool commit(const std::vector<NewVersion> &versions, std::string *error);
 
+    // Stream checkpoints (CONTRACT section 6): each stream's latest state.
+    struct Checkpoint {
+        std::string series_id;
+        std::string state;
+        std::int64_t written_ms = 0;
+    };
+    // Writes them in one WriteBatch with sync=true, replacing the previous ones.
+    bool write_checkpoints(const std::vector<Checkpoint> &checkpoints, std::string *error);
+    // Calls visit(series_id, state, written_ms) for every checkpoint that
+    // decodes; one that does not is counted in *damaged and skipped (that
+    // stream starts again), the others still load. False on a read error.
+    using StreamVisitor = std::function<void(std::string_view series_id, std::string_view state, std::int64_t written_ms)>;
+    bool for_each_stream(const StreamVisitor &visit, std::uint64_t *damaged, std::string *error);
+    // One stream's checkpoint: false with *error empty when there is none (or it does not decode).
+    bool read_checkpoint(std::string_view series_id, std::string *state, std::int64_t *written_ms, std::string *error);
+
     // Batches committed to this store since it was created (0 for a store
     // written before the count was kept), read at open and kept up to date.
     std::uint64_t commits() const { return commits_; }
@@ -81,9 +97,11 @@ public:
     // delete a file while it is being copied: that gives false, and a later
     // call usually succeeds. What the holder commits after the copy is not
     // seen.
+    // streams (optional) is called for every stream checkpoint of the copy.
     static bool read_copy(const std::string &dir, const std::string &scratch,
                           const ModelVisitor &visit,
-                          std::uint64_t *commits, std::string *error);
+                          std::uint64_t *commits, std::string *error,
+                          const StreamVisitor *streams = nullptr);
     // Removes a copy left by a process that died while it read one.
     static void remove_copy(const std::string &scratch);
 
