@@ -20,6 +20,8 @@ constexpr DetectorInfo kDetectors[] = {
      "a robust centre and spread per hour of the day or of the week, the overall band where an hour is thin"},
     {DetectorKind::iforest, "iforest", "batch",
      "an Isolation Forest over the value, its hour of the day and its day of the week"},
+    {DetectorKind::adaptive, "adaptive", "stream",
+     "an exponentially weighted mean and variance that follow the series, optionally per hour of the day"},
 };
 
 bool finite_band(const Band &b) { return std::isfinite(b.centre) && std::isfinite(b.spread) && b.spread > 0; }
