@@ -156,6 +156,7 @@ Error train(const TrainingData &data, const DetectorParams &params, std::string 
     case DetectorKind::robust: return train_robust(data, params, image);
     case DetectorKind::seasonal: return train_seasonal(data, params, image);
     case DetectorKind::iforest: return train_iforest(data, params, image);
+    default: break;  // stream detectors learn from /observe
     }
     return make_error(422, "invalid_detector", "This server does not offer that detector.");
 }
@@ -182,6 +183,7 @@ bool check_image(std::string_view bytes) noexcept {
     }
     case DetectorKind::seasonal: return check_seasonal(bytes);
     case DetectorKind::iforest: return check_iforest(bytes);
+    default: break;
     }
     return false;
 }
@@ -193,6 +195,7 @@ Judgement judge(const ModelHeader &image, double value, std::int64_t timestamp,
     case DetectorKind::robust: return judge_band(image, band_of(image), value, defaults);
     case DetectorKind::seasonal: return judge_band(image, seasonal_band(image, timestamp), value, defaults);
     case DetectorKind::iforest: return judge_iforest(image, value, timestamp);
+    default: break;
     }
     return Judgement();
 }

@@ -197,6 +197,9 @@ std::string render_plot(const PlotInput &in) {
                       "v%u, %llu points, iforest: %u trees of %u points, contamination %.6g; marked: what it flags",
                       m.version, points, summary.trees, summary.sample, summary.contamination);
         break;
+    default:  // streams are drawn by render_stream_plot
+        std::snprintf(stats, sizeof(stats), "v%u, %llu points", m.version, points);
+        break;
     }
     svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"28\" font-size=\"16\" font-weight=\"bold\">" +
            escape_xml(in.series_id) + "</text>\n";
