@@ -116,21 +116,32 @@ std::string render_prometheus(const Metrics &m) {
     family(&out, "anomaly_store_last_write_age_seconds", "gauge",
            "Seconds since the last durable write; -1 when none since the zone was created.");
     sample(&out, "anomaly_store_last_write_age_seconds", m.last_write_age_seconds);
-    family(&out, "anomaly_anomalies_total", "counter", "Predictions answered with anomaly true.");
+    family(&out, "anomaly_anomalies_total", "counter", "Predictions and observed points answered with anomaly true.");
     sample(&out, "anomaly_anomalies_total", static_cast<double>(m.anomalies));
-    family(&out, "anomaly_requests_in_flight", "gauge", "Fit and predict requests being handled now.");
+    family(&out, "anomaly_requests_in_flight", "gauge", "Fit, predict and observe requests being handled now.");
     sample(&out, "anomaly_requests_in_flight", static_cast<double>(m.in_flight));
     // Detector names are ours too: no escaping.
     family(&out, "anomaly_predictions_total", "counter", "Predictions answered, by the detector of the version.");
     for (const DetectorMetrics &d : m.detectors)
-        sample_u(&out, "anomaly_predictions_total{detector=\"" + d.detector + "\"}", d.predictions);
+        if (!d.stream) sample_u(&out, "anomaly_predictions_total{detector=\"" + d.detector + "\"}", d.predictions);
     family(&out, "anomaly_detector_versions", "gauge", "Versions in the shared zone, by detector.");
     for (const DetectorMetrics &d : m.detectors)
-        sample_u(&out, "anomaly_detector_versions{detector=\"" + d.detector + "\"}", d.versions);
+        if (!d.stream) sample_u(&out, "anomaly_detector_versions{detector=\"" + d.detector + "\"}", d.versions);
     family(&out, "anomaly_detector_zone_bytes", "gauge",
-           "Shared zone memory the versions of each detector take (images and their slots).");
+           "Shared zone memory each detector takes: versions (images and their slots) or streams (their states).");
     for (const DetectorMetrics &d : m.detectors)
         sample_u(&out, "anomaly_detector_zone_bytes{detector=\"" + d.detector + "\"}", d.zone_bytes);
+    family(&out, "anomaly_observed_points_total", "counter", "Points observed by streams, by the stream's detector.");
+    for (const DetectorMetrics &d : m.detectors)
+        if (d.stream) sample_u(&out, "anomaly_observed_points_total{detector=\"" + d.detector + "\"}", d.points_observed);
+    family(&out, "anomaly_streams", "gauge", "Streams in the shared zone, by detector.");
+    for (const DetectorMetrics &d : m.detectors)
+        if (d.stream) sample_u(&out, "anomaly_streams{detector=\"" + d.detector + "\"}", d.streams);
+    family(&out, "anomaly_checkpoints_written_total", "counter", "Stream states written to the store by checkpoints.");
+    sample_u(&out, "anomaly_checkpoints_written_total", m.checkpoints_written);
+    family(&out, "anomaly_checkpoint_age_seconds", "gauge",
+           "Seconds since the last stream checkpoint was written; -1 when none since the zone was created.");
+    sample(&out, "anomaly_checkpoint_age_seconds", m.checkpoint_age_seconds);
     return out;
 }
 

@@ -48,7 +48,10 @@ struct DetectorMetrics {
     std::string detector;          // "three_sigma", ...
     std::uint64_t predictions = 0; // answered by versions of this detector
     std::uint64_t versions = 0;    // its versions in the zone
-    std::uint64_t zone_bytes = 0;  // the zone memory they take
+    std::uint64_t zone_bytes = 0;  // the zone memory they take (versions, or streams)
+    bool stream = false;           // a stream detector: the two below instead of predictions and versions
+    std::uint64_t points_observed = 0;
+    std::uint64_t streams = 0;
 };
 
 struct Metrics {
@@ -63,6 +66,9 @@ struct Metrics {
     bool store_ready = false;
     std::uint64_t anomalies = 0;
     std::uint64_t in_flight = 0;
+    std::uint64_t streams = 0;
+    std::uint64_t checkpoints_written = 0;    // stream states written by checkpoints
+    double checkpoint_age_seconds = -1;       // < 0: none written since the zone was created
 };
 
 // The Prometheus text format (version 0.0.4): HELP and TYPE once per family.

@@ -1,5 +1,6 @@
 #include "core/render.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -107,13 +108,24 @@ std::string iso8601_ms(std::int64_t unix_ms) {
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more) {
     std::string out = "{\"series\":[";
     for (std::size_t i = 0; i < series.size(); i++) {
-        const ModelHeader &m = series[i].latest->header;
         if (i) out += ',';
         out += "{\"series_id\":";
         append_json_string(&out, series[i].series_id);
-        out += ",\"latest_version\":\"v" + std::to_string(m.version) + "\",\"versions\":" +
-               std::to_string(m.version) + ",\"points\":" + std::to_string(m.points) + ",\"detector\":\"" +
-               detector_name(m.kind) + "\",\"trained_at\":\"" + iso8601_ms(m.trained_at_ms) + "\"}";
+        if (series[i].latest != nullptr) {
+            const ModelHeader &m = series[i].latest->header;
+            out += ",\"latest_version\":\"v" + std::to_string(m.version) + "\",\"versions\":" +
+                   std::to_string(m.version) + ",\"points\":" + std::to_string(m.points) + ",\"detector\":\"" +
+                   detector_name(m.kind) + "\",\"trained_at\":\"" + iso8601_ms(m.trained_at_ms) + "\"";
+        } else {
+            out += ",\"latest_version\":null,\"versions\":0";
+        }
+        if (series[i].stream != nullptr) {
+            const StreamSummary &st = *series[i].stream;
+            out += ",\"stream\":{\"detector\":\"";
+            out += detector_name(st.params.kind);
+            out += "\",\"points_processed\":" + std::to_string(st.points_processed) + "}";
+        }
+        out += '}';
     }
     out += "],\"next_after\":";
     if (more && !series.empty()) append_json_string(&out, series.back().series_id);
@@ -122,7 +134,8 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
     return out;
 }
 
-std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more) {
+std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more,
+                            const StreamSummary *stream, std::int64_t now_ms) {
     std::string out = "{\"series_id\":";
     append_json_string(&out, series_id);
     out += ",\"versions\":[";
@@ -166,8 +179,38 @@ std::string render_versions(std::string_view series_id, const std::vector<Versio
     out += "],\"next_after\":";
     if (more && !versions.empty()) out += "\"v" + std::to_string(versions.back().header.version) + "\"";
     else out += "null";
+    if (stream != nullptr) append_stream_summary(&out, *stream, now_ms);
     out += '}';
     return out;
+}
+
+void append_stream_summary(std::string *out, const StreamSummary &s, std::int64_t now_ms) {
+    const StreamParams &p = s.params;
+    *out += ",\"stream\":{\"detector\":\"";
+    *out += detector_name(p.kind);
+    *out += "\",\"points_processed\":" + std::to_string(s.points_processed) + ",\"stage\":\"" +
+            (s.points_processed < s.warmup ? "learning" : "inference") + "\",\"warmup\":" + std::to_string(s.warmup);
+    *out += ",\"last_timestamp\":";
+    *out += s.last_timestamp == kNoTimestamp ? std::string("null") : std::to_string(s.last_timestamp);
+    *out += ",\"created_at\":\"" + iso8601_ms(s.created_ms) + "\"";
+    *out += ",\"checkpoint_age_seconds\":";
+    if (s.checkpoint_ms == 0) *out += "null";
+    else append_double(out, static_cast<double>(std::max<std::int64_t>(0, now_ms - s.checkpoint_ms)) / 1000.0);
+    switch (p.kind) {
+    case DetectorKind::adaptive:
+        *out += ",\"alpha\":";
+        append_double(out, p.alpha);
+        *out += p.hourly ? ",\"hourly\":true" : ",\"hourly\":false";
+        break;
+    case DetectorKind::rcf:
+        *out += ",\"trees\":" + std::to_string(p.trees) + ",\"sample\":" + std::to_string(p.sample) +
+                ",\"shingle\":" + std::to_string(p.shingle) + ",\"decay\":";
+        append_double(out, p.decay);
+        break;
+    default:
+        break;
+    }
+    *out += ",\"state_bytes\":" + std::to_string(s.state_bytes) + ",\"zone_bytes\":" + std::to_string(s.zone_bytes) + "}";
 }
 
 void render_observation(std::string *out, std::string_view series_id, DetectorKind kind, const StreamPoint *points,

@@ -46,9 +46,24 @@ std::string iso8601_ms(std::int64_t unix_ms);
 // GET /series:
 // {"series":[{"series_id":"s1","latest_version":"v3","versions":3,"points":1000,
 //   "trained_at":"..."}],"next_after":"s1"|null}
+// What /series, /series/{id} and the dashboard show of a stream.
+struct StreamSummary {
+    StreamParams params;            // resolved
+    std::uint64_t points_processed = 0;
+    std::int64_t last_timestamp = kNoTimestamp;
+    std::int64_t created_ms = 0;
+    std::uint32_t warmup = 0;
+    std::int64_t checkpoint_ms = 0; // 0: none yet
+    std::uint32_t state_bytes = 0;
+    std::uint32_t zone_bytes = 0;   // the state and the stream's header in the zone, as allocated
+};
+// ,"stream":{"detector":"rcf","points_processed":..,"stage":"inference",...}
+void append_stream_summary(std::string *out, const StreamSummary &s, std::int64_t now_ms);
+
 struct SeriesEntry {
     std::string_view series_id;
-    const VersionSummary *latest;
+    const VersionSummary *latest;  // nullptr: a series with a stream only
+    const StreamSummary *stream;   // nullptr: none
 };
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more);
 
@@ -60,7 +75,8 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
 // then the parameters stored with the version (sigma and tail only when the
 // fit gave them), the image's size in the zone.
 // more: another page follows; next_after then names the last version given.
-std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more);
+std::string render_versions(std::string_view series_id, const std::vector<VersionSummary> &versions, bool more,
+                            const StreamSummary *stream = nullptr, std::int64_t now_ms = 0);
 
 // An observe's answer (CONTRACT section 6): one point's fields, or with
 // many the same fields as arrays, plus counts. A point is anomalous when it

@@ -3,6 +3,7 @@
 
 #include "ngx/http.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <string>
@@ -56,7 +57,9 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
         if (lookup != Lookup::found) return lookup_error(r, lookup);
         std::vector<SeriesEntry> entries;
         entries.reserve(found.size());
-        for (const Zone::SeriesSummary &s : found) entries.push_back(SeriesEntry{s.series_id(), &s.latest});
+        for (const Zone::SeriesSummary &s : found)
+            entries.push_back(SeriesEntry{s.series_id(), s.has_versions ? &s.latest : nullptr,
+                                          s.has_stream ? &s.stream : nullptr});
         std::string out = render_series_list(entries, more);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
@@ -93,9 +96,15 @@ ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
         std::string_view series(reinterpret_cast<char *>(id.data), id.len);
         std::vector<VersionSummary> versions;
         bool more = false;
-        Lookup lookup = zone_of(r)->versions(series, after, limit, newest, &versions, &more);
+        Zone *zone = zone_of(r);
+        Lookup lookup = zone->versions(series, after, limit, newest, &versions, &more);
+        StreamSummary stream;
+        const bool has_stream = zone->stream_summary(series, &stream);
+        if (lookup == Lookup::series_not_found && has_stream) lookup = Lookup::found;  // a stream, no versions
         if (lookup != Lookup::found) return lookup_error(r, lookup);
-        std::string out = render_versions(series, versions, more);
+        using namespace std::chrono;
+        const std::int64_t now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+        std::string out = render_versions(series, versions, more, has_stream ? &stream : nullptr, now);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
         return internal_error(r, e.what());

@@ -12,6 +12,7 @@
 #include "core/metrics.hpp"
 #include "core/model.hpp"
 #include "core/render.hpp"
+#include "core/stream.hpp"
 
 namespace anomaly {
 
@@ -30,6 +31,8 @@ const Figures &figures(Zone *zone) {
             const WorkerStats &w = zone->shared()->stats[i];
             merged.predict.add(w.predict, now);
             merged.fit.add(w.fit, now);
+            merged.observe.add(w.observe, now);
+            merged.points_observed += __atomic_load_n(&w.points_observed, __ATOMIC_RELAXED);
             merged.anomalies += __atomic_load_n(&w.anomalies, __ATOMIC_RELAXED);
             for (std::size_t k = 0; k < kDetectorSlots; k++)
                 merged.by_detector[k] += __atomic_load_n(&w.by_detector[k], __ATOMIC_RELAXED);
@@ -85,6 +88,8 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         zone->unlock();
         std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
         zone->detector_counts(kind_versions, kind_bytes);
+        std::uint64_t kind_streams[kDetectorSlots], kind_stream_bytes[kDetectorSlots];
+        zone->stream_counts(kind_streams, kind_stream_bytes);
         const Figures &fig = figures(zone);
 
         std::string out;
@@ -94,10 +99,25 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         append_latency(&out, "inference_latency_ms", fig.predict.latency);
         out += ",";
         append_latency(&out, "training_latency_ms", fig.fit.latency);
+        out += ",";
+        append_latency(&out, "observe_latency_ms", fig.observe.latency);
         out += ",\"load\":{";
         append_load(&out, "predict", fig.predict);
         out += ",";
         append_load(&out, "fit", fig.fit);
+        out += ",";
+        append_load(&out, "observe", fig.observe);
+        out += "}";
+        out += ",\"streams\":{\"count\":" + std::to_string(sh->stream_count) +
+               ",\"points_observed\":" + std::to_string(fig.points_observed) +
+               ",\"checkpoints_written\":" + std::to_string(sh->checkpoints_written) + ",\"last_checkpoint_age_seconds\":";
+        {
+            const std::int64_t last = __atomic_load_n(&sh->last_checkpoint_ms, __ATOMIC_RELAXED);
+            ngx_time_t *tp = ngx_timeofday();
+            const std::int64_t now_ms = static_cast<std::int64_t>(tp->sec) * 1000 + tp->msec;
+            if (last == 0) out += "null";
+            else append_double(&out, static_cast<double>(std::max<std::int64_t>(0, now_ms - last)) / 1000);
+        }
         out += "}";
         out += ",\"store\":{\"state\":\"";
         out += store_state_name(state);
@@ -125,6 +145,15 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
             out += all[i].kind_of_learning;
             out += "\",\"learns\":";
             append_json_string(&out, all[i].learns);
+            if (is_stream_detector(all[i].kind)) {
+                out += ",\"streams\":" + std::to_string(kind_streams[k]);
+                out += ",\"zone_bytes\":" + std::to_string(kind_stream_bytes[k]);
+                out += ",\"zone_bytes_per_stream\":";
+                if (kind_streams[k] == 0) out += "null";
+                else out += std::to_string(kind_stream_bytes[k] / kind_streams[k]);
+                out += ",\"points_observed\":" + std::to_string(fig.by_detector[k]) + "}";
+                continue;
+            }
             out += ",\"versions\":" + std::to_string(kind_versions[k]);
             out += ",\"zone_bytes\":" + std::to_string(kind_bytes[k]);
             out += ",\"zone_bytes_per_version\":";
@@ -181,17 +210,35 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
         }
         const Figures &fig = figures(zone);
         m.anomalies = fig.anomalies;
-        m.in_flight = static_cast<std::uint64_t>(std::max<std::int64_t>(0, fig.predict.in_flight + fig.fit.in_flight));
-        m.endpoints.resize(2);
+        m.in_flight = static_cast<std::uint64_t>(
+            std::max<std::int64_t>(0, fig.predict.in_flight + fig.fit.in_flight + fig.observe.in_flight));
+        m.endpoints.resize(3);
         fill_endpoint(&m.endpoints[0], "predict", fig.predict);
         fill_endpoint(&m.endpoints[1], "fit", fig.fit);
+        fill_endpoint(&m.endpoints[2], "observe", fig.observe);
+        m.streams = sh->stream_count;
+        m.checkpoints_written = sh->checkpoints_written;
+        if (const std::int64_t last = __atomic_load_n(&sh->last_checkpoint_ms, __ATOMIC_RELAXED)) {
+            ngx_time_t *now = ngx_timeofday();
+            const std::int64_t now_ms = static_cast<std::int64_t>(now->sec) * 1000 + now->msec;
+            m.checkpoint_age_seconds = std::max(0.0, static_cast<double>(now_ms - last) / 1000);
+        }
         std::uint64_t kind_versions[kDetectorSlots], kind_bytes[kDetectorSlots];
         zone->detector_counts(kind_versions, kind_bytes);
+        std::uint64_t kind_streams[kDetectorSlots], kind_stream_bytes[kDetectorSlots];
+        zone->stream_counts(kind_streams, kind_stream_bytes);
         std::size_t n = 0;
         const DetectorInfo *all = detectors(&n);
         for (std::size_t i = 0; i < n; i++) {
             const auto k = static_cast<std::size_t>(all[i].kind);
-            m.detectors.push_back(DetectorMetrics{all[i].name, fig.by_detector[k], kind_versions[k], kind_bytes[k]});
+            DetectorMetrics d{all[i].name, fig.by_detector[k], kind_versions[k], kind_bytes[k]};
+            if (is_stream_detector(all[i].kind)) {
+                d.stream = true;
+                d.points_observed = fig.by_detector[k];
+                d.streams = kind_streams[k];
+                d.zone_bytes = kind_stream_bytes[k];
+            }
+            m.detectors.push_back(d);
         }
         std::string out = render_prometheus(m);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size(), "text/plain; version=0.0.4; charset=utf-8");

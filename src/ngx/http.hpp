@@ -220,6 +220,8 @@ struct EndpointFigures {
 struct Figures {
     EndpointFigures predict;
     EndpointFigures fit;
+    EndpointFigures observe;
+    std::uint64_t points_observed = 0;
     std::uint64_t anomalies = 0;
     std::uint64_t by_detector[kDetectorSlots] = {};  // predictions answered
 };

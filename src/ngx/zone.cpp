@@ -325,7 +325,8 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
     }
     for (node = first; node != nullptr; node = ngx_rbtree_next(&sh_->tree, node)) {
         const SeriesNode *s = reinterpret_cast<SeriesNode *>(node);
-        if (s->latest == 0) continue;
+        const StreamSlot *stream = __atomic_load_n(&s->stream, __ATOMIC_ACQUIRE);
+        if (s->latest == 0 && stream == nullptr) continue;
         if (out->size() == limit) {
             *more = true;
             break;
@@ -333,7 +334,14 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
         SeriesSummary summary;
         summary.id_len = s->id_len;
         std::memcpy(summary.id, s->id, s->id_len);
-        summary.latest = summary_of(*s->versions[s->latest - 1]);
+        if (s->latest != 0) {
+            summary.has_versions = true;
+            summary.latest = summary_of(*s->versions[s->latest - 1]);
+        }
+        if (stream != nullptr) {
+            summary.has_stream = true;
+            summary.stream = summary_of_stream(stream);
+        }
         out->push_back(summary);
     }
     return Lookup::found;
@@ -881,6 +889,27 @@ Zone::StreamAccess Zone::lock_stream(StreamSlot *s, bool even_broken) {
         return StreamAccess::broken;
     }
     return StreamAccess::locked;
+}
+
+StreamSummary Zone::summary_of_stream(const StreamSlot *s) {
+    StreamSummary out;
+    const StreamHeader *h = s->state();
+    out.params = s->params;
+    out.points_processed = __atomic_load_n(&h->points_processed, __ATOMIC_RELAXED);
+    out.last_timestamp = __atomic_load_n(&h->last_timestamp, __ATOMIC_RELAXED);
+    out.created_ms = h->created_ms;
+    out.warmup = h->warmup;
+    out.checkpoint_ms = __atomic_load_n(&s->checkpoint_ms, __ATOMIC_RELAXED);
+    out.state_bytes = s->bytes;
+    out.zone_bytes = static_cast<std::uint32_t>(slab_chunk(sizeof(StreamSlot) + s->bytes));
+    return out;
+}
+
+bool Zone::stream_summary(std::string_view series_id, StreamSummary *out) {
+    const StreamSlot *s = find_stream(series_id);
+    if (s == nullptr) return false;
+    *out = summary_of_stream(s);
+    return true;
 }
 
 void Zone::stream_counts(std::uint64_t *streams, std::uint64_t *bytes) {

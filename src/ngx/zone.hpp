@@ -16,6 +16,7 @@
 #include "core/detector.hpp"
 #include "core/model.hpp"
 #include "core/histogram.hpp"
+#include "core/render.hpp"
 #include "core/metrics.hpp"
 #include "core/series.hpp"
 #include "core/stream.hpp"
@@ -262,10 +263,13 @@ public:
     struct SeriesSummary {
         std::uint8_t id_len = 0;
         char id[kMaxSeriesIdLength];  // fixed: copied under the lock without allocating
-        VersionSummary latest;
+        VersionSummary latest;         // when has_versions
+        bool has_versions = false;
+        bool has_stream = false;
+        StreamSummary stream;          // when has_stream
         std::string_view series_id() const { return std::string_view(id, id_len); }
     };
-    // Up to limit series with a version, in the zone's order (by hash, then
+    // Up to limit series with a version or a stream, in the zone's order (by hash, then
     // id), starting after the series `after` ("" for the first page). *more
     // says whether any follow.
     Lookup list_series(std::string_view after, std::size_t limit, std::vector<SeriesSummary> *out, bool *more);
@@ -357,6 +361,10 @@ public:
     void set_store_state(StoreState state, const char *error);
 
     // --- streams ---
+    // What /series/{id} shows of a series' stream, read without any lock
+    // (the numbers of one moment, each whole); false when it has none.
+    bool stream_summary(std::string_view series_id, StreamSummary *out);
+    static StreamSummary summary_of_stream(const StreamSlot *s);
     // The stream of a series, without the zone's lock; nullptr when none.
     StreamSlot *find_stream(std::string_view series_id);
     // The series' stream, created with params (resolved) and its state
