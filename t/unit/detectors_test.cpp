@@ -208,7 +208,9 @@ TEST(Images, OldThreeSigmaRecordsBecomeImages) {
 TEST(Detectors, NamesRoundTrip) {
     std::size_t n = 0;
     const DetectorInfo *all = detectors(&n);
-    ASSERT_EQ(n, 4u);
+    std::size_t batch = 0;
+    for (std::size_t i = 0; i < n; i++) batch += std::string(all[i].kind_of_learning) == "batch";
+    ASSERT_EQ(batch, 4u);
     for (std::size_t i = 0; i < n; i++) {
         DetectorKind k;
         ASSERT_TRUE(detector_from_name(all[i].name, &k));

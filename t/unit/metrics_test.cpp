@@ -186,6 +186,14 @@ Metrics sample_metrics() {
     m.anomalies = 17;
     m.in_flight = 3;
     m.detectors = {{"three_sigma", 80, 25, 3400}, {"iforest", 10, 5, 1600000}};
+    DetectorMetrics rcf{"rcf", 0, 0, 400000};
+    rcf.stream = true;
+    rcf.points_observed = 5000;
+    rcf.streams = 4;
+    m.detectors.push_back(rcf);
+    m.streams = 4;
+    m.checkpoints_written = 9;
+    m.checkpoint_age_seconds = 2.5;
     return m;
 }
 
@@ -267,7 +275,11 @@ TEST(Prometheus, HelpAndTypeOncePerFamily) {
                                             "anomaly_requests_in_flight",
                                             "anomaly_predictions_total",
                                             "anomaly_detector_versions",
-                                            "anomaly_detector_zone_bytes"};
+                                            "anomaly_detector_zone_bytes",
+                                            "anomaly_observed_points_total",
+                                            "anomaly_streams",
+                                            "anomaly_checkpoints_written_total",
+                                            "anomaly_checkpoint_age_seconds"};
     for (const std::string &f : expected) {
         EXPECT_EQ(help[f], 1) << f;
         EXPECT_EQ(type[f], 1) << f;
@@ -278,6 +290,11 @@ TEST(Prometheus, HelpAndTypeOncePerFamily) {
     EXPECT_EQ(types["anomaly_request_duration_seconds"], "histogram");
     EXPECT_EQ(types["anomaly_requests_total"], "counter");
     EXPECT_EQ(types["anomaly_anomalies_total"], "counter");
+    EXPECT_TRUE(has_line(text, "anomaly_observed_points_total{detector=\"rcf\"} 5000"));
+    EXPECT_TRUE(has_line(text, "anomaly_streams{detector=\"rcf\"} 4"));
+    EXPECT_TRUE(has_line(text, "anomaly_detector_zone_bytes{detector=\"rcf\"} 400000"));
+    EXPECT_EQ(text.find("anomaly_predictions_total{detector=\"rcf\"}"), std::string::npos)
+        << "a stream detector answers no predictions";
     EXPECT_EQ(types["anomaly_series"], "gauge");
     EXPECT_EQ(types["anomaly_predictions_total"], "counter");
     EXPECT_NE(text.find("anomaly_predictions_total{detector=\"iforest\"} 10\n"), std::string::npos);

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <memory>
 #include <string>
 
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <leveldb/db.h>
 
 #include "core/encoding.hpp"
+#include "core/stream.hpp"
 #include "store/store.hpp"
 #include "support.hpp"
 
@@ -384,4 +387,66 @@ TEST(Spool, OldLayoutIsRead) {
     EXPECT_EQ(envelope, v.plot_envelope);
     write_old_spool(path, v.model, v.training_data.substr(0, v.training_data.size() - 1));
     EXPECT_FALSE(read_spool(path, &m, &envelope, &data, &error)) << "damaged training data";
+}
+
+namespace {
+
+// A small adaptive stream that has learned n points.
+std::string stream_state(int n) {
+    StreamParams p;
+    p.kind = DetectorKind::adaptive;
+    EXPECT_FALSE(resolve_stream_params(&p));
+    std::string state(stream_state_bytes(p), '\0');
+    init_stream(&state[0], p, 1700000000000, 7);
+    auto &h = *reinterpret_cast<StreamHeader *>(&state[0]);
+    for (int i = 0; i < n; i++) observe(h, 1700000000 + 60 * i, 10 + i % 3);
+    return state;
+}
+
+}  // namespace
+
+// Checkpoints replace the previous one of each stream, come back whole, and
+// a damaged one is skipped without hiding the others.
+TEST(Store, StreamCheckpoints) {
+    const std::string dir = temp_dir();
+    std::string error;
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        ASSERT_TRUE(store->write_checkpoints({{"a", stream_state(5), 1000}, {"b", stream_state(9), 1000}}, &error));
+        ASSERT_TRUE(store->write_checkpoints({{"a", stream_state(12), 2000}}, &error));
+    }
+    {  // a record that does not decode, as a torn or foreign write would leave
+        leveldb::DB *db = nullptr;
+        leveldb::Options o;
+        ASSERT_TRUE(leveldb::DB::Open(o, dir, &db).ok());
+        ASSERT_TRUE(db->Put(leveldb::WriteOptions(), stream_key("c"), "garbage").ok());
+        delete db;
+    }
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    std::map<std::string, std::uint64_t> seen;
+    std::uint64_t damaged = 0;
+    ASSERT_TRUE(store->for_each_stream(
+        [&](std::string_view series, std::string_view state, std::int64_t written_ms) {
+            EXPECT_TRUE(check_stream(state));
+            seen[std::string(series)] = reinterpret_cast<const StreamHeader *>(state.data())->points_processed;
+            EXPECT_EQ(written_ms, series == "a" ? 2000 : 1000);
+        },
+        &damaged, &error));
+    EXPECT_EQ(damaged, 1u);
+    EXPECT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen["a"], 12u);
+    EXPECT_EQ(seen["b"], 9u);
+    std::string state;
+    std::int64_t ms = 0;
+    EXPECT_TRUE(store->read_checkpoint("b", &state, &ms, &error));
+    EXPECT_EQ(state, stream_state(9));
+    EXPECT_FALSE(store->read_checkpoint("nope", &state, &ms, &error));
+    EXPECT_TRUE(error.empty());
+    EXPECT_FALSE(store->read_checkpoint("c", &state, &ms, &error));
+    // Models are not disturbed by stream records.
+    std::size_t models = 0;
+    ASSERT_TRUE(store->for_each_model([&](std::string_view, const std::string &) { models++; }, &error));
+    EXPECT_EQ(models, 0u);
 }
