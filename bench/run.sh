@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# make bench: measures predict against nginx's own `return 200`, fits of
-# 10 to 1M points, fits per second, and predict latency under concurrent
-# large fits, in two setups. Prints a markdown table and writes RESULTS.md.
+# make bench: measures predict and observe against nginx's own `return 200`,
+# fits of 10 to 1M points, fits per second, observe batches, and predict and
+# observe latency under concurrent large fits, in two setups. Prints a markdown table and writes RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -63,7 +63,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 
 # ---- preparation ----
 note "building tools"
-g++ -std=c++17 -O2 -I src -o "$tools" bench/tools.cpp src/store/store.cpp src/core/*.cpp src/core/detectors/*.cpp \
+g++ -std=c++17 -O2 -I src -o "$tools" bench/tools.cpp src/store/store.cpp src/core/*.cpp src/core/detectors/*.cpp src/core/streams/*.cpp \
     -lleveldb -lsimdjson -lpthread
 for n in 10 1000 100000 1000000; do
     [ -f "$work/body-$n.json" ] || "$tools" body "$n" "$work/body-$n.json"
@@ -80,7 +80,7 @@ t0=$(date +%s.%N)
 note "seeded $series_max series in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 parse_ms=$("$tools" parse "$work/body-1000000.json")
 
-declare -A predict_p99 fit_1m_server fit_1m_client
+declare -A predict_p99 observe_p99 fit_1m_server fit_1m_client
 for setup in pinned auto; do
     if [ $setup = pinned ]; then
         start_nginx 1 "worker_cpu_affinity 01;"
@@ -122,6 +122,30 @@ for setup in pinned auto; do
             'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_version} // "-") } @{$j->{detectors}})')
     fi
 
+    # streams: single-point observes against return 200 (10,000 streams of
+    # each stream detector, timestamps increasing so every point is learned),
+    # then 1000-point batches into one rcf stream on one connection: the
+    # points a worker core learns per second.
+    for det in adaptive rcf; do
+        for round in 1 2; do
+            wrk_run 100 observe.lua TARGET=baseline SERIES=10000 DETECTOR=$det PREFIX=o_${det}_
+            b_rps=$rps; b_p50=$p50; b_p99=$p99
+            wrk_run 100 observe.lua SERIES=10000 DETECTOR=$det PREFIX=o_${det}_
+            row "$setup" "observe 1 point, $det, 10000 streams (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
+            row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
+            observe_p99[$setup.$det]=$p99
+        done
+    done
+    out=$(env POINTS=1000 DETECTOR=rcf PREFIX=batch_${setup}_ $wrk_prefix wrk -t1 -c1 -d"${duration}s" --timeout 30s \
+          -s bench/wrk/observe.lua "http://127.0.0.1:$port" | grep '^RESULT')
+    b_rps=$(sed -E 's/.*rps=([^ ]+).*/\1/' <<<"$out")
+    row "$setup" "observe 1000-point batches, rcf, 1 connection" "$b_rps" "$(sed -E 's/.*p50_ms=([^ ]+).*/\1/' <<<"$out")" \
+        "$(sed -E 's/.*p99_ms=([^ ]+).*/\1/' <<<"$out")" "$(awk -v r="$b_rps" 'BEGIN { printf "%.0f points/s", r * 1000 }')"
+    if [ $setup = pinned ]; then
+        stream_bytes=$(healthcheck | perl -MJSON::PP -e \
+            'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_stream} // "-") } grep { $_->{kind} eq "stream" } @{$j->{detectors}})')
+    fi
+
     # single fits: client time and server-side training latency, after one
     # untimed fit of the same size (a worker's first large fit also grows its
     # heap and its parser; that first time is reported on its own row)
@@ -160,6 +184,17 @@ for setup in pinned auto; do
     mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
     row "$setup" "predict, 10000 series, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \
         "$(ratio "$p99" "${predict_p99[$setup.10000]}") p99 ratio"
+
+    # single-point rcf observes under 8 connections of 100k-point fits
+    (env POINTS=100000 $wrk_prefix wrk -t1 -c8 -d"$((duration + 2))s" --timeout 30s -s bench/wrk/fit.lua \
+        "http://127.0.0.1:$port" > "$work/mixed-fit.txt") &
+    fit_pid=$!
+    sleep 1
+    wrk_run 100 observe.lua SERIES=10000 DETECTOR=rcf PREFIX=o_rcf_
+    wait $fit_pid
+    mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
+    row "$setup" "observe 1 point, rcf, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \
+        "$(ratio "$p99" "${observe_p99[$setup.rcf]}") p99 ratio"
     stop_nginx
 done
 
@@ -179,6 +214,7 @@ echo "$table"
     echo "- simdjson alone parses the 1M-point body ($(( $(stat -c %s "$work/body-1000000.json") / 1000000 )) MB) in $parse_ms ms (the faster of its DOM and On Demand APIs, warm parsers, best of 5 each); a 1M-point fit (mean of 3, after one untimed fit of the same size) takes ${fit_1m_server[auto]} ms in the server (parse, validate, train, durable) with worker_processes auto, ${fit_1m_server[pinned]} ms pinned: $(ratio "${fit_1m_server[auto]}" "$parse_ms")x and $(ratio "${fit_1m_server[pinned]}" "$parse_ms")x."
     echo "- Shared memory per stored version (3-sigma model, one version per series, ids s0..s$((series_max - 1))): $bytes_per_version bytes, measured as the zone's free bytes empty minus loaded with $versions versions."
     echo "- Zone bytes per version by detector, as /healthcheck counts them (the image's slab chunk and its slot; the series node is not included): $forest_bytes."
+    echo "- Zone bytes per stream by detector at default parameters, as /healthcheck counts them (the state and its lock header, as the slab allocates them; the series node is not included): $stream_bytes."
     echo
     cat bench/profile-notes.md
 } > bench/RESULTS.md

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""make quality: detection quality of the module's batch detectors on NAB data.
+"""make quality: detection quality of the module's detectors on NAB data.
 
 Starts its own nginx with the built module, and for each detector and each
-labelled file fits the detector on the file's probationary period
-(POST /fit/<series>?detector=NAME), predicts every row over HTTP
-(POST /predict/<series>?version=vN) and scores the answers' anomaly_score / 100
-with the NAB scorer (nab_score.py). Prints a markdown table and writes
-bench/QUALITY.md.
+labelled file:
+- a batch detector is fitted on the file's probationary period
+  (POST /fit/<series>?detector=NAME) and every row predicted over HTTP
+  (POST /predict/<series>?version=vN);
+- a stream detector observes every row in order from the first, the way NAB
+  runs detectors (POST /observe/<series>?detector=NAME, QUALITY_BATCH rows a
+  request), the probationary period learned but not counted;
+and scores the answers' anomaly_score / 100 with the NAB scorer
+(nab_score.py). Prints a markdown table and writes bench/QUALITY.md.
 
 Settings (environment):
   NAB_DIR               labelled data in NAB's layout (data/<category>/*.csv,
                         labels/combined_windows.json, config/profiles.json);
                         default ../shared/nab-dev next to the repository
-  QUALITY_DETECTORS     default "three_sigma robust seasonal iforest"
+  QUALITY_DETECTORS     default: every detector the server lists in /healthcheck
+  QUALITY_BATCH         rows per observe request for stream detectors, default 500
   QUALITY_PARAMS_<name> query arguments appended to that detector's fit URL,
                         e.g. QUALITY_PARAMS_iforest="contamination=0.02"
   QUALITY_JSON          a file to write per-file raw scores to
@@ -240,7 +245,35 @@ def run_file(client, detector, params, rel, timestamps, values):
     return {"scores": scores, "flags": flags, "version": version, "refused": None}
 
 
-def run_detector(port, threads, detector, params, corpus):
+def run_stream_file(client, detector, params, rel, timestamps, values):
+    """Observes every row of the file in order, from the first, into a new
+    stream; every row is scored (a repeated timestamp is scored, not learned)."""
+    n = len(timestamps)
+    sid = series_id(detector, rel)
+    url = "/observe/%s?detector=%s" % (sid, detector)
+    if params:
+        url += "&" + params.lstrip("&?")
+    batch = int(os.environ.get("QUALITY_BATCH", "500"))
+    scores, flags = [0.0] * n, [False] * n
+    for start in range(0, n, batch):
+        body = {"timestamps": timestamps[start:start + batch], "values": values[start:start + batch]}
+        for attempt in range(20):
+            status, answer, retry = client.post(url, body)
+            if status != 503:
+                break
+            time.sleep(float(retry or 1))
+        if status != 200:
+            raise Abort("POST %s (rows %d.. of %s) answered %d: %s"
+                        % (url, start, rel, status, answer.get("detail", answer)))
+        if answer.get("detector") != detector or len(answer.get("anomaly_score", [])) != len(body["values"]):
+            raise Abort("POST %s answered %s" % (url, json.dumps(answer)[:300]))
+        for i, (s, a) in enumerate(zip(answer["anomaly_score"], answer["anomaly"])):
+            scores[start + i] = float(s) / 100.0
+            flags[start + i] = bool(a)
+    return {"scores": scores, "flags": flags, "version": None, "refused": None}
+
+
+def run_detector(port, threads, detector, params, corpus, stream=False):
     """Fits and predicts every file of the corpus with one detector, files in
     parallel over `threads` keep-alive connections."""
     jobs = queue.Queue()
@@ -258,7 +291,8 @@ def run_detector(port, threads, detector, params, corpus):
                 except queue.Empty:
                     return
                 rel, timestamps, values, _ = corpus[k]
-                results[k] = run_file(client, detector, params, rel, timestamps, values)
+                run = run_stream_file if stream else run_file
+                results[k] = run(client, detector, params, rel, timestamps, values)
         except BaseException as e:  # reported by the main thread
             errors.append(e)
         finally:
@@ -317,7 +351,7 @@ def report(rows, profiles, nab_dir, command, predictions, wall, detectors_params
             notes.append("- %s could not be fitted on %s: scored 0 on every row there."
                          % (r["detector"], ", ".join("%s (%s)" % (f, c) for f, c in r["refused"])))
         if detectors_params.get(r["detector"]):
-            notes.append("- %s fitted with `%s`." % (r["detector"], detectors_params[r["detector"]]))
+            notes.append("- %s run with `%s`." % (r["detector"], detectors_params[r["detector"]]))
     definitions = """\
 - NAB columns: the normalised NAB score, 100 * (raw - null) / (perfect - null), per scoring
   profile (config/profiles.json), at the one threshold on anomaly_score / 100 that gives the
@@ -326,15 +360,17 @@ def report(rows, profiles, nab_dir, command, predictions, wall, detectors_params
   first row of every window. Only the earliest detection in a window counts, weighted by
   NAB's scaled sigmoid of its position; detections outside windows cost the profile's
   fpWeight, less right after a window; a missed window costs fnWeight. The first
-  min(floor(0.15 n), 750) rows of each file (the probationary period, on which the detector
-  is fitted) are not scored.
+  min(floor(0.15 n), 750) rows of each file (the probationary period) are not scored: a
+  batch detector is fitted on them; a stream detector (adaptive, rcf, ...) observes every
+  row in order from the first, learning as it goes, as NAB runs detectors.
 - precision, recall: event level, at the detector's own threshold (the answer's `anomaly`,
   true only past the boundary, where anomaly_score passes 70), on the scored rows. recall = windows with at least one flagged
   row / all windows; precision = detected windows / (detected windows + false alarm events),
   a false alarm event being a maximal run of consecutive flagged rows outside every window.
 - For scale, published NAB v1.0 standard scores on the full 58-file corpus (not this
-  subset): Numenta HTM 70.5, Twitter ADVec 47.1, Windowed Gaussian 39.6, null 0."""
-    summary = ("%d files, %d windows; %d predictions over HTTP in %.1f s wall time (%.0f per second)."
+  subset): ARTime 74.9, Numenta HTM 70.5, CAD OSE 69.9, Random Cut Forest 51.7, Twitter
+  ADVec 47.1, Windowed Gaussian 39.6, null 0."""
+    summary = ("%d files, %d windows; %d rows predicted or observed over HTTP in %.1f s wall time (%.0f per second)."
                % (n_files, n_windows, predictions, wall, predictions / wall if wall else 0))
     body = "\n\n".join(x for x in [table, thresholds, "\n".join(notes), definitions, summary] if x)
     print(body)
@@ -353,8 +389,7 @@ def main():
     if not os.path.exists(os.path.join(nab_dir, "labels", "combined_windows.json")):
         raise Abort("no labels/combined_windows.json under %s; set NAB_DIR to a folder in "
                     "NAB's layout (data/<category>/*.csv, labels/combined_windows.json)" % nab_dir)
-    detectors = (os.environ.get("QUALITY_DETECTORS") or DEFAULT_DETECTORS).split()
-    params = {d: os.environ.get("QUALITY_PARAMS_" + d, "") for d in detectors}
+    asked = (os.environ.get("QUALITY_DETECTORS") or "").split()
     port = int(os.environ.get("QUALITY_PORT", "18095"))
     threads = int(os.environ.get("QUALITY_THREADS", "8"))
     workers = int(os.environ.get("QUALITY_WORKERS", "2"))
@@ -369,7 +404,8 @@ def main():
             sum(len(c[3]) for c in corpus), nab_dir))
 
     command = "make quality"
-    for k in ["NAB_DIR", "QUALITY_DETECTORS"] + ["QUALITY_PARAMS_" + d for d in detectors]:
+    for k in ["NAB_DIR", "QUALITY_DETECTORS", "QUALITY_BATCH"] + \
+            [k for k in sorted(os.environ) if k.startswith("QUALITY_PARAMS_")]:
         if os.environ.get(k):
             command = "%s=%s %s" % (k, json.dumps(os.environ[k]) if " " in os.environ[k]
                                     else os.environ[k], command)
@@ -380,9 +416,12 @@ def main():
     t0 = time.time()
     try:
         server.start()
+        offered = {d["name"]: d.get("kind", "batch") for d in server.healthcheck().get("detectors", [])}
+        detectors = asked or [d for d in offered] or DEFAULT_DETECTORS.split()
+        params = {d: os.environ.get("QUALITY_PARAMS_" + d, "") for d in detectors}
         for d in detectors:
             t = time.time()
-            results = run_detector(port, threads, d, params[d], corpus)
+            results = run_detector(port, threads, d, params[d], corpus, stream=offered.get(d) == "stream")
             refused = [(corpus[k][0], r["refused"]) for k, r in enumerate(results) if r["refused"]]
             made = sum(len(corpus[k][1]) for k, r in enumerate(results) if not r["refused"])
             predictions += made
