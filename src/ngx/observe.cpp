@@ -225,7 +225,13 @@ void observe_done(ngx_event_t *ev) noexcept {
 Error request_params(ngx_http_request_t *r, StreamParams *params, bool *detector_asked) {
     *params = loc_conf(r)->stream;
     const std::string_view args(reinterpret_cast<char *>(r->args.data), r->args.len);
-    *detector_asked = args.find("detector=") != std::string_view::npos;
+    *detector_asked = false;
+    for (std::string_view rest = args; !rest.empty();) {
+        const std::size_t amp = rest.find('&');
+        const std::string_view arg = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+        if (arg.substr(0, arg.find('=')) == "detector") *detector_asked = true;
+    }
     return apply_observe_arguments(args, params);
 }
 
