@@ -1,5 +1,6 @@
 #!/usr/bin/perl
-# /plot: an SVG of a version's training data, read through the store owner.
+# /plot: an SVG of a version's training data, read through the store owner,
+# and of a stream's recent points (?stream=1, or a series with no versions).
 
 use strict;
 use warnings;
@@ -8,7 +9,11 @@ use File::Temp ();
 use HTTP::Tiny;
 use AnomalyTest qw(error_ok);
 
-my $t = AnomalyTest->new(workers => 2);
+my $t = AnomalyTest->new(
+    workers    => 2,
+    http_extra => 'anomaly_stream_detector adaptive;',
+    locations  => 'location /observe/ { anomaly_observe; }',
+);
 
 # 100 points around 50 with three spikes far outside the 3-sigma band.
 my @ts = map { 1700000000 + 3600 * $_ } 0 .. 99;
@@ -47,6 +52,69 @@ error_ok([plot('series_id=plotted&version=abc')], 422, 'invalid_version', 'bad v
 error_ok([plot('series_id=a%2Fb')], 400, 'invalid_series_id', 'escaped slash in the id: 400');
 error_ok([plot('version=v1')], 400, 'invalid_series_id', 'no series_id: 400');
 error_ok([$t->request('POST', '/plot?series_id=plotted', '{}', quiet => 1)], 405, 'method_not_allowed', 'POST: 405');
+
+# Streams: the recent points a stream keeps, drawn on the event loop.
+sub observe {
+    my ($series, $query, $body) = @_;
+    return $t->request('POST', "/observe/$series$query", $body);
+}
+{
+    # 300 points around 50 from a Monday, two spikes once the detector has warmed up.
+    my @sts = map { 1700438400 + 60 * $_ } 0 .. 299;
+    my @svs = map { 50 + ($_ * 7919 % 11) / 5 } 0 .. 299;
+    $svs[$_] += 100 for 250, 280;
+    my ($st, $j) = observe('streamed', '?recent=64', { timestamp => $sts[0], value => $svs[0] });
+    is($st, 200, 'first observe, keeping 64 recent points');
+    ($st, $j) = observe('streamed', '', { timestamps => [@sts[1 .. 299]], values => [@svs[1 .. 299]] });
+    is($st, 200, 'observe 299 more');
+    my $anomalies = grep { $_ } @{$j->{anomaly} // []};
+    my $recent_anomalies = grep { $j->{anomaly}[$_ - 1] } 236 .. 299;  # the last 64 points
+    ok($recent_anomalies >= 1, "the spikes are anomalous ($recent_anomalies in the last 64 points)");
+
+    for my $query ('series_id=streamed', 'series_id=streamed&stream=1', 'series_id=streamed&stream=true') {
+        my ($pst, undef, $psvg, $h) = plot($query);
+        is($pst, 200, "$query: 200");
+        is($h->{'content-type'}, 'image/svg+xml', 'image/svg+xml');
+        like($psvg, qr{^<\?xml version="1\.0".*<svg xmlns="http://www\.w3\.org/2000/svg".*</svg>\s*$}s,
+             'an XML document with one svg element, closed');
+        like($psvg, qr{>streamed</text>}, 'title names the series');
+        like($psvg, qr{stream, adaptive, 300 points processed; the last 64 shown, (\d+) with anomaly_score \S+ 70},
+             'title gives detector, points processed, points shown and the threshold');
+        my ($counted) = $psvg =~ /the last 64 shown, (\d+) with/;
+        is($counted, $recent_anomalies, 'the anomalous points of the last 64 are counted');
+        my @marks = $psvg =~ /class="anomaly"/g;
+        is(scalar @marks, $recent_anomalies, 'and marked');
+        like($psvg, qr{class="threshold"[^>]*stroke-dasharray}, 'the threshold is a dashed line');
+        like($psvg, qr{>11-20 \d\d:\d\d</text>}, 'readable date labels');
+    }
+
+    # A stream that keeps no recent points: a picture that says how to keep them.
+    ($st) = observe('unkept', '', { timestamp => $sts[0], value => 1 });
+    is($st, 200, 'observe a stream that keeps no recent points');
+    my ($pst, undef, $psvg, $h) = plot('series_id=unkept');
+    is($pst, 200, 'its plot: 200');
+    is($h->{'content-type'}, 'image/svg+xml', 'image/svg+xml');
+    like($psvg, qr{No recent points are kept}, 'it says none are kept');
+    like($psvg, qr{\?recent=N}, 'and how to keep them');
+
+    # A series with versions and a stream: the version by default, the stream on asking.
+    ($st) = observe('plotted', '?recent=16', { timestamp => $sts[0], value => 50 });
+    is($st, 200, 'a stream beside the versions of plotted');
+    (undef, undef, $psvg) = plot('series_id=plotted');
+    like($psvg, qr{v2, 100 points}, 'plotted without stream=1: its latest version');
+    (undef, undef, $psvg) = plot('series_id=plotted&stream=1');
+    like($psvg, qr{stream, adaptive, 1 point processed; the last 1 shown}, 'with stream=1: its stream');
+    (undef, undef, $psvg) = plot('series_id=plotted&stream=0');
+    like($psvg, qr{v2, 100 points}, 'stream=0: the version');
+
+    error_ok([plot('series_id=nope&stream=1')], 404, 'series_not_found', 'stream=1 of an unknown series: 404');
+    error_ok([plot('series_id=streamed&version=v1')], 404, 'version_not_found', 'a version of a stream-only series: 404');
+    error_ok([plot('series_id=streamed&stream=yes')], 422, 'invalid_stream', 'stream=yes: 422');
+
+    # The dashboard lists the stream and draws it.
+    my (undef, undef, $html) = $t->request('GET', '/dashboard', undef, quiet => 1);
+    like($html, qr{&stream=1}, 'the dashboard draws streams');
+}
 
 # A million points still make a small picture.
 my $n = 1_000_000;

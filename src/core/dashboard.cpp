@@ -29,6 +29,7 @@ constexpr std::string_view kPage = R"HTML(<!DOCTYPE html>
   img { max-width: 100%; border: 1px solid #e5e7eb; }
   .muted { color: #6b7280; }
   button { padding: 4px 10px; }
+  h2 { font-size: 15px; margin: 16px 0 8px; }
 </style>
 </head>
 <body>
@@ -42,17 +43,22 @@ constexpr std::string_view kPage = R"HTML(<!DOCTYPE html>
   <section>
     <div class="row">
       <strong id="title">Select a series</strong>
-      <label>Version <select id="version" disabled></select></label>
+      <label id="version-label">Version <select id="version" disabled></select></label>
     </div>
     <table id="details"></table>
     <p id="message" class="muted"></p>
     <img id="plot" alt="" hidden>
+    <div id="stream" hidden>
+      <h2>Stream</h2>
+      <table id="stream-details"></table>
+      <img id="stream-plot" alt="">
+    </div>
   </section>
 </main>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-let after = null, current = null, versions = [];
+let after = null, current = null, versions = [], stream = null;
 
 async function json(url) {
   const res = await fetch(url);
@@ -64,7 +70,8 @@ async function json(url) {
 async function health() {
   try {
     const h = await json("healthcheck");
-    $("health").textContent = h.series_trained + " series \u00b7 predict p95 " +
+    $("health").textContent = h.series_trained + " series" +
+      (h.streams ? " \u00b7 " + h.streams.count + " streams" : "") + " \u00b7 predict p95 " +
       h.inference_latency_ms.p95.toFixed(3) + " ms \u00b7 fit p95 " + h.training_latency_ms.p95.toFixed(1) + " ms";
   } catch (e) { $("health").textContent = "healthcheck: " + e.message; }
 }
@@ -77,7 +84,11 @@ async function loadSeries() {
     const name = document.createElement("span");
     name.textContent = s.series_id;
     const latest = document.createElement("small");
-    latest.textContent = s.latest_version + " \u00b7 " + s.detector;
+    // What the series has: its latest version, its stream, or both.
+    const parts = [];
+    if (s.latest_version) parts.push(s.latest_version + " \u00b7 " + s.detector);
+    if (s.stream) parts.push("stream \u00b7 " + s.stream.detector);
+    latest.textContent = parts.join(" + ");
     li.append(name, latest);
     li.onclick = () => select(s.series_id);
     $("series").append(li);
@@ -90,7 +101,7 @@ async function loadSeries() {
   // #series_id in the URL opens that series: links can be shared.
   const wanted = decodeURIComponent(location.hash.slice(1));
   if (!current && items.length) select(items.some((li) => li.dataset.id === wanted) ? wanted : items[0].dataset.id);
-  if (!page.series.length && !current) $("message").textContent = "No series yet: POST /fit/{series_id} to train one.";
+  if (!page.series.length && !current) $("message").textContent = "No series yet: POST /fit/{series_id} to train one, or POST /observe/{series_id} to stream one.";
 }
 
 function applyFilter() {
@@ -103,10 +114,13 @@ async function select(id) {
   history.replaceState(null, "", "#" + encodeURIComponent(id));
   for (const li of $("series").children) li.classList.toggle("active", li.dataset.id === id);
   $("title").textContent = id;
+  let page;
   try {
     // The newest 1000 versions: a page costs the same however long the history.
-    versions = (await json("series/" + encodeURIComponent(id) + "?order=newest&limit=1000")).versions;
+    page = await json("series/" + encodeURIComponent(id) + "?order=newest&limit=1000");
   } catch (e) { $("message").textContent = e.message; return; }
+  if (id !== current) return;  // another series was chosen meanwhile
+  versions = page.versions;
   const sel = $("version");
   sel.replaceChildren();
   for (const v of versions) {
@@ -115,8 +129,55 @@ async function select(id) {
     o.textContent = v.version + " \u00b7 " + v.detector + " \u00b7 " + v.trained_at.replace("T", " ").slice(0, 19);
     sel.append(o);
   }
-  sel.disabled = false;
-  show(sel.value);
+  sel.disabled = !versions.length;
+  $("version-label").hidden = !versions.length;
+  if (versions.length) show(sel.value);
+  else {
+    $("details").replaceChildren();
+    $("plot").hidden = true;
+    $("message").textContent = page.stream ? "No versions: this series is a stream (POST /fit/" + id + " trains one)." : "";
+  }
+  showStream(page.stream);
+}
+
+function rowsOf(rows) {
+  return rows.map(([k, val]) => {
+    const tr = document.createElement("tr");
+    const a = document.createElement("td"), b = document.createElement("td");
+    a.textContent = k; b.textContent = val;
+    tr.append(a, b);
+    return tr;
+  });
+}
+
+// The series' stream: its detector, what it has learned, and its recent points.
+function showStream(st) {
+  stream = st || null;
+  $("stream").hidden = !stream;
+  if (!stream) return;
+  const params = ["alpha", "hourly", "trees", "sample", "shingle", "decay"]
+    .filter((k) => k in stream).map((k) => [k, stream[k]]);
+  const age = stream.checkpoint_age_seconds;
+  const rows = [["detector", stream.detector], ["points processed", stream.points_processed],
+                ["stage", stream.stage], ...params,
+                ["last point", stream.last_timestamp === null ? "none yet" : new Date(stream.last_timestamp * 1000).toISOString()],
+                ["created at", stream.created_at],
+                ["checkpoint", age === null ? "none yet" : age.toFixed(1) + " s ago"],
+                ["state bytes", stream.state_bytes]];
+  $("stream-details").replaceChildren(...rowsOf(rows));
+  const img = $("stream-plot");
+  img.alt = "Recent points of the stream of " + current;
+  img.src = "plot?series_id=" + encodeURIComponent(current) + "&stream=1&at=" + Date.now();
+}
+
+// A stream learns as points arrive: its numbers and plot are fetched again.
+async function refreshStream() {
+  if (!current || !stream) return;
+  const id = current;
+  try {
+    const page = await json("series/" + encodeURIComponent(id) + "?order=newest&limit=1");
+    if (id === current) showStream(page.stream);
+  } catch (e) { /* shown again at the next refresh */ }
 }
 
 function show(version) {
@@ -128,13 +189,7 @@ function show(version) {
                 ["trained at", v.trained_at],
                 ["from", new Date(v.first_timestamp * 1000).toISOString()],
                 ["to", new Date(v.last_timestamp * 1000).toISOString()]];
-  $("details").replaceChildren(...rows.map(([k, val]) => {
-    const tr = document.createElement("tr");
-    const a = document.createElement("td"), b = document.createElement("td");
-    a.textContent = k; b.textContent = val;
-    tr.append(a, b);
-    return tr;
-  }));
+  $("details").replaceChildren(...rowsOf(rows));
   $("message").textContent = "";
   const img = $("plot");
   img.hidden = false;
@@ -146,7 +201,7 @@ $("version").onchange = (e) => show(e.target.value);
 $("filter").oninput = applyFilter;
 $("more").onclick = loadSeries;
 health();
-setInterval(health, 5000);
+setInterval(() => { health(); refreshStream(); }, 5000);
 loadSeries().catch((e) => { $("message").textContent = e.message; });
 </script>
 </body>

@@ -61,6 +61,56 @@ std::string date_label(std::int64_t t, std::int64_t span) {
     return buf;
 }
 
+// The document's start: white, kWidth wide, height high.
+void open_svg(std::string *svg, int height) {
+    *svg += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    *svg += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(kWidth) + "\" height=\"" +
+            std::to_string(height) + "\" viewBox=\"0 0 " + std::to_string(kWidth) + " " + std::to_string(height) +
+            "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+    *svg += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+}
+
+// Value labels left of a plot area that maps vmin..vmax to bottom..top.
+void append_value_ticks(std::string *svg, double vmin, double vmax, double top, double bottom) {
+    auto y_of = [&](double v) { return bottom - (v - vmin) / (vmax - vmin) * (bottom - top); };
+    const double vstep = nice_step(vmax - vmin, 6);
+    *svg += "<g fill=\"#333\" text-anchor=\"end\">";
+    // Ticks counted, not stepped: at 1e9 a step below half an ulp would never
+    // move `v += vstep`. Labels that print alike (the spread is below what
+    // six decimals show) are drawn once.
+    const double first_tick = std::ceil(vmin / vstep);
+    std::string previous_label;
+    for (int i = 0; i <= 12; i++) {
+        const double v = (first_tick + i) * vstep;
+        if (v > vmax) break;
+        std::string label = value_label(v, vstep);
+        if (label == previous_label) continue;
+        *svg += "<text x=\"" + num(kLeft - 6) + "\" y=\"" + num(y_of(v) + 4) + "\">" + label + "</text>";
+        previous_label = std::move(label);
+    }
+    *svg += "</g>\n";
+}
+
+// Seven date labels under the time axis at y = axis (t0 at kLeft, t1 at
+// kRight - 1), and where the axis starts, in full.
+void append_time_labels(std::string *svg, std::int64_t t0, std::int64_t t1, double axis) {
+    const double tspan = span_of(t0, t1);
+    *svg += "<g fill=\"#333\" text-anchor=\"middle\">";
+    const int date_ticks = 6;
+    for (int i = 0; i <= date_ticks; i++) {
+        const std::int64_t t = t0 + static_cast<std::int64_t>(tspan * i / date_ticks);
+        *svg += "<text x=\"" + num(kLeft + fraction_of(t, t0, tspan) * (kPlotColumns - 1)) + "\" y=\"" +
+                num(axis + 18) + "\">" + date_label(t, t1 - t0) + "</text>";
+    }
+    const time_t first = static_cast<time_t>(t0);
+    struct tm first_tm;
+    gmtime_r(&first, &first_tm);
+    char from[40];
+    std::strftime(from, sizeof(from), "time (UTC), from %Y-%m-%d %H:%M:%S", &first_tm);
+    *svg += "</g>\n<text x=\"" + num(kRight) + "\" y=\"" + num(axis + 36) +
+            "\" text-anchor=\"end\" fill=\"#666\">" + from + "</text>\n";
+}
+
 std::string escape_xml(std::string_view s) {
     std::string out;
     for (char c : s) {
@@ -163,16 +213,11 @@ std::string render_plot(const PlotInput &in) {
     vmin -= pad;
     vmax += pad;
 
-    auto x_of = [&](std::int64_t t) { return kLeft + fraction_of(t, t0, tspan) * (kPlotColumns - 1); };
     auto y_of = [&](double v) { return kBottom - (v - vmin) / (vmax - vmin) * (kBottom - kTop); };
 
     std::string svg;
     svg.reserve(160 * 1024);
-    svg += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-    svg += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(kWidth) + "\" height=\"" +
-           std::to_string(kHeight) + "\" viewBox=\"0 0 " + std::to_string(kWidth) + " " + std::to_string(kHeight) +
-           "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-    svg += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+    open_svg(&svg, kHeight);
 
     // Title: series, version, points, and what the detector learned.
     char stats[200];
@@ -222,35 +267,8 @@ std::string render_plot(const PlotInput &in) {
     svg += "<g stroke=\"#999\"><line x1=\"" + num(kLeft) + "\" y1=\"" + num(kTop) + "\" x2=\"" + num(kLeft) +
            "\" y2=\"" + num(kBottom) + "\"/><line x1=\"" + num(kLeft) + "\" y1=\"" + num(kBottom) + "\" x2=\"" +
            num(kRight) + "\" y2=\"" + num(kBottom) + "\"/></g>\n";
-    const double vstep = nice_step(vmax - vmin, 6);
-    svg += "<g fill=\"#333\" text-anchor=\"end\">";
-    // Ticks counted, not stepped: at 1e9 a step below half an ulp would never
-    // move `v += vstep`. Labels that print alike (the spread is below what
-    // six decimals show) are drawn once.
-    const double first_tick = std::ceil(vmin / vstep);
-    std::string previous_label;
-    for (int i = 0; i <= 12; i++) {
-        const double v = (first_tick + i) * vstep;
-        if (v > vmax) break;
-        std::string label = value_label(v, vstep);
-        if (label == previous_label) continue;
-        svg += "<text x=\"" + num(kLeft - 6) + "\" y=\"" + num(y_of(v) + 4) + "\">" + label + "</text>";
-        previous_label = std::move(label);
-    }
-    svg += "</g>\n<g fill=\"#333\" text-anchor=\"middle\">";
-    const int date_ticks = 6;
-    for (int i = 0; i <= date_ticks; i++) {
-        const std::int64_t t = t0 + static_cast<std::int64_t>(tspan * i / date_ticks);
-        svg += "<text x=\"" + num(x_of(t)) + "\" y=\"" + num(kBottom + 18) + "\">" + date_label(t, t1 - t0) +
-               "</text>";
-    }
-    const time_t first = static_cast<time_t>(t0);
-    struct tm first_tm;
-    gmtime_r(&first, &first_tm);
-    char from[40];
-    std::strftime(from, sizeof(from), "time (UTC), from %Y-%m-%d %H:%M:%S", &first_tm);
-    svg += "</g>\n<text x=\"" + num(kRight) + "\" y=\"" + num(kBottom + 36) +
-           "\" text-anchor=\"end\" fill=\"#666\">" + from + "</text>\n";
+    append_value_ticks(&svg, vmin, vmax, kTop, kBottom);
+    append_time_labels(&svg, t0, t1, kBottom);
 
     // The data: one vertical stroke per column from its min to its max, joined.
     svg += "<polyline fill=\"none\" stroke=\"#374151\" stroke-opacity=\"0.85\" stroke-width=\"1\" points=\"";
@@ -305,6 +323,199 @@ std::string render_plot(const PlotInput &in) {
             svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(c.max)) + "\" r=\"3\"/>";
         if (low)
             svg += "<circle class=\"outlier\" cx=\"" + num(x) + "\" cy=\"" + num(y_of(c.min)) + "\" r=\"3\"/>";
+    }
+    svg += "</g>\n</svg>\n";
+    return svg;
+}
+
+namespace {
+
+// A stream's plot: the values above, the anomaly_score in a strip below.
+constexpr int kStreamHeight = 600;
+constexpr int kValueBottom = 380;                   // the values: kTop .. kValueBottom
+constexpr int kStripTop = 410, kStripBottom = 530;  // anomaly_score 0 .. 100
+constexpr int kEmptyHeight = 140;                   // a stream without recent points
+constexpr std::size_t kDottedPoints = 240;          // up to this many, each point is a dot too
+
+double score_of(const StreamRecent &p) {
+    return std::isfinite(p.anomaly_score) ? std::clamp(static_cast<double>(p.anomaly_score), 0.0, 100.0) : 0.0;
+}
+
+}  // namespace
+
+std::string render_stream_plot(const StreamPlotInput &in) {
+    const double threshold = std::isfinite(in.threshold) ? in.threshold : 70;
+    // Points with a value to draw (an observed value beyond float's range is kept as inf).
+    std::size_t n = 0, anomalies = 0;
+    std::int64_t t0 = 0, t1 = 0;
+    double vmin = HUGE_VAL, vmax = -HUGE_VAL;
+    for (const StreamRecent &p : in.recent) {
+        if (!std::isfinite(p.value)) continue;
+        t0 = n == 0 ? p.timestamp : std::min(t0, p.timestamp);
+        t1 = n == 0 ? p.timestamp : std::max(t1, p.timestamp);
+        vmin = std::min<double>(vmin, p.value);
+        vmax = std::max<double>(vmax, p.value);
+        if (score_of(p) >= threshold) anomalies++;
+        n++;
+    }
+
+    std::string svg;
+    svg.reserve(n == 0 ? 2048 : 64 * 1024);
+    open_svg(&svg, n == 0 ? kEmptyHeight : kStreamHeight);
+    char stats[200];
+    std::snprintf(stats, sizeof(stats), "stream, %.*s, %llu point%s processed", static_cast<int>(in.detector.size()),
+                  in.detector.data(), static_cast<unsigned long long>(in.points_processed),
+                  in.points_processed == 1 ? "" : "s");
+    std::string subtitle = stats;
+    if (n > 0) {
+        std::snprintf(stats, sizeof(stats), "; the last %zu shown, %zu with anomaly_score \xE2\x89\xA5 %.6g", n,
+                      anomalies, threshold);
+        subtitle += stats;
+    }
+    svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"28\" font-size=\"16\" font-weight=\"bold\">" +
+           escape_xml(in.series_id) + "</text>\n";
+    svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"46\" fill=\"#444\">" + escape_xml(subtitle) + "</text>\n";
+
+    if (n == 0) {
+        std::string why, how;
+        if (in.recent_capacity == 0) {
+            why = "No recent points are kept for this stream, so there is nothing to draw.";
+            how = "A stream keeps its last N points for plots when its first observe asks for them: POST /observe/" +
+                  std::string(in.series_id) + "?recent=N (1 to 65536).";
+        } else {
+            why = "No points have been learned yet.";
+            how = "This stream keeps its last " + std::to_string(in.recent_capacity) +
+                  " points for plots: they are drawn here once observed (POST /observe/" + std::string(in.series_id) +
+                  ").";
+        }
+        svg += "<text class=\"empty\" x=\"" + std::to_string(kLeft) + "\" y=\"84\" fill=\"#111827\">" +
+               escape_xml(why) + "</text>\n";
+        svg += "<text x=\"" + std::to_string(kLeft) + "\" y=\"106\" fill=\"#444\">" + escape_xml(how) + "</text>\n";
+        svg += "</svg>\n";
+        return svg;
+    }
+
+    // One point, or all at one time: a minute around it, the point in the middle.
+    if (t1 == t0 && t0 > INT64_MIN + 30 && t1 < INT64_MAX - 30) t0 -= 30, t1 += 30;
+    const double tspan = span_of(t0, t1);
+    if (!(vmax > vmin)) {
+        const double d = std::max(1.0, std::fabs(vmin) * 1e-6);
+        vmin -= d;
+        vmax += d;
+    }
+    const double pad = (vmax - vmin) * 0.05;
+    vmin -= pad;
+    vmax += pad;
+
+    auto x_of = [&](std::int64_t t) {
+        return kLeft + std::clamp(fraction_of(t, t0, tspan), 0.0, 1.0) * (kPlotColumns - 1);
+    };
+    auto y_of = [&](double v) { return kValueBottom - (v - vmin) / (vmax - vmin) * (kValueBottom - kTop); };
+    auto y_score = [&](double score) {
+        return kStripBottom - std::clamp(score, 0.0, 100.0) / 100.0 * (kStripBottom - kStripTop);
+    };
+
+    // More points than columns: per column, the lowest and highest value, the
+    // highest score and the point that has it.
+    const bool dense = n > static_cast<std::size_t>(kPlotColumns);
+    struct Column {
+        double min = HUGE_VAL, max = -HUGE_VAL, top_score = -1, top_value = 0;
+    };
+    std::vector<Column> columns;
+    if (dense) {
+        columns.resize(kPlotColumns);
+        for (const StreamRecent &p : in.recent) {
+            if (!std::isfinite(p.value)) continue;
+            const int c = std::min(static_cast<int>(x_of(p.timestamp)) - kLeft, kPlotColumns - 1);
+            Column &col = columns[static_cast<std::size_t>(std::max(0, c))];
+            col.min = std::min<double>(col.min, p.value);
+            col.max = std::max<double>(col.max, p.value);
+            if (score_of(p) > col.top_score) {
+                col.top_score = score_of(p);
+                col.top_value = p.value;
+            }
+        }
+    }
+
+    // Axes: the values' and the strip's.
+    svg += "<g stroke=\"#999\"><line x1=\"" + num(kLeft) + "\" y1=\"" + num(kTop) + "\" x2=\"" + num(kLeft) +
+           "\" y2=\"" + num(kValueBottom) + "\"/><line x1=\"" + num(kLeft) + "\" y1=\"" + num(kValueBottom) +
+           "\" x2=\"" + num(kRight) + "\" y2=\"" + num(kValueBottom) + "\"/></g>\n";
+    svg += "<rect class=\"strip\" x=\"" + num(kLeft) + "\" y=\"" + num(kStripTop) + "\" width=\"" +
+           num(kRight - kLeft) + "\" height=\"" + num(kStripBottom - kStripTop) +
+           "\" fill=\"#f9fafb\" stroke=\"#999\"/>\n";
+    append_value_ticks(&svg, vmin, vmax, kTop, kValueBottom);
+    svg += "<g fill=\"#333\" text-anchor=\"end\">";
+    for (int v : {0, 50, 100})
+        svg += "<text x=\"" + num(kLeft - 6) + "\" y=\"" + num(y_score(v) + 4) + "\">" + std::to_string(v) + "</text>";
+    svg += "</g>\n<text x=\"" + num(kLeft + 4) + "\" y=\"" + num(kStripTop - 6) +
+           "\" fill=\"#666\">anomaly_score</text>\n";
+    append_time_labels(&svg, t0, t1, kStripBottom);
+
+    // The values.
+    svg += "<polyline fill=\"none\" stroke=\"#374151\" stroke-opacity=\"0.85\" stroke-width=\"1\" points=\"";
+    if (dense) {
+        for (int c = 0; c < kPlotColumns; c++) {
+            const Column &col = columns[static_cast<std::size_t>(c)];
+            if (col.top_score < 0) continue;
+            const double x = kLeft + c + 0.5;
+            svg += num(x) + "," + num(y_of(col.min)) + " " + num(x) + "," + num(y_of(col.max)) + " ";
+        }
+    } else {
+        for (const StreamRecent &p : in.recent)
+            if (std::isfinite(p.value)) svg += num(x_of(p.timestamp)) + "," + num(y_of(p.value)) + " ";
+    }
+    svg += "\"/>\n";
+    // A few points: each a dot too, so that one alone shows.
+    if (n <= kDottedPoints) {
+        svg += "<g fill=\"#374151\">";
+        for (const StreamRecent &p : in.recent)
+            if (std::isfinite(p.value))
+                svg += "<circle cx=\"" + num(x_of(p.timestamp)) + "\" cy=\"" + num(y_of(p.value)) + "\" r=\"2\"/>";
+        svg += "</g>\n<g fill=\"#ea580c\">";
+        for (const StreamRecent &p : in.recent)
+            if (std::isfinite(p.value))
+                svg += "<circle cx=\"" + num(x_of(p.timestamp)) + "\" cy=\"" + num(y_score(score_of(p))) +
+                       "\" r=\"1.5\"/>";
+        svg += "</g>\n";
+    }
+
+    // The anomaly_score and the threshold.
+    svg += "<polyline class=\"score\" fill=\"none\" stroke=\"#ea580c\" stroke-width=\"1\" points=\"";
+    if (dense) {
+        for (int c = 0; c < kPlotColumns; c++) {
+            const Column &col = columns[static_cast<std::size_t>(c)];
+            if (col.top_score >= 0) svg += num(kLeft + c + 0.5) + "," + num(y_score(col.top_score)) + " ";
+        }
+    } else {
+        for (const StreamRecent &p : in.recent)
+            if (std::isfinite(p.value)) svg += num(x_of(p.timestamp)) + "," + num(y_score(score_of(p))) + " ";
+    }
+    svg += "\"/>\n";
+    if (threshold >= 0 && threshold <= 100) {
+        svg += "<line class=\"threshold\" x1=\"" + num(kLeft) + "\" x2=\"" + num(kRight) + "\" y1=\"" +
+               num(y_score(threshold)) + "\" y2=\"" + num(y_score(threshold)) +
+               "\" stroke=\"#dc2626\" stroke-width=\"1\" stroke-dasharray=\"6 4\"/>\n";
+        std::snprintf(stats, sizeof(stats), "threshold %.6g", threshold);
+        // Above the strip, where no score line runs through it.
+        svg += "<text x=\"" + num(kRight) + "\" y=\"" + num(kStripTop - 6) + "\" text-anchor=\"end\" fill=\"#dc2626\">" +
+               stats + " (dashed)</text>\n";
+    }
+
+    // The anomalous points, over the line: one mark per column when dense.
+    svg += "<g fill=\"#dc2626\">";
+    if (dense) {
+        for (int c = 0; c < kPlotColumns; c++) {
+            const Column &col = columns[static_cast<std::size_t>(c)];
+            if (col.top_score >= threshold)
+                svg += "<circle class=\"anomaly\" cx=\"" + num(kLeft + c + 0.5) + "\" cy=\"" + num(y_of(col.top_value)) +
+                       "\" r=\"3\"/>";
+        }
+    } else {
+        for (const StreamRecent &p : in.recent)
+            if (std::isfinite(p.value) && score_of(p) >= threshold)
+                svg += "<circle class=\"anomaly\" cx=\"" + num(x_of(p.timestamp)) + "\" cy=\"" + num(y_of(p.value)) +
+                       "\" r=\"3\"/>";
     }
     svg += "</g>\n</svg>\n";
     return svg;

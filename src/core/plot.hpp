@@ -1,4 +1,4 @@
-// /plot: an SVG of one version's training data. Drawn per pixel column
+// /plot: an SVG of one version's training data, or of a stream's recent points. Drawn per pixel column
 // (each column keeps its min and max), so the output stays bounded however
 // many points were trained.
 //
@@ -14,6 +14,7 @@
 
 #include "detector.hpp"
 #include "model.hpp"
+#include "stream.hpp"
 
 namespace anomaly {
 
@@ -53,5 +54,26 @@ struct PlotInput {
 std::string render_plot(const PlotInput &in);
 // Draws straight from training data (in.envelope is ignored): summarises it first.
 std::string render_plot(const PlotInput &in, const TrainingData &data);
+
+// A stream's plot (/plot?series_id=X&stream=1): the recent points the
+// stream keeps (StreamHeader::recent_capacity of them, copied out of the
+// zone under the stream's lock), the values as a line with the points whose
+// anomaly_score reaches the threshold marked, and under it a strip with the
+// anomaly_score (0-100) and the threshold dashed. More points than pixel
+// columns are drawn per column (min and max of the values, the highest
+// score, one mark at the most anomalous point), so the size stays bounded
+// (under 150 KB) for any number of points.
+struct StreamPlotInput {
+    std::string_view series_id;
+    std::string_view detector;           // detector_name of the stream's kind
+    std::uint64_t points_processed = 0;  // points the stream has learned
+    std::uint32_t recent_capacity = 0;   // points the stream keeps for plots (0: none)
+    double threshold = 70;               // anomaly_threshold of the plot's location
+    std::vector<StreamRecent> recent;    // oldest first
+};
+
+// A complete SVG document (image/svg+xml). Without recent points it says why
+// (the stream keeps none, or has learned none yet) and how to keep them.
+std::string render_stream_plot(const StreamPlotInput &in);
 
 }  // namespace anomaly

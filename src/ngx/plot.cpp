@@ -1,5 +1,7 @@
 // /plot: the owner reads what a version's plot draws, a pool thread draws
-// the SVG.
+// the SVG. A stream's plot (?stream=1, or a series with a stream and no
+// versions) is drawn on the event loop from the recent points the stream
+// keeps in the zone: at most 65536 points, copied under the stream's lock.
 
 #include "ngx/http.hpp"
 
@@ -11,6 +13,7 @@
 #include "core/encoding.hpp"
 #include "core/plot.hpp"
 #include "core/series.hpp"
+#include "core/stream.hpp"
 #include "ngx/owner.hpp"
 
 namespace anomaly {
@@ -80,6 +83,42 @@ void plot_drawn(ngx_event_t *ev) noexcept {
     fit_finish(r, ctx, rc);
 }
 
+// A stream's lock held by another worker (an observe holds it for
+// microseconds): lock_stream spins a little; try again this many times.
+constexpr int kStreamLockTries = 4;
+
+// The stream's recent points, copied under its lock, drawn and answered.
+ngx_int_t stream_plot(ngx_http_request_t *r, Zone *zone, StreamSlot *s, std::string_view series) {
+    StreamPlotInput in;
+    in.series_id = series;
+    in.detector = detector_name(s->params.kind);
+    in.threshold = loc_conf(r)->threshold;
+    // Allocated before the lock: nothing under it may throw. The ring's
+    // capacity is fixed when the stream is created; stream_recent is given
+    // the room there is in any case.
+    in.recent.resize(__atomic_load_n(&s->state()->recent_capacity, __ATOMIC_RELAXED));
+    Zone::StreamAccess access = Zone::StreamAccess::busy;
+    for (int i = 0; i < kStreamLockTries; i++) {
+        if (i > 0) ngx_sched_yield();
+        access = zone->lock_stream(s);
+        if (access != Zone::StreamAccess::busy) break;
+    }
+    if (access == Zone::StreamAccess::broken)
+        return send_error(r, 503, "stream_unavailable",
+                          "This stream is being restored from its checkpoint after a worker died while updating it; "
+                          "try again in a few seconds.");
+    if (access != Zone::StreamAccess::locked)
+        return send_error(r, 503, "stream_unavailable", "This stream is busy; try again.");
+    const StreamHeader &state = *s->state();
+    const std::size_t got = stream_recent(state, in.recent.data(), in.recent.size());
+    in.points_processed = state.points_processed;
+    in.recent_capacity = state.recent_capacity;
+    zone->unlock_stream(s);
+    in.recent.resize(got);
+    const std::string svg = render_stream_plot(in);
+    return send_body(r, NGX_HTTP_OK, svg.data(), svg.size(), "image/svg+xml");
+}
+
 }  // namespace
 
 // The owner read what the plot draws: draw it off the event loop.
@@ -133,10 +172,33 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
             !parse_version(std::string_view(reinterpret_cast<char *>(arg.data), arg.len), &version))
             return send_error(r, 422, "invalid_version", "The version must look like v3 or 3 (versions start at v1).");
 
+        // stream=1: the series' stream, whether or not it has versions too.
+        bool want_stream = false;
+        if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>("stream")), 6, &arg) == NGX_OK) {
+            const std::string_view value(reinterpret_cast<char *>(arg.data), arg.len);
+            if (value == "1" || value == "true") want_stream = true;
+            else if (value != "0" && value != "false")
+                return send_error(r, 422, "invalid_stream",
+                                  "stream must be 1 (the series' stream) or 0 (a version, the default).");
+        }
+
         Zone *zone = zone_of(r);
         const ModelHeader *model = nullptr;
         const std::string_view series(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len);
+        StreamSlot *stream = zone->find_stream(series);
+        if (want_stream) {
+            if (stream != nullptr) return stream_plot(r, zone, stream, series);
+            if (!__atomic_load_n(&zone->shared()->loaded, __ATOMIC_ACQUIRE)) return not_loaded_error(r);
+            return send_error(r, 404, "series_not_found",
+                              "This series has no stream: POST /observe/{series_id} starts one.");
+        }
         const Lookup lookup = zone->find_model(series, version, &model);
+        if (lookup == Lookup::series_not_found && stream != nullptr) {
+            // A stream and no versions: the stream is what there is to draw.
+            if (version == 0) return stream_plot(r, zone, stream, series);
+            return send_error(r, 404, "version_not_found",
+                              "This series has a stream and no versions: /plot?series_id=...&stream=1 draws it.");
+        }
         if (lookup != Lookup::found) return lookup_error(r, lookup);
         ctx->version = model->version;
         ctx->model = model;

@@ -1,5 +1,5 @@
 // /plot: the envelope a fit stores, the SVG drawn from it (bounded, well
-// formed, outliers marked), and the dashboard page.
+// formed, outliers marked), a stream's plot, and the dashboard page.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -59,6 +59,41 @@ std::string plot_finishes(const TrainingData &d, int seconds) {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 4) return "render_plot ran out of memory (1 GB)";
     if (WIFEXITED(status) && WEXITSTATUS(status) == 3) return "render_plot returned an unbounded or unclosed SVG";
     return "render_plot died, status " + std::to_string(status);
+}
+
+// What every SVG the plots answer must look like: an XML document, one svg
+// element closed at the end, every element opened closed, no NaN or infinity.
+void expect_well_formed(const std::string &svg) {
+    EXPECT_EQ(svg.rfind("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+    ASSERT_GE(svg.size(), 7u);
+    EXPECT_EQ(svg.rfind("</svg>\n"), svg.size() - 7);
+    EXPECT_EQ(count_of(svg, "<svg"), 1u);
+    std::size_t opens = 0, closes = 0;
+    for (std::size_t i = 0; i + 1 < svg.size(); i++) {
+        if (svg[i] == '<' && svg[i + 1] != '/' && svg[i + 1] != '?') opens++;
+        if ((svg[i] == '/' && svg[i + 1] == '>') || (svg[i] == '<' && svg[i + 1] == '/')) closes++;
+    }
+    EXPECT_EQ(opens, closes);
+    EXPECT_EQ(svg.find("nan"), std::string::npos);
+    EXPECT_EQ(svg.find("inf"), std::string::npos);
+}
+
+// n recent points a minute apart from 2023-11-14 22:13:20 UTC, values around
+// 50 with anomaly_score 10, except every `every`-th (from the 5th), a spike
+// scored 95.
+StreamPlotInput stream_input(std::size_t n, std::size_t every = 0) {
+    StreamPlotInput in;
+    in.series_id = "sensor_1";
+    in.detector = "adaptive";
+    in.points_processed = 123456;
+    in.recent_capacity = static_cast<std::uint32_t>(n);
+    for (std::size_t i = 0; i < n; i++) {
+        const bool spike = every > 0 && i % every == 5;
+        in.recent.push_back({1700000000 + 60 * static_cast<std::int64_t>(i),
+                             static_cast<float>(spike ? 200 : 50 + static_cast<int>(i % 7) - 3),
+                             spike ? 95.0f : 10.0f});
+    }
+    return in;
 }
 
 }  // namespace
@@ -284,4 +319,116 @@ TEST(Dashboard, SelfContained) {
     EXPECT_EQ(html.find("src=\"http"), std::string_view::npos) << "no external scripts or images";
     EXPECT_EQ(html.find("href=\"http"), std::string_view::npos) << "no external styles";
     EXPECT_EQ(html.find("@import"), std::string_view::npos);
+}
+
+TEST(StreamPlot, WellFormedAndMarksAnomalousPoints) {
+    StreamPlotInput in = stream_input(300, 100);  // spikes at 5, 105, 205
+    const std::string svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_LT(svg.size(), 150000u);
+    EXPECT_NE(svg.find(">sensor_1</text>"), std::string::npos) << "the title names the series";
+    EXPECT_NE(svg.find("stream, adaptive, 123456 points processed; the last 300 shown, 3 with anomaly_score"),
+              std::string::npos);
+    EXPECT_EQ(count_of(svg, "class=\"anomaly\""), 3u) << "the three spikes are marked, nothing else";
+    EXPECT_EQ(count_of(svg, "class=\"score\""), 1u) << "the anomaly_score strip";
+    EXPECT_NE(svg.find("class=\"threshold\""), std::string::npos);
+    EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos) << "the threshold is dashed";
+    EXPECT_NE(svg.find(">threshold 70 (dashed)</text>"), std::string::npos);
+    EXPECT_NE(svg.find(">11-14 22:13</text>"), std::string::npos) << "readable date labels";
+    EXPECT_NE(svg.find("time (UTC), from 2023-11-14 22:13:20"), std::string::npos);
+
+    // The mark is where the point is drawn: the spike at 200 is the highest value.
+    in.threshold = 96;
+    EXPECT_EQ(count_of(render_stream_plot(in), "class=\"anomaly\""), 0u) << "95 is below a threshold of 96";
+    in.threshold = 10;
+    EXPECT_EQ(count_of(render_stream_plot(in), "class=\"anomaly\""), 300u) << "a score at the threshold is anomalous";
+}
+
+TEST(StreamPlot, ZeroPointsSaysHowToKeepThem) {
+    StreamPlotInput in = stream_input(0);
+    in.recent_capacity = 0;
+    std::string svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_LT(svg.size(), 4000u);
+    EXPECT_NE(svg.find("No recent points are kept"), std::string::npos);
+    EXPECT_NE(svg.find("POST /observe/sensor_1?recent=N"), std::string::npos) << "how to keep them";
+    EXPECT_NE(svg.find("stream, adaptive, 123456 points processed"), std::string::npos);
+    EXPECT_EQ(count_of(svg, "class=\"anomaly\""), 0u);
+
+    // A stream that keeps points but has learned none yet.
+    in.recent_capacity = 64;
+    in.points_processed = 0;
+    svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_NE(svg.find("No points have been learned yet"), std::string::npos);
+    EXPECT_NE(svg.find("keeps its last 64 points"), std::string::npos);
+
+    // Points whose value cannot be drawn count as none.
+    in.recent.push_back({1700000000, INFINITY, 99});
+    svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_NE(svg.find("No points have been learned yet"), std::string::npos);
+}
+
+TEST(StreamPlot, OnePoint) {
+    for (float score : {0.0f, 99.0f}) {
+        StreamPlotInput in = stream_input(1);
+        in.recent[0].anomaly_score = score;
+        const std::string svg = render_stream_plot(in);
+        expect_well_formed(svg);
+        EXPECT_NE(svg.find("the last 1 shown"), std::string::npos);
+        EXPECT_EQ(count_of(svg, "class=\"anomaly\""), score >= 70 ? 1u : 0u);
+        EXPECT_NE(svg.find("<circle cx=\"569.5\""), std::string::npos) << "one point: a dot in the middle";
+    }
+    // Many points of one value, and values at the ends of float's range.
+    StreamPlotInput flat = stream_input(50);
+    for (StreamRecent &p : flat.recent) p.value = 1e30f;
+    expect_well_formed(render_stream_plot(flat));
+    flat.recent[3].value = -3e38f;
+    flat.recent[4].value = 3e38f;
+    flat.recent[5].value = NAN;
+    flat.recent[6].anomaly_score = NAN;
+    expect_well_formed(render_stream_plot(flat));
+}
+
+TEST(StreamPlot, EscapesTheSeriesId) {
+    StreamPlotInput in = stream_input(10);
+    in.series_id = "a<b&c\"";
+    std::string svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_NE(svg.find(">a&lt;b&amp;c&quot;</text>"), std::string::npos);
+    EXPECT_EQ(svg.find("a<b"), std::string::npos);
+    in.recent.clear();
+    in.recent_capacity = 0;
+    svg = render_stream_plot(in);  // the id is in the hint too
+    expect_well_formed(svg);
+    EXPECT_EQ(svg.find("a<b"), std::string::npos);
+    EXPECT_NE(svg.find("/observe/a&lt;b&amp;c&quot;?recent=N"), std::string::npos);
+}
+
+TEST(StreamPlot, BoundedForManyPoints) {
+    // 10,000 points, a spike every 200: each in a column of its own.
+    StreamPlotInput in = stream_input(10000, 200);
+    std::string svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_LT(svg.size(), 150000u);
+    EXPECT_NE(svg.find("the last 10000 shown, 50 with anomaly_score"), std::string::npos);
+    EXPECT_EQ(count_of(svg, "class=\"anomaly\""), 50u);
+    // Every point anomalous: one mark per pixel column at most.
+    in.threshold = 5;
+    svg = render_stream_plot(in);
+    expect_well_formed(svg);
+    EXPECT_LT(svg.size(), 150000u);
+    EXPECT_LE(count_of(svg, "class=\"anomaly\""), static_cast<std::size_t>(kPlotColumns));
+    // As many as a stream keeps at most.
+    const std::string most = render_stream_plot(stream_input(65536, 3));
+    expect_well_formed(most);
+    EXPECT_LT(most.size(), 150000u);
+}
+
+TEST(Dashboard, ShowsStreams) {
+    const std::string_view html = dashboard_html();
+    EXPECT_NE(html.find("&stream=1"), std::string_view::npos) << "a stream's plot";
+    EXPECT_NE(html.find("points processed"), std::string_view::npos);
+    EXPECT_NE(html.find("s.stream"), std::string_view::npos) << "the list says which series have a stream";
 }
