@@ -523,17 +523,22 @@ my @ALL = ('shape', 'learn', 'learn5', 'err', 'shared', 'big', 'bigshared', map 
             my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 10);
             my ($i, $acked, $tries, %status) = (0, 0, 0);
             my $sent = 0;
+            # the last client sends batches of 3000 points (a body nginx keeps in a file)
+            my $bs = $c == $CLIENTS ? 3000 : 1;
             until (-e $stop) {
-                # a point is sent until it is acknowledged, as a client retrying after an error would
+                # a request is sent until it is acknowledged, as a client retrying after an error would
                 $i++ if $tries == 0;
-                $sent = $i;
+                $sent = $i * $bs;
+                my @n = ($i - 1) * $bs + 1 .. $i * $bs;
+                my $body = $bs == 1 ? { timestamp => $BASE + 60 * $i, value => 100 + $i % 13 }
+                                    : { timestamps => [ map { $BASE + 60 * $_ } @n ], values => [ map { 100 + $_ % 13 } @n ] };
                 my $res = $ua->post('http://127.0.0.1:' . $t->port . "/observe/k$c?detector=adaptive", {
-                    headers => { 'Content-Type' => 'application/json' },
-                    content => encode_body({ timestamp => $BASE + 60 * $i, value => 100 + $i % 13 }) });
+                    headers => { 'Content-Type' => 'application/json' }, content => encode_body($body) });
                 $status{$res->{status}}++;
                 my $j = $res->{status} == 200 ? eval { decode_json($res->{content}) } : undef;
                 if ($j) {
-                    $acked = $j->{points_processed} if $j->{points_processed} > $acked;
+                    my $pp = $bs == 1 ? $j->{points_processed} : $j->{points_processed}[-1];
+                    $acked = $pp if $pp > $acked;
                     $tries = 0;
                 } else {
                     $tries++;
@@ -619,14 +624,26 @@ my @ALL = ('shape', 'learn', 'learn5', 'err', 'shared', 'big', 'bigshared', map 
     sub pid_file { my ($f) = @_; open my $fh, '<', $f or return 0; my $p = <$fh> // 0; chomp $p; $p }
     # quiet: the latest points are in a checkpoint before the new generation copies the store
     my %before = map { $_ => processed($_) } @ALL;
+    my $UP = $T0 + 4 * 10**6;
+    observe('up', { timestamps => [ map { $UP + 60 * $_ } 1 .. 10 ], values => [ (100) x 10 ] }, '?detector=adaptive');
     ok(wait_until(5, sub { my $a = stream_of('learn')->{checkpoint_age_seconds}; defined $a && $a < 0.5 }),
        'the last observe is checkpointed');
     my $old = $t->master_pid;
+    my %old_workers = map { $_ => 1 } workers_of($old);
     kill 'USR2', $old;
     my $new;
     ok(wait_until(20, sub { $new = pid_file($t->dir . '/nginx.pid'); $new && $new != $old && workers_of($new) == 2 }),
        'USR2 started a new master');
     sleep 0.5;
+    # both generations answer now: a client goes on observing
+    my (%up_learned, %by);
+    for my $i (11 .. 50) {
+        my ($st, $j, $raw, $h) = observe('up', { timestamp => $UP + 60 * $i, value => 100 });
+        next unless $st == 200;
+        $up_learned{$i} = 1 if $j->{stage} ne 'skipped';
+        $by{ $old_workers{ $h->{'x-worker-pid'} // 0 } ? 'old' : 'new' }++;
+    }
+    note('observes during the upgrade answered by the ' . join(', ', map { "$_ generation x$by{$_}" } sort keys %by));
     kill 'WINCH', $old;
     ok(wait_until(20, sub { workers_of($old) == 0 }), 'WINCH: the old workers left');
     kill 'QUIT', $old;
@@ -638,6 +655,20 @@ my @ALL = ('shape', 'learn', 'learn5', 'err', 'shared', 'big', 'bigshared', map 
         or diag(join ', ', map { "$_: $before{$_} -> " . processed($_) } @diff);
     my ($st, $j) = observe('learn', { timestamp => $T0 + 3 * 10**6, value => 100 });
     is($j && $j->{points_processed}, $before{learn} + 1, 'and the stream learns on');
+
+    # Points acknowledged while both generations answered. Each generation
+    # has a zone of its own, started from the same checkpoint.
+    my $up = processed('up');
+    ok($up >= 10 && $up <= 50, "the stream observed during the upgrade has points_processed $up, at most the 50 sent");
+    TODO: {
+        local $TODO = $by{old} && $by{new}
+            ? 'each generation learns in a zone of its own during a binary upgrade: the old one\'s points are lost'
+            : undef;
+        my $learned = 10 + keys %up_learned;
+        ok($up >= $learned, "no point acknowledged as learned is lost in the upgrade (points_processed $up, $learned acknowledged)");
+        ($st, $j) = observe('up', { timestamps => [ map { $UP + 60 * $_ } 1 .. 50 ], values => [ (100) x 50 ] });
+        is(processed('up'), 50, 'resending every point of the upgrade leaves each of the 50 learned once');
+    }
 }
 
 # --- 8b. a crash of the whole server: back to the last checkpoint ----------------------------
