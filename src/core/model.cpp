@@ -22,6 +22,8 @@ constexpr DetectorInfo kDetectors[] = {
      "an Isolation Forest over the value, its hour of the day and its day of the week"},
     {DetectorKind::adaptive, "adaptive", "stream",
      "an exponentially weighted mean and variance that follow the series, optionally per hour of the day"},
+    {DetectorKind::pattern, "pattern", "stream",
+     "a bounded memory of the shapes the last few values have taken; a shape unlike any remembered is anomalous"},
 };
 
 bool finite_band(const Band &b) { return std::isfinite(b.centre) && std::isfinite(b.spread) && b.spread > 0; }
