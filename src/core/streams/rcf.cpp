@@ -17,6 +17,8 @@ constexpr double kValueClamp = 1e30;
 // Keys are rebased once decay * (values - base) reaches this: the newest
 // keys stay small enough for f32 to keep the draws' precision.
 constexpr double kRebaseAt = 16;
+// Where the keys of points that survived many rebases stop growing.
+constexpr double kMaxKey = 3.4e38;
 
 std::uint32_t pow2_at_least(std::uint32_t n) {
     std::uint32_t p = 1;
@@ -51,6 +53,9 @@ std::uint64_t next(std::uint64_t *rng) {
 double unit(std::uint64_t *rng) { return (static_cast<double>(next(rng) >> 11) + 0.5) * 0x1.0p-53; }
 
 // Where the parts of a forest are, for one call (nothing here is stored).
+// D: the shingle when known at compile time (the common ones, so that the
+// loops over a point's values unroll), 0 for any.
+template <std::uint32_t D>
 struct Forest {
     unsigned char *base;
     ForestHeader *h;
@@ -62,13 +67,15 @@ struct Forest {
           ring(reinterpret_cast<float *>(base + h->ring_at)), trees(h->trees), sample(h->sample),
           shingle(h->shingle), mask(h->ring - 1) {}
 
+    std::uint32_t dims() const { return D ? D : shingle; }
     // The point whose newest value is in slot: `shingle` values, oldest first.
     void point(std::uint32_t slot, float *out) const {
-        const std::uint32_t first = slot - (shingle - 1);
-        for (std::uint32_t k = 0; k < shingle; k++) out[k] = ring[(first + k) & mask];
+        const std::uint32_t first = slot - (dims() - 1);
+        for (std::uint32_t k = 0; k < dims(); k++) out[k] = ring[(first + k) & mask];
     }
 };
 
+template <std::uint32_t D>
 struct Tree {
     TreeHeader *h;
     Inner *inner;
@@ -77,22 +84,30 @@ struct Tree {
     Entry *entry;
     std::uint32_t dims;
 
-    Tree(const Forest &f, std::uint32_t t) {
+    Tree(const Forest<D> &f, std::uint32_t t) {
         unsigned char *at = f.base + f.h->trees_at + static_cast<std::size_t>(t) * f.h->tree_bytes;
         const std::size_t inner_count = f.sample - 1;
         h = reinterpret_cast<TreeHeader *>(at);
         inner = reinterpret_cast<Inner *>(at + sizeof(TreeHeader));
         box = reinterpret_cast<float *>(at + sizeof(TreeHeader) + inner_count * sizeof(Inner));
-        leaf = reinterpret_cast<Leaf *>(reinterpret_cast<unsigned char *>(box) + inner_count * 2 * f.shingle * 4);
+        leaf = reinterpret_cast<Leaf *>(reinterpret_cast<unsigned char *>(box) + inner_count * 2 * f.dims() * 4);
         entry = reinterpret_cast<Entry *>(reinterpret_cast<unsigned char *>(leaf) + f.sample * sizeof(Leaf));
-        dims = f.shingle;
+        dims = f.dims();
     }
-    float *lo(std::uint32_t i) const { return box + static_cast<std::size_t>(i) * 2 * dims; }
-    float *hi(std::uint32_t i) const { return lo(i) + dims; }
+    float *lo(std::uint32_t i) const { return box + static_cast<std::size_t>(i) * 2 * (D ? D : dims); }
+    float *hi(std::uint32_t i) const { return lo(i) + (D ? D : dims); }
     std::uint32_t mass(std::uint16_t child) const {
         return (child & kLeaf) ? leaf[child & ~kLeaf].mass : inner[child].mass;
     }
 };
+
+// The child of in that x goes to. With a mask rather than ?: (which the
+// compiler makes a branch): where a point goes is news to the branch
+// predictor, most of all along the paths that learning has just changed.
+inline std::uint16_t child_for(const Inner &in, const float *x) {
+    const std::uint32_t right = 0u - static_cast<std::uint32_t>(x[in.dim] > in.cut);
+    return static_cast<std::uint16_t>((in.left & ~right) | (in.right & right));
+}
 
 bool equal(const float *a, const float *b, std::uint32_t n) {
     for (std::uint32_t k = 0; k < n; k++)
@@ -101,19 +116,21 @@ bool equal(const float *a, const float *b, std::uint32_t n) {
 }
 
 // The box of a child: its cached box, or a leaf's point.
-void child_box(const Forest &f, const Tree &t, std::uint16_t child, float *lo, float *hi) {
+template <std::uint32_t D>
+void child_box(const Forest<D> &f, const Tree<D> &t, std::uint16_t child, float *lo, float *hi) {
     if (child & kLeaf) {
         f.point(t.leaf[child & ~kLeaf].slot, lo);
-        std::memcpy(hi, lo, f.shingle * sizeof(float));
+        std::memcpy(hi, lo, f.dims() * sizeof(float));
     } else {
-        std::memcpy(lo, t.lo(child), f.shingle * sizeof(float));
-        std::memcpy(hi, t.hi(child), f.shingle * sizeof(float));
+        std::memcpy(lo, t.lo(child), f.dims() * sizeof(float));
+        std::memcpy(hi, t.hi(child), f.dims() * sizeof(float));
     }
 }
 
 // Recomputes node's box from its children; false when it did not change.
-bool refresh_box(const Forest &f, const Tree &t, std::uint16_t node) {
-    const std::uint32_t d = f.shingle;
+template <std::uint32_t D>
+bool refresh_box(const Forest<D> &f, const Tree<D> &t, std::uint16_t node) {
+    const std::uint32_t d = f.dims();
     float lo[2 * kMaxShingle], hi[2 * kMaxShingle];
     child_box(f, t, t.inner[node].left, lo, hi);
     child_box(f, t, t.inner[node].right, lo + d, hi + d);
@@ -128,13 +145,15 @@ bool refresh_box(const Forest &f, const Tree &t, std::uint16_t node) {
     return changed;
 }
 
-void replace_child(Tree &t, std::uint16_t parent, std::uint16_t old_child, std::uint16_t new_child) {
+template <std::uint32_t D>
+void replace_child(Tree<D> &t, std::uint16_t parent, std::uint16_t old_child, std::uint16_t new_child) {
     if (parent == kNone) t.h->root = new_child;
     else if (t.inner[parent].left == old_child) t.inner[parent].left = new_child;
     else t.inner[parent].right = new_child;
 }
 
-std::uint16_t new_leaf(Tree &t, std::uint32_t slot) {
+template <std::uint32_t D>
+std::uint16_t new_leaf(Tree<D> &t, std::uint32_t slot) {
     const std::uint16_t i = t.h->free_leaf;
     t.h->free_leaf = t.leaf[i].slot;
     t.leaf[i].slot = static_cast<std::uint16_t>(slot);
@@ -142,13 +161,15 @@ std::uint16_t new_leaf(Tree &t, std::uint32_t slot) {
     return i;
 }
 
-void free_leaf(Tree &t, std::uint16_t i) {
+template <std::uint32_t D>
+void free_leaf(Tree<D> &t, std::uint16_t i) {
     t.leaf[i].slot = t.h->free_leaf;
     t.leaf[i].mass = 0;
     t.h->free_leaf = i;
 }
 
-void free_inner(Tree &t, std::uint16_t i) {
+template <std::uint32_t D>
+void free_inner(Tree<D> &t, std::uint16_t i) {
     t.inner[i] = Inner{0, t.h->free_inner, kNone, 0, 0, 0};
     t.h->free_inner = i;
 }
@@ -157,8 +178,9 @@ void free_inner(Tree &t, std::uint16_t i) {
 // a cut drawn in the box grown to include x; if it separates x from the
 // node's box, x becomes a leaf beside the node there, else x goes on down
 // the node's own cut (and the node's box and mass grow).
-void insert(const Forest &f, Tree &t, const float *x, std::uint32_t slot, std::uint64_t *rng) {
-    const std::uint32_t d = f.shingle;
+template <std::uint32_t D>
+void insert(const Forest<D> &f, Tree<D> &t, const float *x, std::uint32_t slot, std::uint64_t *rng) {
+    const std::uint32_t d = f.dims();
     if (t.h->root == kNone) {
         t.h->root = static_cast<std::uint16_t>(kLeaf | new_leaf(t, slot));
         return;
@@ -187,7 +209,7 @@ void insert(const Forest &f, Tree &t, const float *x, std::uint32_t slot, std::u
             Inner &in = t.inner[node];
             in.mass++;
             parent = node;
-            node = x[in.dim] <= in.cut ? in.left : in.right;
+            node = child_for(in, x);
             continue;
         }
         double total = 0;
@@ -233,15 +255,16 @@ void insert(const Forest &f, Tree &t, const float *x, std::uint32_t slot, std::u
             nh[k] = std::max(nh[k], x[k]);
         }
         parent = node;
-        node = x[in.dim] <= in.cut ? in.left : in.right;
+        node = child_for(in, x);
     }
 }
 
 // Removes one copy of the point whose newest value is in slot: found by
 // walking down its cuts. A leaf left empty goes, with its parent (the
 // sibling takes the parent's place), and the boxes above shrink.
-void remove(const Forest &f, Tree &t, std::uint32_t slot) {
-    const std::uint32_t d = f.shingle;
+template <std::uint32_t D>
+void remove(const Forest<D> &f, Tree<D> &t, std::uint32_t slot) {
+    const std::uint32_t d = f.dims();
     float x[kMaxShingle], p[kMaxShingle];
     f.point(slot, x);
     std::uint16_t path[kMaxSample];
@@ -249,7 +272,7 @@ void remove(const Forest &f, Tree &t, std::uint32_t slot) {
     std::uint16_t node = t.h->root;
     while (node != kNone && !(node & kLeaf) && depth < f.sample) {
         path[depth++] = node;
-        node = x[t.inner[node].dim] <= t.inner[node].cut ? t.inner[node].left : t.inner[node].right;
+        node = child_for(t.inner[node], x);
     }
     if (node == kNone || !(node & kLeaf)) return;  // a damaged state
     Leaf &l = t.leaf[node & ~kLeaf];
@@ -293,7 +316,8 @@ void sift_up(Entry *e, std::uint32_t i) {
 }
 
 // Evicts the entry at i from the sample and its point from the tree.
-void evict(const Forest &f, Tree &t, std::uint32_t i) {
+template <std::uint32_t D>
+void evict(const Forest<D> &f, Tree<D> &t, std::uint32_t i) {
     const std::uint32_t slot = t.entry[i].slot;
     const std::uint32_t n = --t.h->entries;
     if (i != n) {
@@ -306,7 +330,8 @@ void evict(const Forest &f, Tree &t, std::uint32_t i) {
 }
 
 // Offers point x to the tree's sample with key; inserts it if taken.
-void offer(const Forest &f, Tree &t, const float *x, std::uint32_t slot, float key, std::uint64_t *rng) {
+template <std::uint32_t D>
+void offer(const Forest<D> &f, Tree<D> &t, const float *x, std::uint32_t slot, float key, std::uint64_t *rng) {
     if (t.h->entries >= f.sample) {
         if (!(key < t.entry[0].key)) return;
         evict(f, t, 0);
@@ -325,11 +350,12 @@ std::uint32_t max_age_at_sweep(const ForestHeader &h) { return h.ring - h.ring /
 // Evicts the points that would outlive their values in the ring. Runs
 // before the value with sequence number h.values (a multiple of ring / 8)
 // is written.
-void sweep(const Forest &f) {
+template <std::uint32_t D>
+void sweep(const Forest<D> &f) {
     const std::uint32_t limit = max_age_at_sweep(*f.h);
     const std::uint32_t newest = static_cast<std::uint32_t>(f.h->values - 1) & f.mask;
     for (std::uint32_t ti = 0; ti < f.trees; ti++) {
-        Tree t(f, ti);
+        Tree<D> t(f, ti);
         // The points kept move to the front, then the heap is rebuilt:
         // evicting one at a time would move unvisited entries behind the scan.
         std::uint32_t kept = 0;
@@ -345,82 +371,109 @@ void sweep(const Forest &f) {
     }
 }
 
-// The score of x against one tree (rcf.hpp).
-double tree_score(const Forest &f, const Tree &t, const float *x) {
-    const std::uint32_t d = f.shingle;
-    std::uint16_t path[kMaxSample];
-    std::uint32_t depth = 0;
-    std::uint16_t node = t.h->root;
-    if (node == kNone) return 0;
-    while (!(node & kLeaf) && depth < f.sample) {
-        path[depth++] = node;
-        const Inner &in = t.inner[node];
-        node = x[in.dim] <= in.cut ? in.left : in.right;
+// Trees walked side by side: a walk down a tree is a chain of loads, each
+// waiting for the last; the walks of kLanes trees interleaved overlap them.
+constexpr std::uint32_t kLanes = 8;
+
+// The scores of x against trees [first, first + lanes) (rcf.hpp), before
+// the factor log2(1 + mass), and their masses.
+template <std::uint32_t D>
+void score_lanes(const Forest<D> &f, std::uint32_t first, std::uint32_t lanes, const float *x, double *score,
+                 double *mass) {
+    const std::uint32_t d = f.dims();
+    std::uint16_t path[kLanes][kMaxSample];
+    std::uint32_t depth[kLanes] = {};
+    std::uint16_t node[kLanes];
+    const Inner *inner[kLanes];
+    for (std::uint32_t k = 0; k < lanes; k++) {
+        const Tree<D> t(f, first + k);
+        inner[k] = t.inner;
+        node[k] = t.h->root;  // kNone has the kLeaf bit: an empty tree does not move
     }
-    if (!(node & kLeaf)) return 0;
-    const double total = t.mass(t.h->root);
-    const Leaf &l = t.leaf[node & ~kLeaf];
-    float p[kMaxShingle];
-    f.point(l.slot, p);
-    double score;
-    if (equal(p, x, d))
-        score = (1 - l.mass / (2 * total)) / (depth + std::log2(1.0 + l.mass));
-    else
-        score = 1.0 / (depth + 1);
-    while (depth > 0) {
-        const std::uint16_t n = path[--depth];
-        const float *lo = t.lo(n), *hi = t.hi(n);
-        double outside = 0, sides = 0;
-        for (std::uint32_t k = 0; k < d; k++) {
-            const double below = static_cast<double>(lo[k]) - x[k], above = static_cast<double>(x[k]) - hi[k];
-            const double out = below > 0 ? below : (above > 0 ? above : 0);
-            outside += out;
-            sides += static_cast<double>(hi[k]) - lo[k] + out;
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (std::uint32_t k = 0; k < lanes; k++) {
+            if ((node[k] & kLeaf) || depth[k] >= f.sample) continue;
+            path[k][depth[k]++] = node[k];
+            node[k] = child_for(inner[k][node[k]], x);
+            moved = true;
         }
-        // Inside this box, x is inside every box above it too (they hold
-        // this one): nothing above can cut it off.
-        if (outside == 0) break;
-        const double cut_here = outside / sides;
-        score = cut_here / (depth + 1) + (1 - cut_here) * score;
     }
-    return score * std::log2(1 + total);
+    for (std::uint32_t k = 0; k < lanes; k++) {
+        const Tree<D> t(f, first + k);
+        score[k] = mass[k] = 0;
+        if (node[k] == kNone || !(node[k] & kLeaf)) continue;
+        const double total = t.mass(t.h->root);
+        const Leaf &l = t.leaf[node[k] & ~kLeaf];
+        float p[kMaxShingle];
+        f.point(l.slot, p);
+        std::uint32_t at = depth[k];
+        double s = equal(p, x, d) ? (1 - l.mass / (2 * total)) / (at + std::log2(1.0 + l.mass)) : 1.0 / (at + 1);
+        while (at > 0) {
+            const std::uint16_t n = path[k][--at];
+            const float *lo = t.lo(n), *hi = t.hi(n);
+            // In f32 without branches (values are clamped to 1e30: no overflow).
+            float outside = 0, sides = 0;
+            for (std::uint32_t j = 0; j < d; j++) {
+                const float out = std::max(std::max(lo[j] - x[j], x[j] - hi[j]), 0.0f);
+                outside += out;
+                sides += hi[j] - lo[j] + out;
+            }
+            // Inside this box, x is inside every box above it too (they hold
+            // this one): nothing above can cut it off.
+            if (outside == 0) break;
+            const double cut_here = static_cast<double>(outside) / sides;
+            s = cut_here / (at + 1) + (1 - cut_here) * s;
+        }
+        score[k] = s;
+        mass[k] = total;
+    }
 }
 
 // L1 distance of the known coordinates (all but the last) to a child's box.
-double known_distance(const Forest &f, const Tree &t, std::uint16_t child, const float *x) {
+template <std::uint32_t D>
+double known_distance(const Forest<D> &f, const Tree<D> &t, std::uint16_t child, const float *x) {
     double gap = 0;
     if (child & kLeaf) {
-        const std::uint32_t first = t.leaf[child & ~kLeaf].slot - (f.shingle - 1);
-        for (std::uint32_t k = 0; k + 1 < f.shingle; k++) gap += std::fabs(static_cast<double>(x[k]) - f.ring[(first + k) & f.mask]);
+        const std::uint32_t first = t.leaf[child & ~kLeaf].slot - (f.dims() - 1);
+        for (std::uint32_t k = 0; k + 1 < f.dims(); k++) gap += std::fabs(static_cast<double>(x[k]) - f.ring[(first + k) & f.mask]);
         return gap;
     }
     const float *lo = t.lo(child), *hi = t.hi(child);
-    for (std::uint32_t k = 0; k + 1 < f.shingle; k++) {
+    for (std::uint32_t k = 0; k + 1 < f.dims(); k++) {
         if (x[k] < lo[k]) gap += static_cast<double>(lo[k]) - x[k];
         else if (x[k] > hi[k]) gap += static_cast<double>(x[k]) - hi[k];
     }
     return gap;
 }
 
-// The newest coordinate of the leaf a walk with it unknown ends on.
-bool tree_expected(const Forest &f, const Tree &t, const float *x, float *out) {
-    const std::uint32_t last = f.shingle - 1;
-    std::uint16_t node = t.h->root;
-    if (node == kNone) return false;
-    for (std::uint32_t depth = 0; !(node & kLeaf); depth++) {
-        if (depth >= f.sample) return false;
-        const Inner &in = t.inner[node];
-        if (in.dim != last) {
-            node = x[in.dim] <= in.cut ? in.left : in.right;
-            continue;
+// The newest coordinate of the leaves that walks with it unknown end on,
+// in trees [first, first + lanes), appended to out.
+template <std::uint32_t D>
+void expected_lanes(const Forest<D> &f, std::uint32_t first, std::uint32_t lanes, const float *x, float *out,
+                    std::uint32_t *answers) {
+    const std::uint32_t last = f.dims() - 1;
+    std::uint32_t steps[kLanes] = {};
+    std::uint16_t node[kLanes];
+    for (std::uint32_t k = 0; k < lanes; k++) node[k] = Tree<D>(f, first + k).h->root;
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (std::uint32_t k = 0; k < lanes; k++) {
+            if ((node[k] & kLeaf) || steps[k]++ >= f.sample) continue;
+            const Tree<D> t(f, first + k);
+            const Inner &in = t.inner[node[k]];
+            moved = true;
+            if (in.dim != last) {
+                node[k] = child_for(in, x);
+                continue;
+            }
+            const double a = known_distance(f, t, in.left, x), b = known_distance(f, t, in.right, x);
+            node[k] = a < b || (a == b && t.mass(in.left) >= t.mass(in.right)) ? in.left : in.right;
         }
-        const double a = known_distance(f, t, in.left, x), b = known_distance(f, t, in.right, x);
-        node = a < b || (a == b && t.mass(in.left) >= t.mass(in.right)) ? in.left : in.right;
     }
-    float p[kMaxShingle];
-    f.point(t.leaf[node & ~kLeaf].slot, p);
-    *out = p[last];
-    return true;
+    for (std::uint32_t k = 0; k < lanes; k++)
+        if (node[k] != kNone && (node[k] & kLeaf))
+            out[(*answers)++] = f.ring[Tree<D>(f, first + k).leaf[node[k] & ~kLeaf].slot];  // the point's newest value
 }
 
 // The parts of a tree that check() reads: its position in the bytes.
@@ -489,9 +542,9 @@ void init(void *state, const Params &p) noexcept {
     h->ring_at = sizeof(ForestHeader);
     h->trees_at = static_cast<std::uint32_t>(sizeof(ForestHeader) + h->ring * sizeof(float));
     h->tree_bytes = static_cast<std::uint32_t>(tree_bytes_of(p.sample, p.shingle));
-    Forest f(state);
+    Forest<0> f(state);
     for (std::uint32_t ti = 0; ti < f.trees; ti++) {
-        Tree t(f, ti);
+        Tree<0> t(f, ti);
         t.h->root = kNone;
         t.h->free_inner = f.sample > 1 ? 0 : kNone;
         t.h->free_leaf = 0;
@@ -507,10 +560,13 @@ Params params_of(const void *state) noexcept {
     return Params{h->trees, h->sample, h->shingle, h->decay};
 }
 
-Result update(void *state, double value, bool learn, std::uint64_t *rng) noexcept {
-    Forest f(state);
+namespace {
+
+template <std::uint32_t D>
+Result run(void *state, double value, bool learn, std::uint64_t *rng) noexcept {
+    Forest<D> f(state);
     ForestHeader &h = *f.h;
-    const std::uint32_t d = f.shingle;
+    const std::uint32_t d = f.dims();
     const float v = static_cast<float>(std::fmin(std::fmax(value, -kValueClamp), kValueClamp));
     Result r;
     float x[kMaxShingle];
@@ -520,14 +576,22 @@ Result update(void *state, double value, bool learn, std::uint64_t *rng) noexcep
         for (std::uint32_t k = 0; k + 1 < d; k++)
             x[k] = f.ring[static_cast<std::uint32_t>(h.values - (d - 1) + k) & f.mask];
         x[d - 1] = v;
-        double sum = 0, entries = 0;
+        double sum = 0, entries = 0, norm_mass = 0, norm = 0;
         float expected[kMaxTrees];
         std::uint32_t answers = 0;
-        for (std::uint32_t ti = 0; ti < f.trees; ti++) {
-            const Tree t(f, ti);
-            sum += tree_score(f, t, x);
-            entries += t.h->entries;
-            if (tree_expected(f, t, x, &expected[answers])) answers++;
+        for (std::uint32_t first = 0; first < f.trees; first += kLanes) {
+            const std::uint32_t lanes = std::min(kLanes, f.trees - first);
+            double score[kLanes], mass[kLanes];
+            score_lanes(f, first, lanes, x, score, mass);
+            for (std::uint32_t k = 0; k < lanes; k++) {
+                if (mass[k] != norm_mass) {  // the trees are mostly full: one log for all
+                    norm_mass = mass[k];
+                    norm = std::log2(1 + mass[k]);
+                }
+                sum += score[k] * norm;
+                entries += mass[k];
+            }
+            expected_lanes(f, first, lanes, x, expected, &answers);
         }
         r.score = sum / f.trees;
         r.fill = entries / (static_cast<double>(f.trees) * f.sample);
@@ -546,34 +610,53 @@ Result update(void *state, double value, bool learn, std::uint64_t *rng) noexcep
     h.busy = 1;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     if (h.decay * static_cast<double>(h.values - h.base) >= kRebaseAt) {
-        const float shift = static_cast<float>(h.decay * static_cast<double>(h.values - h.base));
+        const double grow = std::exp(h.decay * static_cast<double>(h.values - h.base));
         for (std::uint32_t ti = 0; ti < f.trees; ti++) {
-            Tree t(f, ti);
-            for (std::uint32_t i = 0; i < t.h->entries; i++) t.entry[i].key += shift;
+            Tree<D> t(f, ti);
+            // Monotone, so the heap stays a heap; the very old saturate.
+            for (std::uint32_t i = 0; i < t.h->entries; i++)
+                t.entry[i].key = static_cast<float>(std::min(t.entry[i].key * grow, kMaxKey));
         }
         h.base = h.values;
     }
     if (h.values > 0 && (h.values & (h.ring / 8 - 1)) == 0) sweep(f);
     const std::uint32_t slot = static_cast<std::uint32_t>(h.values) & f.mask;
     f.ring[slot] = v;
-    const double age = static_cast<double>(h.values - h.base);
+    const double grow = std::exp(h.decay * static_cast<double>(h.values - h.base));
     h.values++;
     if (full) {
         for (std::uint32_t ti = 0; ti < f.trees; ti++) {
-            Tree t(f, ti);
-            // key < the heap's top <=> -log u < exp(top + decay * age): one
-            // log a tree, and the key itself only for a point taken.
+            Tree<D> t(f, ti);
             const double u = unit(rng);
-            const double e = -std::log(u);
-            if (t.h->entries >= f.sample && !(e < std::exp(static_cast<double>(t.entry[0].key) + h.decay * age)))
-                continue;
-            const float key = static_cast<float>(std::log(e) - h.decay * age);
-            offer(f, t, x, slot, key, rng);
+            if (t.h->entries >= f.sample) {
+                // Taken if its key -log(u) / grow is below the heap's top.
+                // Most are told apart by the bounds 1 - u <= -log u <=
+                // (1 - u) / u, without the log.
+                const double limit = static_cast<double>(t.entry[0].key) * grow;
+                if (1 - u >= limit) continue;
+                if ((1 - u) / u >= limit && -std::log(u) >= limit) continue;
+            }
+            offer(f, t, x, slot, static_cast<float>(-std::log(u) / grow), rng);
         }
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);
     h.busy = 0;
     return r;
+}
+
+}  // namespace
+
+Result update(void *state, double value, bool learn, std::uint64_t *rng) noexcept {
+    switch (static_cast<const ForestHeader *>(state)->shingle) {
+    case 1: return run<1>(state, value, learn, rng);
+    case 2: return run<2>(state, value, learn, rng);
+    case 3: return run<3>(state, value, learn, rng);
+    case 4: return run<4>(state, value, learn, rng);
+    case 5: return run<5>(state, value, learn, rng);
+    case 6: return run<6>(state, value, learn, rng);
+    case 8: return run<8>(state, value, learn, rng);
+    default: return run<0>(state, value, learn, rng);
+    }
 }
 
 bool check(const void *state, std::size_t bytes) noexcept {
@@ -696,14 +779,14 @@ bool check(const void *state, std::size_t bytes) noexcept {
         std::uint16_t reached[kMaxSample] = {};
         for (std::uint32_t i = 0; i < th.entries; i++) {
             const Entry &e = t.entry[i];
-            if (!std::isfinite(e.key) || e.reserved != 0 || !slot_ok(e.slot)) return false;
+            if (!(e.key >= 0 && e.key <= kMaxKey) || e.reserved != 0 || !slot_ok(e.slot)) return false;
             if (i > 0 && t.entry[(i - 1) / 2].key < e.key) return false;
             float x[kMaxShingle], q[kMaxShingle];
             point(e.slot, x);
             std::uint16_t c = th.root;
             for (std::uint32_t depth = 0; !(c & kLeaf); depth++) {  // the tree is whole: each step goes down
                 if (depth >= s) return false;
-                c = x[t.inner[c].dim] <= t.inner[c].cut ? t.inner[c].left : t.inner[c].right;
+                c = child_for(t.inner[c], x);
             }
             point(t.leaf[c & ~kLeaf].slot, q);
             if (!equal(x, q, d)) return false;
