@@ -20,6 +20,8 @@ constexpr DetectorInfo kDetectors[] = {
      "a robust centre and spread per hour of the day or of the week, the overall band where an hour is thin"},
     {DetectorKind::iforest, "iforest", "batch",
      "an Isolation Forest over the value, its hour of the day and its day of the week"},
+    {DetectorKind::rcf, "rcf", "stream",
+     "a streaming Random Cut Forest over shingles of recent values: points that few random cuts isolate"},
     {DetectorKind::adaptive, "adaptive", "stream",
      "an exponentially weighted mean and variance that follow the series, optionally per hour of the day"},
     {DetectorKind::pattern, "pattern", "stream",

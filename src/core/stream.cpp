@@ -8,6 +8,7 @@
 #include "core/streams/adaptive.hpp"
 #include "core/streams/likelihood.hpp"
 #include "core/streams/pattern.hpp"
+#include "core/streams/rcf.hpp"
 
 namespace anomaly {
 
@@ -30,7 +31,7 @@ constexpr std::size_t kDetectorOffset = kPostOffset + sizeof(LikelihoodState);
 
 std::size_t round8(std::size_t n) { return (n + 7) & ~static_cast<std::size_t>(7); }
 
-bool available(DetectorKind kind) { return kind == DetectorKind::adaptive || kind == DetectorKind::pattern; }
+bool available(DetectorKind kind) { return is_stream_detector(kind); }
 
 Error invalid(const char *name, const std::string &accepts) {
     return make_error(422, "invalid_parameter", std::string(name) + " must be " + accepts + ".");
@@ -43,6 +44,7 @@ std::size_t detector_bytes(const StreamParams &p) {
     switch (p.kind) {
     case DetectorKind::adaptive: return adaptive_state_bytes(p.hourly != 0);
     case DetectorKind::pattern: return pattern_state_bytes();
+    case DetectorKind::rcf: return rcf::state_bytes(rcf::Params{p.trees, p.sample, p.shingle, p.decay});
     default: return 0;
     }
 }
@@ -86,6 +88,13 @@ Raw detect(StreamHeader &h, std::int64_t timestamp, double value, bool learn) {
         r.expected = a.expected;
         break;
     }
+    case DetectorKind::rcf: {
+        const rcf::Result a = rcf::update(d, value, learn, &h.rng);
+        r.score = a.score;
+        r.has_expected = a.has_expected;
+        r.expected = a.expected;
+        break;
+    }
     default: break;
     }
     return r;
@@ -119,8 +128,6 @@ Error resolve_stream_params(StreamParams *p) {
     // Parameters of another detector do not apply: a directive may set them
     // for every stream of a location, whatever each one's detector.
     if (adaptive) {
-        p->trees = p->sample = p->shingle = 0;
-        p->decay = 0;
         if (p->alpha == 0) p->alpha = kAdaptiveAlpha;
         if (!(p->alpha >= kAdaptiveMinAlpha && p->alpha <= kAdaptiveMaxAlpha))
             return invalid("alpha", "a number from 0.000001 to 0.5");
@@ -128,6 +135,23 @@ Error resolve_stream_params(StreamParams *p) {
     } else {
         p->alpha = 0;
         p->hourly = 0;
+    }
+    if (p->kind == DetectorKind::rcf) {
+        const rcf::Params d = rcf::default_params();
+        rcf::Params r{p->trees ? p->trees : d.trees, p->sample ? p->sample : d.sample,
+                      p->shingle ? p->shingle : d.shingle, p->decay != 0 ? p->decay : d.decay};
+        if (Error e = rcf::check_params(r)) return e;
+        if (stream_state_bytes(StreamParams{DetectorKind::rcf, p->warmup, p->recent, r.trees, r.sample, r.shingle,
+                                            r.decay, 0, 0}) > kMaxStreamBytes)
+            return make_error(422, "invalid_parameter",
+                              "trees x sample must be smaller: the forest would not fit a stream's 4 MB.");
+        p->trees = r.trees;
+        p->sample = r.sample;
+        p->shingle = r.shingle;
+        p->decay = r.decay;
+    } else {
+        p->trees = p->sample = p->shingle = 0;
+        p->decay = 0;
     }
     return Error{};
 }
@@ -159,6 +183,7 @@ void init_stream(void *state, const StreamParams &p, std::int64_t created_ms, st
     switch (p.kind) {
     case DetectorKind::adaptive: adaptive_init(d, p.alpha, p.hourly != 0); break;
     case DetectorKind::pattern: pattern_init(d); break;
+    case DetectorKind::rcf: rcf::init(d, rcf::Params{p.trees, p.sample, p.shingle, p.decay}); break;
     default: break;
     }
 }
@@ -228,6 +253,13 @@ bool check_stream(std::string_view bytes) noexcept {
     case DetectorKind::pattern:
         if (!pattern_check(detector)) return false;
         break;
+    case DetectorKind::rcf: {
+        if (!rcf::check(detector.data(), detector.size())) return false;
+        // The region is exactly the forest, padded to 8.
+        const rcf::Params r = rcf::params_of(detector.data());
+        if (round8(rcf::state_bytes(r)) != detector.size()) return false;
+        break;
+    }
     default: return false;
     }
 
@@ -251,6 +283,14 @@ StreamParams stream_params_of(const StreamHeader &h) noexcept {
         std::memcpy(&s, d, sizeof(s));
         p.alpha = s.alpha;
         p.hourly = s.hourly;
+        break;
+    }
+    case DetectorKind::rcf: {
+        const rcf::Params r = rcf::params_of(d);
+        p.trees = r.trees;
+        p.sample = r.sample;
+        p.shingle = r.shingle;
+        p.decay = r.decay;
         break;
     }
     default: break;
