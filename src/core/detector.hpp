@@ -17,7 +17,7 @@ enum class DetectorKind : std::uint8_t {
     // Stream detectors (stream.hpp): they learn online, from /observe.
     rcf = 5,          // a streaming Random Cut Forest over shingles of recent values
     adaptive = 6,     // exponentially weighted mean and variance
-    // 7: the best stream detector of make quality (stream.hpp)
+    pattern = 7,      // a bounded memory of the shapes of recent values; new shapes are anomalies
 };
 
 // Which side of the mean counts as anomalous (directive anomaly_tail).

@@ -20,8 +20,12 @@ constexpr DetectorInfo kDetectors[] = {
      "a robust centre and spread per hour of the day or of the week, the overall band where an hour is thin"},
     {DetectorKind::iforest, "iforest", "batch",
      "an Isolation Forest over the value, its hour of the day and its day of the week"},
+    {DetectorKind::rcf, "rcf", "stream",
+     "a streaming Random Cut Forest over shingles of recent values: points that few random cuts isolate"},
     {DetectorKind::adaptive, "adaptive", "stream",
      "an exponentially weighted mean and variance that follow the series, optionally per hour of the day"},
+    {DetectorKind::pattern, "pattern", "stream",
+     "a bounded memory of the shapes the last few values have taken; a shape unlike any remembered is anomalous"},
 };
 
 bool finite_band(const Band &b) { return std::isfinite(b.centre) && std::isfinite(b.spread) && b.spread > 0; }

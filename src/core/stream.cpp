@@ -7,6 +7,8 @@
 #include "core/model.hpp"
 #include "core/streams/adaptive.hpp"
 #include "core/streams/likelihood.hpp"
+#include "core/streams/pattern.hpp"
+#include "core/streams/rcf.hpp"
 
 namespace anomaly {
 
@@ -21,12 +23,15 @@ constexpr std::uint32_t kAdaptiveWarmup = 100;
 constexpr std::uint32_t kDefaultWarmup = 300;
 
 constexpr std::size_t kPostOffset = sizeof(StreamHeader);
+// pattern scores two things (shapes and the hourly band), each with its own
+// likelihood; the others one.
+std::size_t likelihoods_of(DetectorKind kind) { return kind == DetectorKind::pattern ? 2 : 1; }
+std::size_t detector_offset_of(DetectorKind kind) { return kPostOffset + likelihoods_of(kind) * sizeof(LikelihoodState); }
 constexpr std::size_t kDetectorOffset = kPostOffset + sizeof(LikelihoodState);
-static_assert(kDetectorOffset % 8 == 0, "the detector's state is 8-byte aligned");
 
 std::size_t round8(std::size_t n) { return (n + 7) & ~static_cast<std::size_t>(7); }
 
-bool available(DetectorKind kind) { return kind == DetectorKind::adaptive; }
+bool available(DetectorKind kind) { return is_stream_detector(kind); }
 
 Error invalid(const char *name, const std::string &accepts) {
     return make_error(422, "invalid_parameter", std::string(name) + " must be " + accepts + ".");
@@ -38,6 +43,8 @@ std::uint32_t capacity_of(std::uint32_t recent) { return recent == kNoRecent ? 0
 std::size_t detector_bytes(const StreamParams &p) {
     switch (p.kind) {
     case DetectorKind::adaptive: return adaptive_state_bytes(p.hourly != 0);
+    case DetectorKind::pattern: return pattern_state_bytes();
+    case DetectorKind::rcf: return rcf::state_bytes(rcf::Params{p.trees, p.sample, p.shingle, p.decay});
     default: return 0;
     }
 }
@@ -57,6 +64,7 @@ std::uint64_t splitmix(std::uint64_t x) {
 // What a detector answers for one point, before post-processing.
 struct Raw {
     double score = 0;
+    double second = 0;  // pattern: the band's score
     bool has_expected = false;
     double expected = 0;
 };
@@ -69,6 +77,21 @@ Raw detect(StreamHeader &h, std::int64_t timestamp, double value, bool learn) {
         const AdaptiveResult a = adaptive_update(d, timestamp, value, learn);
         r.score = a.raw;
         r.has_expected = true;
+        r.expected = a.expected;
+        break;
+    }
+    case DetectorKind::pattern: {
+        const PatternResult a = pattern_update(d, timestamp, value, learn);
+        r.score = a.shape;
+        r.second = a.band;
+        r.has_expected = true;
+        r.expected = a.expected;
+        break;
+    }
+    case DetectorKind::rcf: {
+        const rcf::Result a = rcf::update(d, value, learn, &h.rng);
+        r.score = a.score;
+        r.has_expected = a.has_expected;
         r.expected = a.expected;
         break;
     }
@@ -89,7 +112,7 @@ const char *stream_stage_name(StreamStage stage) noexcept {
 }
 
 bool is_stream_detector(DetectorKind kind) noexcept {
-    return kind == DetectorKind::rcf || kind == DetectorKind::adaptive;
+    return kind == DetectorKind::rcf || kind == DetectorKind::adaptive || kind == DetectorKind::pattern;
 }
 
 Error resolve_stream_params(StreamParams *p) {
@@ -105,8 +128,6 @@ Error resolve_stream_params(StreamParams *p) {
     // Parameters of another detector do not apply: a directive may set them
     // for every stream of a location, whatever each one's detector.
     if (adaptive) {
-        p->trees = p->sample = p->shingle = 0;
-        p->decay = 0;
         if (p->alpha == 0) p->alpha = kAdaptiveAlpha;
         if (!(p->alpha >= kAdaptiveMinAlpha && p->alpha <= kAdaptiveMaxAlpha))
             return invalid("alpha", "a number from 0.000001 to 0.5");
@@ -115,11 +136,28 @@ Error resolve_stream_params(StreamParams *p) {
         p->alpha = 0;
         p->hourly = 0;
     }
+    if (p->kind == DetectorKind::rcf) {
+        const rcf::Params d = rcf::default_params();
+        rcf::Params r{p->trees ? p->trees : d.trees, p->sample ? p->sample : d.sample,
+                      p->shingle ? p->shingle : d.shingle, p->decay != 0 ? p->decay : d.decay};
+        if (Error e = rcf::check_params(r)) return e;
+        if (stream_state_bytes(StreamParams{DetectorKind::rcf, p->warmup, p->recent, r.trees, r.sample, r.shingle,
+                                            r.decay, 0, 0}) > kMaxStreamBytes)
+            return make_error(422, "invalid_parameter",
+                              "trees x sample must be smaller: the forest would not fit a stream's 4 MB.");
+        p->trees = r.trees;
+        p->sample = r.sample;
+        p->shingle = r.shingle;
+        p->decay = r.decay;
+    } else {
+        p->trees = p->sample = p->shingle = 0;
+        p->decay = 0;
+    }
     return Error{};
 }
 
 std::size_t stream_state_bytes(const StreamParams &p) noexcept {
-    return kDetectorOffset + round8(detector_bytes(p)) + std::size_t{capacity_of(p.recent)} * sizeof(StreamRecent);
+    return detector_offset_of(p.kind) + round8(detector_bytes(p)) + std::size_t{capacity_of(p.recent)} * sizeof(StreamRecent);
 }
 
 void init_stream(void *state, const StreamParams &p, std::int64_t created_ms, std::uint64_t seed) noexcept {
@@ -134,15 +172,18 @@ void init_stream(void *state, const StreamParams &p, std::int64_t created_ms, st
     h.created_ms = created_ms;
     h.warmup = p.warmup;
     h.post_offset = static_cast<std::uint32_t>(kPostOffset);
-    h.detector_offset = static_cast<std::uint32_t>(kDetectorOffset);
-    h.recent_offset = static_cast<std::uint32_t>(kDetectorOffset + round8(detector_bytes(p)));
+    h.detector_offset = static_cast<std::uint32_t>(detector_offset_of(p.kind));
+    h.recent_offset = static_cast<std::uint32_t>(h.detector_offset + round8(detector_bytes(p)));
     h.recent_capacity = capacity_of(p.recent);
     h.recent_next = 0;
     h.rng = splitmix(seed) | 1;  // never 0: some generators stick there
-    likelihood_init(reinterpret_cast<LikelihoodState *>(at(h, h.post_offset)));
+    for (std::size_t i = 0; i < likelihoods_of(p.kind); i++)
+        likelihood_init(reinterpret_cast<LikelihoodState *>(at(h, h.post_offset)) + i);
     void *d = at(h, h.detector_offset);
     switch (p.kind) {
     case DetectorKind::adaptive: adaptive_init(d, p.alpha, p.hourly != 0); break;
+    case DetectorKind::pattern: pattern_init(d); break;
+    case DetectorKind::rcf: rcf::init(d, rcf::Params{p.trees, p.sample, p.shingle, p.decay}); break;
     default: break;
     }
 }
@@ -151,7 +192,9 @@ StreamPoint observe(StreamHeader &h, std::int64_t timestamp, double value) noexc
     const bool learn = h.last_timestamp == kNoTimestamp || timestamp > h.last_timestamp;
     const Raw raw = detect(h, timestamp, value, learn);
     auto *post = reinterpret_cast<LikelihoodState *>(at(h, h.post_offset));
-    const double score = likelihood_update(post, raw.score, learn);
+    double score = likelihood_update(post, raw.score, learn);
+    if (likelihoods_of(h.kind) == 2) score = std::fmax(score, likelihood_update(post + 1, raw.second, learn));
+    score = likelihood_hold(post, score, learn);
 
     StreamPoint out;
     out.score = raw.score;
@@ -186,7 +229,8 @@ bool check_stream(std::string_view bytes) noexcept {
     std::memcpy(&h, bytes.data(), sizeof(h));
     if (h.format != kStreamFormat || !is_stream_detector(h.kind) || !available(h.kind)) return false;
     if (h.reserved0[0] != 0 || h.reserved0[1] != 0) return false;
-    if (h.bytes != bytes.size() || h.post_offset != kPostOffset || h.detector_offset != kDetectorOffset) return false;
+    if (h.bytes != bytes.size() || h.post_offset != kPostOffset || h.detector_offset != detector_offset_of(h.kind))
+        return false;
     if (h.recent_offset % 8 != 0 || h.recent_offset <= h.detector_offset || h.recent_offset > h.bytes) return false;
     if (h.recent_capacity > kMaxRecent ||
         std::uint64_t{h.recent_capacity} * sizeof(StreamRecent) != std::uint64_t{h.bytes} - h.recent_offset)
@@ -195,15 +239,27 @@ bool check_stream(std::string_view bytes) noexcept {
     if (h.warmup < 1 || h.warmup > kMaxWarmup) return false;
     if ((h.points_processed == 0) != (h.last_timestamp == kNoTimestamp)) return false;
 
-    LikelihoodState post;
-    std::memcpy(&post, bytes.data() + kPostOffset, sizeof(post));
-    if (!likelihood_check(post)) return false;
+    for (std::size_t i = 0; i < likelihoods_of(h.kind); i++) {
+        LikelihoodState post;
+        std::memcpy(&post, bytes.data() + kPostOffset + i * sizeof(post), sizeof(post));
+        if (!likelihood_check(post)) return false;
+    }
 
     const std::string_view detector = bytes.substr(h.detector_offset, h.recent_offset - h.detector_offset);
     switch (h.kind) {
     case DetectorKind::adaptive:
         if (!adaptive_check(detector)) return false;
         break;
+    case DetectorKind::pattern:
+        if (!pattern_check(detector)) return false;
+        break;
+    case DetectorKind::rcf: {
+        if (!rcf::check(detector.data(), detector.size())) return false;
+        // The region is exactly the forest, padded to 8.
+        const rcf::Params r = rcf::params_of(detector.data());
+        if (round8(rcf::state_bytes(r)) != detector.size()) return false;
+        break;
+    }
     default: return false;
     }
 
@@ -227,6 +283,14 @@ StreamParams stream_params_of(const StreamHeader &h) noexcept {
         std::memcpy(&s, d, sizeof(s));
         p.alpha = s.alpha;
         p.hourly = s.hourly;
+        break;
+    }
+    case DetectorKind::rcf: {
+        const rcf::Params r = rcf::params_of(d);
+        p.trees = r.trees;
+        p.sample = r.sample;
+        p.shingle = r.shingle;
+        p.decay = r.decay;
         break;
     }
     default: break;

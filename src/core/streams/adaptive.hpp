@@ -15,7 +15,7 @@
 //   Moments overall
 //   Moments hour[24]   only when hourly
 // Moments (24 bytes): f64 mean, f64 var, u64 points.
-// 48 bytes, 624 hourly.
+// 40 bytes, 616 hourly.
 #pragma once
 
 #include <cstddef>
@@ -25,7 +25,7 @@
 
 namespace anomaly {
 
-constexpr double kAdaptiveAlpha = 0.01;
+constexpr double kAdaptiveAlpha = 0.002;
 constexpr double kAdaptiveMinAlpha = 1e-6, kAdaptiveMaxAlpha = 0.5;
 constexpr std::uint64_t kAdaptiveHourMinPoints = 8;
 constexpr std::uint64_t kAdaptiveMinPoints = 8;  // raw score 0 before

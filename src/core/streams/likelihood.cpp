@@ -23,7 +23,7 @@ constexpr double kTinySpread = 1e-9;
 constexpr double kPeakDecay = 0.9995;
 // After an alarm, new alarms in the next kQuietPoints are damped: one event
 // is one alarm, as an operator wants it (and as NAB counts them).
-constexpr std::uint16_t kQuietPoints = 0;
+constexpr std::uint16_t kQuietPoints = 288;
 constexpr double kQuietFactor = 0.5;
 
 }  // namespace
@@ -41,6 +41,15 @@ double log10_upper_tail(double z) noexcept {
 
 void likelihood_init(LikelihoodState *s) noexcept {
     std::memset(s, 0, sizeof(*s));
+}
+
+double likelihood_hold(LikelihoodState *s, double score, bool learn) noexcept {
+    const double held = s->quiet > 0 ? score * kQuietFactor : score;
+    if (learn) {
+        if (s->quiet > 0) s->quiet--;
+        if (held >= 70 && kQuietPoints > 0) s->quiet = kQuietPoints;
+    }
+    return held;
 }
 
 double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept {
@@ -66,7 +75,6 @@ double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept {
         const double z = (average - s->mean) / spread;
         const double r = -log10_upper_tail(z) / kLikelihoodDecision;
         score = sigma_anomaly_score(r);
-        if (s->quiet > 0) score *= kQuietFactor;
     }
     if (!learn) return score;
 
@@ -80,8 +88,6 @@ double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept {
     s->var = (1 - alpha) * (s->var + diff * step);
     s->peak = peak;
     if (s->seen < 0xffffffffu) s->seen++;
-    if (s->quiet > 0) s->quiet--;
-    if (score >= 70 && kQuietPoints > 0) s->quiet = kQuietPoints;
     return score;
 }
 
