@@ -606,6 +606,8 @@ Error parse_observe_body(const char *body, std::size_t length, std::size_t max_p
         std::string ignored;
         result = fit_from_dom(root, limits, &out->points, &ignored);
         if (result.status == 400) result = malformed(kShape);
+        if (result.status == 422 && std::string_view(result.code) == "too_few_points")
+            result.detail = "An observe needs at least one point.";
     }
     fit_parsers().give_back(std::move(parser));
     return result;

@@ -35,6 +35,7 @@ constexpr ngx_msec_t kBusyRetry = 1;             // a stream locked by another w
 constexpr std::uint64_t kBusyGiveUpNs = 5000000000ull;  // 503 after this long
 constexpr ngx_msec_t kLoadWait = 3000;           // as predict: the zone is being filled at start
 constexpr ngx_msec_t kLoadPoll = 10;
+constexpr ngx_msec_t kStoreWaitPoll = 50;        // observes of a new generation waiting for the store
 
 std::int64_t now_ms() {
     using namespace std::chrono;
@@ -363,7 +364,21 @@ void observe_run(ngx_http_request_t *r) noexcept {
             monotonic_ns() - ctx->body_read_ns < kLoadWait * 1000000ull) {
             if (run_again(r, ctx, kLoadPoll)) return;
         }
-        if (!__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE)) {
+        // A new nginx generation (a binary upgrade) read the streams from a
+        // copy while the old one still serves them: what it learns meanwhile
+        // is in its checkpoints at its exit, read here when the store comes
+        // over. Until then observes wait (as fits do), so that no point is
+        // learned by one generation and lost with the other.
+        const std::uint64_t waited_ns = monotonic_ns() - ctx->body_read_ns;
+        const std::uint64_t wait_ns = static_cast<std::uint64_t>(loc_conf(r)->fit_timeout) * 1000000ull;
+        const bool from_copy = __atomic_load_n(&sh->from_copy, __ATOMIC_ACQUIRE);
+        if (from_copy && waited_ns < wait_ns) {
+            if (run_again(r, ctx, kStoreWaitPoll)) return;
+        }
+        if (from_copy) {
+            rc = send_busy(r, "The streams are held by another nginx generation (a binary upgrade in progress); "
+                              "try again once it has exited.", false);
+        } else if (!__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE)) {
             rc = not_loaded_error(r);
         } else {
             rc = observe_answer(r, ctx, &pending);

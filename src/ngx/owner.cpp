@@ -190,14 +190,16 @@ void remove_orphan_copies() {
 }
 
 // Versions read from disk go into the zone a batch at a time.
-// A stream checkpoint read from disk (or a copy) into the zone.
-Store::StreamVisitor stream_loader(Zone *zone, bool *zone_full) {
-    return [zone, zone_full](std::string_view series, std::string_view state, std::int64_t written_ms) {
-        if (!*zone_full && !zone->load_stream(series, state, written_ms)) *zone_full = true;
+// A stream checkpoint read from disk (or a copy) into the zone. replace: the
+// disk is newer than the zone's streams (they came from a copy while another
+// nginx generation held the store, and learned nothing since: observes wait).
+Store::StreamVisitor stream_loader(Zone *zone, bool *zone_full, bool replace = false) {
+    return [zone, zone_full, replace](std::string_view series, std::string_view state, std::int64_t written_ms) {
+        if (!*zone_full && !zone->load_stream(series, state, written_ms, replace)) *zone_full = true;
     };
 }
 
-bool load_models(Store *store, std::string *error) {
+bool load_models(Store *store, std::string *error, bool replace_streams) {
     Zone *zone = rt->settings.zone;
     bool zone_full = false;
     std::uint64_t damaged = 0;
@@ -206,7 +208,7 @@ bool load_models(Store *store, std::string *error) {
             if (!zone_full && !zone->load_version(series, image)) zone_full = true;
         },
         error);
-    ok = ok && store->for_each_stream(stream_loader(zone, &zone_full), &damaged, error);
+    ok = ok && store->for_each_stream(stream_loader(zone, &zone_full, replace_streams), &damaged, error);
     if (ok && damaged > 0)
         ngx_log_error(NGX_LOG_WARN, rt->log, 0,
                       "anomaly: %uL stream checkpoints do not decode; those streams start again", damaged);
@@ -381,7 +383,7 @@ void takeover_thread(void *data, ngx_log_t *) {
         if (!loaded) {
             auto started = std::chrono::steady_clock::now();
             zone->set_store_state(StoreState::loading, nullptr);
-            if (!load_models(store.get(), &ctx->error)) {
+            if (!load_models(store.get(), &ctx->error, from_copy)) {
                 // Serve what fitted; the log and /healthcheck say what did not.
                 zone->set_store_state(StoreState::loading, ctx->error.c_str());
             }

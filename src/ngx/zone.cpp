@@ -843,8 +843,19 @@ StreamSlot *Zone::publish_stream(std::string_view series_id, StreamSlot *slot, s
     return slot;
 }
 
-bool Zone::load_stream(std::string_view series_id, std::string_view state, std::int64_t checkpoint_ms) {
-    if (find_stream(series_id) != nullptr) return true;
+bool Zone::load_stream(std::string_view series_id, std::string_view state, std::int64_t checkpoint_ms,
+                       bool replace) {
+    if (StreamSlot *existing = find_stream(series_id)) {
+        if (!replace || existing->bytes != state.size()) return true;
+        for (int tries = 0; lock_stream(existing, true) != StreamAccess::locked; tries++)
+            if (tries == 1000) return true;  // held for seconds: keep the zone's
+        std::memcpy(existing->state(), state.data(), state.size());
+        existing->checkpoint_ms = checkpoint_ms;
+        existing->checkpointed = existing->changes;
+        __atomic_store_n(&existing->broken, 0, __ATOMIC_RELEASE);
+        unlock_stream(existing);
+        return true;
+    }
     void *mem;
     {
         ZoneLock guard(this);

@@ -371,8 +371,10 @@ public:
     // initialised unless it exists; nullptr when the zone has no room.
     StreamSlot *create_stream(std::string_view series_id, const StreamParams &params, std::int64_t now_ms);
     // Puts a checkpoint read from disk into the zone, unless the zone has
-    // that stream already (it is newer); false when the zone is full.
-    bool load_stream(std::string_view series_id, std::string_view state, std::int64_t checkpoint_ms);
+    // that stream already (it is newer), or replace is set (the disk is
+    // newer: the zone's came from a copy); false when the zone is full.
+    bool load_stream(std::string_view series_id, std::string_view state, std::int64_t checkpoint_ms,
+                     bool replace = false);
     // Every stream, newest first: the list only grows, read without the lock.
     StreamSlot *first_stream() const { return __atomic_load_n(&sh_->streams, __ATOMIC_ACQUIRE); }
 
