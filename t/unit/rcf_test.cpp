@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ctime>
+#include <iostream>
 #include <random>
 #include <vector>
 
@@ -56,6 +58,28 @@ TEST(Rcf, DefaultsFitIn256KB) {
     EXPECT_EQ(back.sample, p.sample);
     EXPECT_EQ(back.shingle, p.shingle);
     EXPECT_EQ(back.decay, p.decay);
+}
+
+// Points per second of update (score and learn) at the defaults, in this
+// thread's CPU time; printed, not asserted (sanitizer builds are slower).
+TEST(Rcf, Throughput) {
+    State s(rcf::default_params());
+    std::mt19937_64 g(8);
+    std::vector<double> v(25000);
+    for (std::size_t i = 0; i < v.size(); i++) v[i] = wave(static_cast<int>(i), g);
+    for (std::size_t i = 0; i < 5000; i++) s.feed(v[i]);
+    auto cpu = [] {
+        timespec t;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+        return static_cast<double>(t.tv_sec) + t.tv_nsec * 1e-9;
+    };
+    double sum = 0;
+    const double start = cpu();
+    for (std::size_t i = 5000; i < v.size(); i++) sum += s.feed(v[i]).score;
+    const double seconds = cpu() - start;
+    std::cout << "rcf update at the defaults (" << s.bytes() << " bytes): " << static_cast<long>(20000 / seconds)
+              << " points/s, " << seconds / 20000 * 1e6 << " us a point\n";
+    EXPECT_GT(sum, 0);
 }
 
 TEST(Rcf, ParamsOutsideTheirRangesAreRefusedByName) {

@@ -663,10 +663,14 @@ bool check(const void *state, std::size_t bytes) noexcept {
     const auto *ring = reinterpret_cast<const float *>(base + h.ring_at);
     for (std::uint32_t i = 0; i < h.ring; i++)
         if (!std::isfinite(ring[i]) || std::fabs(ring[i]) > static_cast<float>(kValueClamp)) return false;
-    // A point's values must all be in the ring: the sweeps keep its newest
-    // value at most ring - shingle - 1 behind the newest of all (see sweep),
-    // and it cannot be older than the first full shingle.
-    const std::uint64_t oldest_age = std::min<std::uint64_t>(h.ring - d - 1, h.values >= d ? h.values - d : 0);
+    // A point's values must all be in the ring, as the sweeps keep them: the
+    // last sweep (when values - 1 was a multiple of ring / 8) left no point
+    // older than ring - ring / 8 - shingle - 1, and each value since has aged
+    // them by one. Nor can a point be older than the first full shingle.
+    const std::uint64_t period = h.ring / 8;
+    const std::uint64_t since_sweep = h.values == 0 ? 0 : (h.values - 1) % period + 1;
+    const std::uint64_t oldest_age =
+        std::min<std::uint64_t>(since_sweep + h.ring - period - d - 1, h.values >= d ? h.values - d : 0);
     const std::uint32_t newest = static_cast<std::uint32_t>(h.values - 1) & mask;
     auto slot_ok = [&](std::uint32_t slot) {
         return h.values >= d && slot <= mask && ((newest - slot) & mask) <= oldest_age;
