@@ -28,8 +28,10 @@
 // tree's). A tree's score is that times log2(1 + M); the forest's the mean
 // over trees. A typical point scores about 1, one cut off at the root about
 // log2(1 + sample). Chosen over CoDisp because it is an expectation over
-// the cuts rather than one draw of them: smoother on noisy series, with the
-// same ranking of clear outliers, and it scores a point without inserting it.
+// the cuts rather than one draw of them (smoother on noisy series, so one
+// threshold serves more of them), and it scores a point without inserting
+// it: a retried point (learn = false) costs one walk a tree and writes
+// nothing.
 //
 // Expected value of the newest value: a tree is walked with the newest
 // coordinate unknown (as RCF imputes a missing value); at a cut on it, the
