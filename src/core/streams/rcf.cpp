@@ -96,9 +96,9 @@ struct Tree {
         unsigned char *at = f.base + f.h->trees_at + static_cast<std::size_t>(t) * f.h->tree_bytes;
         dims = f.dims();
         h = reinterpret_cast<TreeHeader *>(at);
-        nodes = at + sizeof(TreeHeader);
+        entry = reinterpret_cast<Entry *>(at + sizeof(TreeHeader));
+        nodes = at + sizeof(TreeHeader) + f.sample * sizeof(Entry);
         leaf = reinterpret_cast<Leaf *>(nodes + (f.sample - 1) * stride());
-        entry = reinterpret_cast<Entry *>(reinterpret_cast<unsigned char *>(leaf) + f.sample * sizeof(Leaf));
     }
     std::size_t stride() const { return node_bytes(D ? D : dims); }
     Inner &in(std::uint32_t i) const { return *reinterpret_cast<Inner *>(nodes + i * stride()); }
@@ -683,10 +683,10 @@ bool check(const void *state, std::size_t bytes) noexcept {
         const unsigned char *at = base + h.trees_at + static_cast<std::size_t>(ti) * h.tree_bytes;
         TreeView t;
         t.h = reinterpret_cast<const TreeHeader *>(at);
-        t.nodes = at + sizeof(TreeHeader);
+        t.entry = reinterpret_cast<const Entry *>(at + sizeof(TreeHeader));
+        t.nodes = at + sizeof(TreeHeader) + s * sizeof(Entry);
         t.stride = node_bytes(d);
         t.leaf = reinterpret_cast<const Leaf *>(t.nodes + (s - 1) * t.stride);
-        t.entry = reinterpret_cast<const Entry *>(reinterpret_cast<const unsigned char *>(t.leaf) + s * sizeof(Leaf));
         const TreeHeader &th = *t.h;
         if (th.reserved[0] || th.reserved[1] || th.entries > s) return false;
         if ((th.root == kNone) != (th.entries == 0)) return false;

@@ -45,12 +45,13 @@
 //   64    ring: f32 values[ring], value with sequence number s at s % ring
 //   ...   trees x Tree (tree_bytes each, a multiple of 8), one after the other:
 //     0          TreeHeader (16 bytes)
-//     16         (sample - 1) internal nodes, 12 + 8 x shingle bytes each:
+//     16         Entry[sample]            8 bytes: the sample, a max-heap on
+//                key (its top, read for every point, beside the header)
+//     ...        (sample - 1) internal nodes, 12 + 8 x shingle bytes each:
 //                an Inner, then the node's bounding box as f32 lows then
 //                highs (a walk down and back up touches one place a node;
 //                leaves have no box: their point is their box)
 //     ...        Leaf[sample]             4 bytes
-//     ...        Entry[sample]            8 bytes: the sample, a max-heap on key
 //   A child is a u16: kLeaf | leaf index, or an internal node's index;
 //   kNone for none. A leaf holds the ring slot (s % ring) of the newest
 //   point that reached it: its point is the `shingle` values ending there.
