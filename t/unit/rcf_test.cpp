@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ctime>
+#include <iostream>
 #include <random>
 #include <vector>
 
@@ -56,6 +58,28 @@ TEST(Rcf, DefaultsFitIn256KB) {
     EXPECT_EQ(back.sample, p.sample);
     EXPECT_EQ(back.shingle, p.shingle);
     EXPECT_EQ(back.decay, p.decay);
+}
+
+// Points per second of update (score and learn) at the defaults, in this
+// thread's CPU time; printed, not asserted (sanitizer builds are slower).
+TEST(Rcf, Throughput) {
+    State s(rcf::default_params());
+    std::mt19937_64 g(8);
+    std::vector<double> v(25000);
+    for (std::size_t i = 0; i < v.size(); i++) v[i] = wave(static_cast<int>(i), g);
+    for (std::size_t i = 0; i < 5000; i++) s.feed(v[i]);
+    auto cpu = [] {
+        timespec t;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+        return static_cast<double>(t.tv_sec) + t.tv_nsec * 1e-9;
+    };
+    double sum = 0;
+    const double start = cpu();
+    for (std::size_t i = 5000; i < v.size(); i++) sum += s.feed(v[i]).score;
+    const double seconds = cpu() - start;
+    std::cout << "rcf update at the defaults (" << s.bytes() << " bytes): " << static_cast<long>(20000 / seconds)
+              << " points/s, " << seconds / 20000 * 1e6 << " us a point\n";
+    EXPECT_GT(sum, 0);
 }
 
 TEST(Rcf, ParamsOutsideTheirRangesAreRefusedByName) {
@@ -261,18 +285,21 @@ void write_at(State &s, std::size_t at, T v) {
     std::memcpy(reinterpret_cast<unsigned char *>(s.words.data()) + at, &v, sizeof(T));
 }
 
-// Offsets of the first tree's parts (rcf.hpp).
+// Offsets of the first tree's parts (rcf.hpp): node i's Inner is at
+// node(i), its box (lows, then highs) right after it.
 struct TreeAt {
-    std::size_t header, inner, box, leaf, entry;
+    std::size_t header, entry, nodes, stride, leaf;
+    std::size_t node(std::size_t i) const { return nodes + i * stride; }
+    std::size_t high(std::size_t i) const { return node(i) + sizeof(rcf::Inner) + (stride - sizeof(rcf::Inner)) / 2; }
 };
 TreeAt first_tree(const State &s) {
     const auto h = read_at<rcf::ForestHeader>(s, 0);
     TreeAt t;
     t.header = h.trees_at;
-    t.inner = t.header + sizeof(rcf::TreeHeader);
-    t.box = t.inner + (h.sample - 1) * sizeof(rcf::Inner);
-    t.leaf = t.box + (h.sample - 1) * 2 * h.shingle * 4;
-    t.entry = t.leaf + h.sample * sizeof(rcf::Leaf);
+    t.entry = t.header + sizeof(rcf::TreeHeader);
+    t.nodes = t.entry + h.sample * sizeof(rcf::Entry);
+    t.stride = sizeof(rcf::Inner) + 2 * h.shingle * 4;
+    t.leaf = t.nodes + (h.sample - 1) * t.stride;
     return t;
 }
 
@@ -282,7 +309,15 @@ TEST(Rcf, CheckRejectsAnUpdateLeftHalfway) {
     const TreeAt t = first_tree(s);
     const auto root = read_at<std::uint16_t>(s, t.header);
     ASSERT_EQ(root & rcf::kLeaf, 0);
-    const std::size_t root_at = t.inner + root * sizeof(rcf::Inner);
+    const std::size_t root_at = t.node(root);
+    // The offsets are right: the root holds every sampled point, and its box
+    // holds its cut.
+    ASSERT_EQ(read_at<std::uint16_t>(s, root_at + offsetof(rcf::Inner, mass)),
+              read_at<std::uint16_t>(s, t.header + offsetof(rcf::TreeHeader, entries)));
+    const auto root_dim = read_at<std::uint8_t>(s, root_at + offsetof(rcf::Inner, dim));
+    const float root_cut = read_at<float>(s, root_at + offsetof(rcf::Inner, cut));
+    ASSERT_LE(read_at<float>(s, root_at + sizeof(rcf::Inner) + 4 * root_dim), root_cut);
+    ASSERT_GT(read_at<float>(s, t.high(root) + 4 * root_dim), root_cut);
 
     {  // the writer died while marked busy
         State d = s;
@@ -297,7 +332,7 @@ TEST(Rcf, CheckRejectsAnUpdateLeftHalfway) {
     }
     {  // a box grown for a point that never arrived
         State d = s;
-        const std::size_t hi0 = t.box + root * 2 * 4 * 4 + 4 * 4;
+        const std::size_t hi0 = t.high(root);
         write_at<float>(d, hi0, read_at<float>(s, hi0) + 1);
         EXPECT_FALSE(d.ok());
     }

@@ -5,15 +5,16 @@
 // first, so that a change of shape (a pattern that stays within the usual
 // range) is as far from the sample as a spike is. Each tree keeps its own
 // time-decayed sample of `sample` recent points and a random cut tree over
-// it. A point arriving at sequence number s (the values seen before it) gets
-// the key
-//   key = log(-log u) - decay * s,   u uniform in (0, 1),
-// and each tree keeps the `sample` lowest keys (a max-heap): a later point has
-// a lower key, so the sample leans to the recent past and the forest follows
-// drift (the AWS sampler's rule; decay 0 would be a uniform reservoir).
-// Besides, a point is evicted once it is about to leave the ring of recent
-// values its leaf refers to (below), so no point is older than about
-// 7/8 of the ring.
+// it. A point whose newest value has sequence number s (values seen before
+// it) gets, in each tree, the key
+//   key = -log(u) * exp(-decay * s),   u uniform in (0, 1),
+// and each tree keeps the `sample` lowest keys (a max-heap): a later point
+// tends to a lower key, so the sample leans to the recent past (a point's
+// chance to stay falls by exp(-decay) a point) and the forest follows drift.
+// This is the AWS sampler's rule (its log(-log u) - decay * s is the log of
+// this key). Besides, a point is evicted once it is about to leave the ring
+// of recent values its leaf refers to (below), so no point is older than
+// about 7/8 of the ring.
 //
 // Score: the expected inverse depth at which the point would be cut off,
 // as the AWS implementation scores (not the paper's CoDisp). Walking up from
@@ -27,13 +28,16 @@
 // tree's). A tree's score is that times log2(1 + M); the forest's the mean
 // over trees. A typical point scores about 1, one cut off at the root about
 // log2(1 + sample). Chosen over CoDisp because it is an expectation over
-// the cuts rather than one draw of them: smoother on noisy series, with the
-// same ranking of clear outliers, and it scores a point without inserting it.
+// the cuts rather than one draw of them (smoother on noisy series, so one
+// threshold serves more of them), and it scores a point without inserting
+// it: a retried point (learn = false) costs one walk a tree and writes
+// nothing.
 //
-// Expected value of the newest value: each tree is walked with the newest
-// coordinate unknown; at a cut on it, the walk takes the child whose box
-// lies nearer (L1) to the known coordinates (the heavier on a tie). The
-// median over trees of the leaf's newest coordinate is the expected value.
+// Expected value of the newest value: a tree is walked with the newest
+// coordinate unknown (as RCF imputes a missing value); at a cut on it, the
+// walk takes the child whose box lies nearer (L1) to the known coordinates
+// (the heavier on a tie). The expected value is the median over the first
+// 11 trees of the newest coordinate of the leaves these walks end on.
 //
 // State (little-endian, offsets from the first byte, no pointers; 8-byte
 // aligned, trivially copyable, updated in place):
@@ -41,12 +45,13 @@
 //   64    ring: f32 values[ring], value with sequence number s at s % ring
 //   ...   trees x Tree (tree_bytes each, a multiple of 8), one after the other:
 //     0          TreeHeader (16 bytes)
-//     16         Inner[sample - 1]        12 bytes: the internal nodes
-//     ...        f32 box[sample - 1][2 x shingle]: each internal node's
-//                bounding box, lows then highs (leaves have no box: their
-//                point is their box)
+//     16         Entry[sample]            8 bytes: the sample, a max-heap on
+//                key (its top, read for every point, beside the header)
+//     ...        (sample - 1) internal nodes, 12 + 8 x shingle bytes each:
+//                an Inner, then the node's bounding box as f32 lows then
+//                highs (a walk down and back up touches one place a node;
+//                leaves have no box: their point is their box)
 //     ...        Leaf[sample]             4 bytes
-//     ...        Entry[sample]            8 bytes: the sample, a max-heap on key
 //   A child is a u16: kLeaf | leaf index, or an internal node's index;
 //   kNone for none. A leaf holds the ring slot (s % ring) of the newest
 //   point that reached it: its point is the `shingle` values ending there.
@@ -59,8 +64,9 @@
 // by splitmix64, so the same seed and values give the same bytes, and a
 // state resumed from its checkpoint continues identically.
 //
-// At the defaults (30 trees of 128 points, shingle 4) a state is 222,576
-// bytes.
+// At the defaults (30 trees of 128 points, shingle 2) a state is 169,808
+// bytes: 64 of header, 16,384 of ring (4,096 values) and 30 x 5,112 of trees
+// (internal nodes are 3,556 of a tree's 5,112, their boxes 2,032 of those).
 #pragma once
 
 #include <cstddef>
@@ -97,7 +103,7 @@ struct ForestHeader {
     std::uint32_t ring;      // values the ring holds, a power of two (ring_size)
     std::uint32_t busy;      // 1 while an update writes: a state left so is damaged
     std::uint64_t values;    // values appended to the ring so far
-    std::uint64_t base;      // keys are stored as key + decay * base
+    std::uint64_t base;      // keys are stored as key * exp(decay * base)
     std::uint32_t tree_bytes;
     std::uint32_t trees_at;  // offset of the first tree
     std::uint32_t ring_at;   // offset of the ring (64)
@@ -131,17 +137,17 @@ struct Leaf {
 static_assert(sizeof(Leaf) == 4, "part of the state format");
 
 struct Entry {
-    float key;           // log(-log u) - decay * (s - base)
+    float key;           // -log(u) * exp(-decay * (s - base)), at most 3.4e38
     std::uint16_t slot;  // s % ring
     std::uint16_t reserved;
 };
 static_assert(sizeof(Entry) == 8, "part of the state format");
 
-// 30 trees, sample 128, shingle 4, decay 1 / 1024 (rcf.cpp says why).
+// 30 trees, sample 128, shingle 2, decay 1 / 1024 (rcf.cpp says why).
 Params default_params() noexcept;
 // 422 invalid_parameter, with a sentence naming the parameter and its range.
 Error check_params(const Params &params);
-// Values the ring holds: a power of two, at least 16 x sample and 32 x shingle.
+// Values the ring holds: a power of two, at least 32 x sample and 32 x shingle.
 std::uint32_t ring_size(const Params &params) noexcept;
 // The state's size for checked params, a multiple of 8.
 std::size_t state_bytes(const Params &params) noexcept;
