@@ -217,8 +217,9 @@ my @ARRAYS = qw(anomaly anomaly_score score expected_value stage confidence poin
     is($j->{points_processed}, $before, 'and points_processed unchanged');
     ok(!$j->{anomaly} || $j->{anomaly_score} >= 70, 'anomaly agrees with the anomaly_score');
     ($st, $j, $raw) = observe('learn', { timestamp => $T0 + 3600, value => 1000 });
-    ok($j && $j->{stage} eq 'skipped' && $j->{anomaly_score} >= 70 && $j->{anomaly},
-       "an old timestamp with an outlier: skipped, yet scored ($j->{anomaly_score}) and anomalous") or diag($raw);
+    # (the spike above started the hold: its scores are halved for a while)
+    ok($j && $j->{stage} eq 'skipped' && $j->{anomaly_score} >= 35,
+       "an old timestamp with an outlier: skipped, yet scored ($j->{anomaly_score})") or diag($raw);
     is(processed('learn'), $before, 'skipped points are not learned');
     my $last = $next + 60;
     ($st, $j, $raw) = observe('learn', { timestamps => [ $last + 60, $last + 60, $last + 120, $last, $last + 180 ],
@@ -485,7 +486,7 @@ my @ARRAYS = qw(anomaly anomaly_score score expected_value stage confidence poin
     is_deeply([ @$j{qw(series_id versions next_after)} ], [ 'learn', [], undef ], '/series/{id} of a stream-only series');
     my $s = $j->{stream};
     is(join(',', sort keys %$s),
-       join(',', sort qw(detector points_processed stage warmup last_timestamp created_at checkpoint_age_seconds
+       join(",", sort qw(detector points_processed stage warmup hold last_timestamp created_at checkpoint_age_seconds
                          alpha hourly state_bytes zone_bytes)), '/series/{id}: the stream fields of adaptive');
     is($s->{stage}, 'inference', 'stage inference after the warm-up');
     like($s->{created_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'created_at is ISO 8601');
@@ -634,6 +635,7 @@ my @ALL = ('shape', 'learn', 'learn5', 'err', 'shared', 'big', 'bigshared', map 
 {
     my %before = map { $_ => processed($_) } @ALL, map { "k$_" } 1 .. 4;
     my $learn_ts = stream_of('learn')->{last_timestamp};
+    my $alpha_before = stream_of('learn')->{alpha};
     $t->stop;
     $t->start;
     my @diff = grep { processed($_) != $before{$_} } keys %before;
@@ -642,13 +644,13 @@ my @ALL = ('shape', 'learn', 'learn5', 'err', 'shared', 'big', 'bigshared', map 
     my $s = stream_of('learn');
     is($s->{last_timestamp}, $learn_ts, 'last_timestamp too');
     ok(defined $s->{checkpoint_age_seconds}, 'checkpoint_age_seconds says how old its checkpoint is');
-    is($s->{alpha}, 0.01, 'and its parameters') ;
+    is($s->{alpha}, $alpha_before, 'and its parameters') ;
     is(stream_of('err')->{hourly} ? 1 : 0, 1, 'hourly too');
     my ($st, $j) = observe('learn', { timestamp => $learn_ts, value => 100 });
     is($j && $j->{stage}, 'skipped', 'the last point before the restart is skipped after it');
     ($st, $j, my $raw) = observe('learn', { timestamp => $learn_ts + 60, value => 400 });
-    ok($j && $j->{stage} eq 'inference' && $j->{points_processed} == $before{learn} + 1 && $j->{anomaly},
-       'the next point learns on, in inference, and a spike is still an anomaly: the state came back whole') or diag($raw);
+    ok($j && $j->{stage} eq 'inference' && $j->{points_processed} == $before{learn} + 1 && $j->{anomaly_score} >= 35,
+       'the next point learns on, in inference, and a spike still scores high: the state came back whole') or diag($raw);
 }
 
 # --- 10. binary upgrade ----------------------------------------------------------------

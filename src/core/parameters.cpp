@@ -131,7 +131,7 @@ Error apply_fit_arguments(std::string_view args, std::string_view body_detector,
 namespace {
 
 constexpr const char *kStreamNames[] = {"detector", "trees", "sample", "shingle", "decay",
-                                        "alpha", "hourly", "warmup", "recent"};
+                                        "alpha", "hourly", "warmup", "recent", "hold"};
 
 }  // namespace
 
@@ -149,13 +149,15 @@ Error set_stream_parameter(std::string_view name, std::string_view value, Stream
                               "detector must be one of the stream detectors " + detector_names("stream") +
                                   ", not \"" + std::string(value.substr(0, 40)) + "\".");
         params->kind = kind;
-    } else if (name == "trees" || name == "sample" || name == "shingle" || name == "warmup" || name == "recent") {
+    } else if (name == "trees" || name == "sample" || name == "shingle" || name == "warmup" || name == "recent" ||
+               name == "hold") {
         std::uint32_t v = 0;
         if (!whole(value, 0, 100000000, &v)) return invalid(name, "a whole number", value);
         if (name == "trees") params->trees = v;
         else if (name == "sample") params->sample = v;
         else if (name == "shingle") params->shingle = v;
         else if (name == "warmup") params->warmup = v;
+        else if (name == "hold") params->hold = v == 0 ? kNoHold : v;
         else params->recent = v == 0 ? kNoRecent : v;
     } else if (name == "decay" || name == "alpha") {
         double d = 0;

@@ -32,7 +32,7 @@ std::string detector_names(std::string_view learning = {});
 
 // A stream's parameters (CONTRACT section 6), from the observe location's
 // directives, then its query at the series' first observe: detector,
-// trees, sample, shingle, decay, alpha, hourly, warmup, recent. The syntax
+// trees, sample, shingle, decay, alpha, hourly, warmup, recent, hold. The syntax
 // is checked here (422 invalid_detector, invalid_parameter), the ranges of
 // each detector by resolve_stream_params.
 Error set_stream_parameter(std::string_view name, std::string_view value, StreamParams *params);

@@ -189,7 +189,8 @@ void append_stream_summary(std::string *out, const StreamSummary &s, std::int64_
     *out += ",\"stream\":{\"detector\":\"";
     *out += detector_name(p.kind);
     *out += "\",\"points_processed\":" + std::to_string(s.points_processed) + ",\"stage\":\"" +
-            (s.points_processed < s.warmup ? "learning" : "inference") + "\",\"warmup\":" + std::to_string(s.warmup);
+            (s.points_processed < s.warmup ? "learning" : "inference") + "\",\"warmup\":" + std::to_string(s.warmup) +
+            ",\"hold\":" + std::to_string(p.hold == kNoHold ? 0 : p.hold);
     *out += ",\"last_timestamp\":";
     *out += s.last_timestamp == kNoTimestamp ? std::string("null") : std::to_string(s.last_timestamp);
     *out += ",\"created_at\":\"" + iso8601_ms(s.created_ms) + "\"";

@@ -21,6 +21,8 @@ constexpr std::uint32_t kMaxRecent = 65536;
 constexpr std::uint32_t kDefaultRecent = 256;
 constexpr std::uint32_t kAdaptiveWarmup = 100;
 constexpr std::uint32_t kDefaultWarmup = 300;
+// The hold after an alarm: a day of 5-minute points.
+constexpr std::uint32_t kDefaultHold = 288;
 
 constexpr std::size_t kPostOffset = sizeof(StreamHeader);
 // pattern scores two things (shapes and the hourly band), each with its own
@@ -125,6 +127,8 @@ Error resolve_stream_params(StreamParams *p) {
     if (p->recent == 0) p->recent = adaptive ? kNoRecent : kDefaultRecent;
     if (p->recent != kNoRecent && p->recent > kMaxRecent)
         return invalid("recent", "a whole number from 1 to 65536");
+    if (p->hold == 0) p->hold = kDefaultHold;
+    if (p->hold != kNoHold && p->hold > 65535) return invalid("hold", "a whole number from 0 to 65535");
     // Parameters of another detector do not apply: a directive may set them
     // for every stream of a location, whatever each one's detector.
     if (adaptive) {
@@ -171,6 +175,7 @@ void init_stream(void *state, const StreamParams &p, std::int64_t created_ms, st
     h.last_timestamp = kNoTimestamp;
     h.created_ms = created_ms;
     h.warmup = p.warmup;
+    h.hold = static_cast<std::uint16_t>(p.hold == kNoHold ? 0 : p.hold);
     h.post_offset = static_cast<std::uint32_t>(kPostOffset);
     h.detector_offset = static_cast<std::uint32_t>(detector_offset_of(p.kind));
     h.recent_offset = static_cast<std::uint32_t>(h.detector_offset + round8(detector_bytes(p)));
@@ -194,7 +199,7 @@ StreamPoint observe(StreamHeader &h, std::int64_t timestamp, double value) noexc
     auto *post = reinterpret_cast<LikelihoodState *>(at(h, h.post_offset));
     double score = likelihood_update(post, raw.score, learn);
     if (likelihoods_of(h.kind) == 2) score = std::fmax(score, likelihood_update(post + 1, raw.second, learn));
-    score = likelihood_hold(post, score, learn);
+    score = likelihood_hold(post, score, learn, h.hold, h.points_processed >= h.warmup);
 
     StreamPoint out;
     out.score = raw.score;
@@ -228,7 +233,6 @@ bool check_stream(std::string_view bytes) noexcept {
     StreamHeader h;
     std::memcpy(&h, bytes.data(), sizeof(h));
     if (h.format != kStreamFormat || !is_stream_detector(h.kind) || !available(h.kind)) return false;
-    if (h.reserved0[0] != 0 || h.reserved0[1] != 0) return false;
     if (h.bytes != bytes.size() || h.post_offset != kPostOffset || h.detector_offset != detector_offset_of(h.kind))
         return false;
     if (h.recent_offset % 8 != 0 || h.recent_offset <= h.detector_offset || h.recent_offset > h.bytes) return false;
@@ -276,6 +280,7 @@ StreamParams stream_params_of(const StreamHeader &h) noexcept {
     p.kind = h.kind;
     p.warmup = h.warmup;
     p.recent = h.recent_capacity == 0 ? kNoRecent : h.recent_capacity;
+    p.hold = h.hold == 0 ? kNoHold : h.hold;
     const unsigned char *d = at(h, h.detector_offset);
     switch (h.kind) {
     case DetectorKind::adaptive: {

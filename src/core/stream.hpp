@@ -56,8 +56,12 @@ struct StreamParams {
     // adaptive
     double alpha = 0;           // weight of the newest point in the moving mean and variance
     std::uint8_t hourly = 0;    // 1: a mean and variance per UTC hour of the day
+    // After an alarm, the scores of this many learned points are halved, so
+    // that one event is one alarm (0 default 288; kNoHold: none). At most 65535.
+    std::uint32_t hold = 0;
 };
 constexpr std::uint32_t kNoRecent = 0xffffffffu;
+constexpr std::uint32_t kNoHold = 0xffffffffu;
 
 // Fills in the defaults of params.kind and checks every number:
 // 422 invalid_detector (not a stream detector), 422 invalid_parameter.
@@ -70,7 +74,7 @@ std::size_t stream_state_bytes(const StreamParams &params) noexcept;
 struct StreamHeader {
     std::uint8_t format;             // kStreamFormat
     DetectorKind kind;
-    std::uint8_t reserved0[2];
+    std::uint16_t hold;              // points whose scores are halved after an alarm (StreamParams::hold)
     std::uint32_t bytes;             // the whole state, header included, a multiple of 8
     std::uint64_t points_processed;  // points learned
     std::int64_t last_timestamp;     // Unix seconds of the last point learned, kNoTimestamp before

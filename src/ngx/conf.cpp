@@ -79,7 +79,8 @@ void *create_loc_conf(ngx_conf_t *cf) noexcept {
     lcf->sample = NGX_CONF_UNSET_UINT;
     lcf->contamination = kUnsetSigma;
     lcf->stream.kind = static_cast<DetectorKind>(0);
-    lcf->stream.warmup = lcf->stream.recent = lcf->stream.trees = lcf->stream.sample = lcf->stream.shingle = kUnsetWhole;
+    lcf->stream.warmup = lcf->stream.recent = lcf->stream.trees = lcf->stream.sample = lcf->stream.shingle =
+        lcf->stream.hold = kUnsetWhole;
     lcf->stream.decay = lcf->stream.alpha = kUnsetShare;
     lcf->stream.hourly = 0xff;
     lcf->threshold = kUnsetSigma;
@@ -116,7 +117,7 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     const StreamParams &pp = prev->stream;
     if (sp.kind == static_cast<DetectorKind>(0)) sp.kind = pp.kind;
     for (auto field : {&StreamParams::warmup, &StreamParams::recent, &StreamParams::trees, &StreamParams::sample,
-                       &StreamParams::shingle})
+                       &StreamParams::shingle, &StreamParams::hold})
         if (sp.*field == kUnsetWhole) sp.*field = pp.*field;
     if (sp.decay == kUnsetShare) sp.decay = pp.decay;
     if (sp.alpha == kUnsetShare) sp.alpha = pp.alpha;
@@ -127,7 +128,7 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
         // whole set is checked as a first observe's would be.
         if (sp.kind == static_cast<DetectorKind>(0)) sp.kind = DetectorKind::rcf;
         for (auto field : {&StreamParams::warmup, &StreamParams::recent, &StreamParams::trees, &StreamParams::sample,
-                           &StreamParams::shingle})
+                           &StreamParams::shingle, &StreamParams::hold})
             if (sp.*field == kUnsetWhole) sp.*field = 0;
         if (sp.decay == kUnsetShare) sp.decay = 0;
         if (sp.alpha == kUnsetShare) sp.alpha = 0;
@@ -351,6 +352,7 @@ char *set_stream_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexc
                          : param == "sample"  ? sp.sample != kUnsetWhole
                          : param == "shingle" ? sp.shingle != kUnsetWhole
                          : param == "warmup"  ? sp.warmup != kUnsetWhole
+                         : param == "hold"    ? sp.hold != kUnsetWhole
                          : param == "decay"   ? sp.decay != kUnsetShare
                          : param == "alpha"   ? sp.alpha != kUnsetShare
                                               : sp.hourly != 0xff;
@@ -369,6 +371,7 @@ char *set_stream_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexc
         else if (param == "sample") sp.sample = p.sample;
         else if (param == "shingle") sp.shingle = p.shingle;
         else if (param == "warmup") sp.warmup = p.warmup;
+        else if (param == "hold") sp.hold = p.hold;
         else if (param == "decay") sp.decay = p.decay;
         else if (param == "alpha") sp.alpha = p.alpha;
         else sp.hourly = p.hourly;
@@ -443,6 +446,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("detector")},
     {ngx_string("anomaly_stream_warmup"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("warmup")},
+    {ngx_string("anomaly_stream_hold"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("hold")},
     {ngx_string("anomaly_rcf_trees"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("trees")},
     {ngx_string("anomaly_rcf_sample"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,

@@ -73,9 +73,9 @@ Step observe_into(Zone *zone, std::string_view series, const StreamParams &param
             return Step::answered;
         }
     }
-    if (detector_asked && s->params.kind != params.kind) {
+    if (detector_asked && s->kind() != params.kind) {
         *error = make_error(409, "detector_mismatch",
-                            "The stream of " + std::string(series) + " runs " + detector_name(s->params.kind) +
+                            "The stream of " + std::string(series) + " runs " + detector_name(s->kind()) +
                                 ", chosen at its first observe; it cannot change to " + detector_name(params.kind) +
                                 ".");
         return Step::answered;
@@ -98,17 +98,17 @@ Step observe_into(Zone *zone, std::string_view series, const StreamParams &param
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
     std::uint64_t learned = 0;
-    __atomic_store_n(&s->updating, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->updating, std::uint8_t{1}, __ATOMIC_RELEASE);
     StreamHeader &state = *s->state();
     for (std::size_t i = 0; i < n; i++) {
         points[i] = observe(state, input.points.timestamps[i], input.points.values[i]);
         if (points[i].stage != StreamStage::skipped) learned++;
     }
-    __atomic_store_n(&s->updating, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->updating, std::uint8_t{0}, __ATOMIC_RELEASE);
     if (learned > 0) __atomic_fetch_add(&s->changes, learned, __ATOMIC_RELEASE);
     zone->unlock_stream(s);
 
-    outcome->kind = s->params.kind;
+    outcome->kind = s->kind();
     outcome->points = n;
     for (const StreamPoint &p : points) {
         if (observed_anomaly(p, threshold)) outcome->anomalies++;
@@ -117,7 +117,7 @@ Step observe_into(Zone *zone, std::string_view series, const StreamParams &param
             outcome->last_score = p.score;
         }
     }
-    render_observation(answer, series, s->params.kind, points.data(), n, input.many, threshold);
+    render_observation(answer, series, s->kind(), points.data(), n, input.many, threshold);
     return Step::answered;
 }
 
@@ -329,7 +329,7 @@ ngx_int_t observe_answer(ngx_http_request_t *r, RequestCtx *ctx, bool *pending) 
             return send_error(r, e);
         work->parsed = true;
         const StreamSlot *s = zone->find_stream(work->series);
-        const DetectorKind kind = s != nullptr ? s->params.kind : params.kind;
+        const DetectorKind kind = s != nullptr ? s->kind() : params.kind;
         const std::size_t n = work->input.points.values.size();
         if (n <= kInlinePoints || (kind == DetectorKind::adaptive && n <= kInlineAdaptivePoints)) {
             Error error;

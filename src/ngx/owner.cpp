@@ -437,12 +437,19 @@ void restore_stream(Store *store, StreamSlot *s, CheckpointCtx *ctx) {
         s->checkpoint_ms = written_ms;
         ctx->restored++;
     } else {
-        init_stream(s->state(), s->params, now_ms(), reinterpret_cast<std::uintptr_t>(s));
+        // What it was created with is in its state: an update never writes
+        // the parameters, so a half-updated state still tells them.
+        StreamParams params = stream_params_of(*s->state());
+        if (resolve_stream_params(&params) || stream_state_bytes(params) != s->bytes) {
+            zone->unlock_stream(s);  // cannot be started again in its slot: it stays broken (503)
+            return;
+        }
+        init_stream(s->state(), params, now_ms(), reinterpret_cast<std::uintptr_t>(s));
         s->checkpoint_ms = 0;
         ctx->restarted++;
     }
     s->checkpointed = s->changes;
-    __atomic_store_n(&s->broken, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->broken, std::uint8_t{0}, __ATOMIC_RELEASE);
     zone->unlock_stream(s);
 }
 

@@ -91,7 +91,7 @@ constexpr int kStreamLockTries = 4;
 ngx_int_t stream_plot(ngx_http_request_t *r, Zone *zone, StreamSlot *s, std::string_view series) {
     StreamPlotInput in;
     in.series_id = series;
-    in.detector = detector_name(s->params.kind);
+    in.detector = detector_name(s->kind());
     in.threshold = loc_conf(r)->threshold;
     // Allocated before the lock: nothing under it may throw. The ring's
     // capacity is fixed when the stream is created; stream_recent is given

@@ -818,7 +818,6 @@ StreamSlot *Zone::create_stream(std::string_view series_id, const StreamParams &
     // initialised without the zone's lock.
     auto *slot = static_cast<StreamSlot *>(mem);
     slot->bytes = static_cast<std::uint32_t>(bytes);
-    slot->params = params;
     init_stream(slot->state(), params, now_ms, hash_of(series_id) * 0x9e3779b97f4a7c15ull + series_id.size());
     return publish_stream(series_id, slot, bytes);
 }
@@ -835,7 +834,7 @@ StreamSlot *Zone::publish_stream(std::string_view series_id, StreamSlot *slot, s
     __atomic_store_n(&node->stream, slot, __ATOMIC_RELEASE);
     __atomic_store_n(&sh_->streams, slot, __ATOMIC_RELEASE);
     sh_->stream_count++;
-    const auto k = static_cast<std::size_t>(slot->params.kind);
+    const auto k = static_cast<std::size_t>(slot->kind());
     if (k < kDetectorSlots) {
         sh_->kind_streams[k]++;
         sh_->kind_stream_bytes[k] += slab_chunk(sizeof(StreamSlot) + bytes);
@@ -852,7 +851,7 @@ bool Zone::load_stream(std::string_view series_id, std::string_view state, std::
         std::memcpy(existing->state(), state.data(), state.size());
         existing->checkpoint_ms = checkpoint_ms;
         existing->checkpointed = existing->changes;
-        __atomic_store_n(&existing->broken, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&existing->broken, std::uint8_t{0}, __ATOMIC_RELEASE);
         unlock_stream(existing);
         return true;
     }
@@ -865,7 +864,6 @@ bool Zone::load_stream(std::string_view series_id, std::string_view state, std::
     auto *slot = static_cast<StreamSlot *>(mem);
     slot->bytes = static_cast<std::uint32_t>(state.size());
     std::memcpy(slot->state(), state.data(), state.size());
-    slot->params = stream_params_of(*slot->state());
     slot->checkpoint_ms = checkpoint_ms;
     return publish_stream(series_id, slot, state.size()) != nullptr;
 }
@@ -888,8 +886,8 @@ Zone::StreamAccess Zone::lock_stream(StreamSlot *s, bool even_broken) {
             if (__atomic_load_n(&s->updating, __ATOMIC_RELAXED)) {
                 const bool whole = check_stream(std::string_view(reinterpret_cast<const char *>(s->state()), s->bytes)) &&
                                    s->state()->bytes == s->bytes;
-                if (!whole) __atomic_store_n(&s->broken, 1, __ATOMIC_RELEASE);
-                __atomic_store_n(&s->updating, 0, __ATOMIC_RELEASE);
+                if (!whole) __atomic_store_n(&s->broken, std::uint8_t{1}, __ATOMIC_RELEASE);
+                __atomic_store_n(&s->updating, std::uint8_t{0}, __ATOMIC_RELEASE);
             }
             break;
         }
@@ -905,7 +903,7 @@ Zone::StreamAccess Zone::lock_stream(StreamSlot *s, bool even_broken) {
 StreamSummary Zone::summary_of_stream(const StreamSlot *s) {
     StreamSummary out;
     const StreamHeader *h = s->state();
-    out.params = s->params;
+    out.params = stream_params_of(*h);
     out.points_processed = __atomic_load_n(&h->points_processed, __ATOMIC_RELAXED);
     out.last_timestamp = __atomic_load_n(&h->last_timestamp, __ATOMIC_RELAXED);
     out.created_ms = h->created_ms;

@@ -119,22 +119,24 @@ struct StreamSlot {
     // the slab mutex of a worker that died; this one is taken over by the
     // next worker that finds its holder gone.
     std::uint64_t lock;
-    std::uint32_t updating;        // set while the holder changes the state
-    std::uint32_t broken;          // its holder died mid-update and the state failed check_stream:
-                                   // the owner puts its checkpoint back (or starts it again)
     std::uint64_t changes;         // points learned since it came into this zone
     std::uint64_t checkpointed;    // `changes` of the last checkpoint the owner took
     std::int64_t checkpoint_ms;    // Unix ms of the last durable checkpoint, 0 none yet
     StreamSlot *next;              // every stream of the zone, newest first
     SeriesNode *series;
     std::uint32_t bytes;           // of the state
-    std::uint32_t reserved;
-    StreamParams params;           // resolved, what it was created with
+    std::uint8_t updating;         // set while the holder changes the state
+    std::uint8_t broken;           // its holder died mid-update and the state failed check_stream:
+                                   // the owner puts its checkpoint back (or starts it again)
+    std::uint8_t reserved[2];
+    // 56 bytes: with the 168 of an adaptive state, one 256-byte slab chunk.
+    // What the stream was created with is in its state (stream_params_of).
 
     StreamHeader *state() { return reinterpret_cast<StreamHeader *>(this + 1); }
     const StreamHeader *state() const { return reinterpret_cast<const StreamHeader *>(this + 1); }
+    DetectorKind kind() const { return state()->kind; }  // set at creation, never changed
 };
-static_assert(sizeof(StreamSlot) % 8 == 0, "the state after a StreamSlot is 8-byte aligned");
+static_assert(sizeof(StreamSlot) == 56, "the state after a StreamSlot is 8-byte aligned; 56 keeps an adaptive stream in 256 bytes");
 
 enum class JobState : std::uint32_t { pending, committing, done, failed };
 enum class JobKind : std::uint8_t { fit, read };  // read: what /plot draws of a version

@@ -162,15 +162,21 @@ TEST(Pattern, RemembersRecurringShapesAndFlagsANewOne) {
 TEST(Likelihood, AnAlarmIsHeldSoThatOneEventIsOneAlarm) {
     LikelihoodState s;
     likelihood_init(&s);
-    EXPECT_EQ(likelihood_hold(&s, 90, true), 90);
+    // An alarm during the warm-up holds nothing: its scores are not answered.
+    EXPECT_EQ(likelihood_hold(&s, 90, true, 288, false), 90);
+    EXPECT_EQ(likelihood_hold(&s, 90, true, 288, true), 90);
     // Right after: damped below the decision point.
-    EXPECT_LT(likelihood_hold(&s, 90, true), 70);
+    EXPECT_LT(likelihood_hold(&s, 90, true, 288, true), 70);
     // Not learned (a skipped point): the hold is not used up.
     const LikelihoodState before = s;
-    likelihood_hold(&s, 90, false);
+    likelihood_hold(&s, 90, false, 288, true);
     EXPECT_EQ(std::memcmp(&before, &s, sizeof(s)), 0);
-    for (int i = 0; i < 400; i++) likelihood_hold(&s, 10, true);
-    EXPECT_EQ(likelihood_hold(&s, 90, true), 90);
+    for (int i = 0; i < 400; i++) likelihood_hold(&s, 10, true, 288, true);
+    EXPECT_EQ(likelihood_hold(&s, 90, true, 288, true), 90);
+    // hold=0 (kNoHold in the query): every alarm answered in full.
+    LikelihoodState none;
+    likelihood_init(&none);
+    for (int i = 0; i < 3; i++) EXPECT_EQ(likelihood_hold(&none, 90, true, 0, true), 90);
 }
 
 TEST(StreamObserve, TheWarmUpAnswersLearningAndZero) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "core/streams/likelihood.hpp"
 
 #include <cmath>
@@ -21,9 +22,8 @@ constexpr double kTinySpread = 1e-9;
 // The peak decays by this factor a point: a burst of strangeness long ago
 // does not keep the floor of the spread raised for ever.
 constexpr double kPeakDecay = 0.9995;
-// After an alarm, new alarms in the next kQuietPoints are damped: one event
+// After an alarm, new alarms in the next hold points are damped: one event
 // is one alarm, as an operator wants it (and as NAB counts them).
-constexpr std::uint16_t kQuietPoints = 288;
 constexpr double kQuietFactor = 0.5;
 
 }  // namespace
@@ -43,11 +43,11 @@ void likelihood_init(LikelihoodState *s) noexcept {
     std::memset(s, 0, sizeof(*s));
 }
 
-double likelihood_hold(LikelihoodState *s, double score, bool learn) noexcept {
+double likelihood_hold(LikelihoodState *s, double score, bool learn, std::uint32_t hold_points, bool warm) noexcept {
     const double held = s->quiet > 0 ? score * kQuietFactor : score;
     if (learn) {
         if (s->quiet > 0) s->quiet--;
-        if (held >= 70 && kQuietPoints > 0) s->quiet = kQuietPoints;
+        if (warm && held >= 70 && hold_points > 0) s->quiet = static_cast<std::uint16_t>(std::min<std::uint32_t>(hold_points, 65535));
     }
     return held;
 }
@@ -95,7 +95,7 @@ bool likelihood_check(const LikelihoodState &s) noexcept {
     for (float w : s.window)
         if (!std::isfinite(w) || w < 0) return false;
     return std::isfinite(s.mean) && std::isfinite(s.var) && s.var >= 0 && std::isfinite(s.peak) && s.peak >= 0 &&
-           s.next < kLikelihoodWindow && s.quiet <= kQuietPoints;
+           s.next < kLikelihoodWindow && true;  // quiet: any u16 (a stream's hold is at most 65535)
 }
 
 }  // namespace anomaly

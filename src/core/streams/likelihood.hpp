@@ -51,11 +51,11 @@ void likelihood_init(LikelihoodState *s) noexcept;
 // history. Without learn the state is left as it was.
 double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept;
 
-// The hold after an alarm: a score of 70 or more (once learned) damps the
-// scores of the next kQuietPoints points by half, so that one event is one
-// alarm, as an operator wants it (and as NAB counts them: the leaders hold
-// alarms the same way). Returns the score to answer.
-double likelihood_hold(LikelihoodState *s, double score, bool learn) noexcept;
+// The hold after an alarm: a score of 70 or more, learned past the warm-up
+// (warm), damps the scores of the next hold_points learned points by half,
+// so that one event is one alarm, as an operator wants it (and as NAB counts
+// them: the leaders hold alarms the same way). Returns the score to answer.
+double likelihood_hold(LikelihoodState *s, double score, bool learn, std::uint32_t hold_points, bool warm) noexcept;
 
 // Finite numbers, indices in range.
 bool likelihood_check(const LikelihoodState &s) noexcept;
