@@ -194,6 +194,7 @@ void init_stream(void *state, const StreamParams &p, std::int64_t created_ms, st
 }
 
 StreamPoint observe(StreamHeader &h, std::int64_t timestamp, double value) noexcept {
+    value = std::fmin(std::fmax(value, -kMaxStreamValue), kMaxStreamValue);
     const bool learn = h.last_timestamp == kNoTimestamp || timestamp > h.last_timestamp;
     const Raw raw = detect(h, timestamp, value, learn);
     auto *post = reinterpret_cast<LikelihoodState *>(at(h, h.post_offset));

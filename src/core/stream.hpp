@@ -30,6 +30,9 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "stream states are litt
 constexpr std::uint8_t kStreamFormat = 1;
 constexpr std::int64_t kNoTimestamp = INT64_MIN;  // a stream that has learned nothing yet
 constexpr std::size_t kMaxStreamBytes = 4u << 20;
+// Values beyond +-1e30 are learned and scored as +-1e30: every detector's
+// sums and squares then stay finite (a forest keeps f32), whatever a client sends.
+constexpr double kMaxStreamValue = 1e30;
 
 enum class StreamStage : std::uint8_t {
     learning = 0,   // the warm-up: scored 0, never anomalous, learned

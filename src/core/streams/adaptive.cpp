@@ -1,4 +1,5 @@
 #include "core/streams/adaptive.hpp"
+#include "core/stream.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -81,7 +82,9 @@ bool adaptive_check(std::string_view bytes) noexcept {
     for (std::size_t i = 0; i < n; i++) {
         AdaptiveMoments m;
         std::memcpy(&m, bytes.data() + sizeof(AdaptiveState) - sizeof(AdaptiveMoments) + i * sizeof(m), sizeof(m));
-        if (!std::isfinite(m.mean) || !std::isfinite(m.var) || m.var < 0) return false;
+        // Learned values are within +-kMaxStreamValue: so are their moments.
+        if (!(std::fabs(m.mean) <= kMaxStreamValue) || !(m.var >= 0 && m.var <= 4 * kMaxStreamValue * kMaxStreamValue))
+            return false;
     }
     return true;
 }

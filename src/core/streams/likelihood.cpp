@@ -25,6 +25,7 @@ constexpr double kPeakDecay = 0.9995;
 // After an alarm, new alarms in the next hold points are damped: one event
 // is one alarm, as an operator wants it (and as NAB counts them).
 constexpr double kQuietFactor = 0.5;
+constexpr double kMaxRaw = 3.4e38;
 
 }  // namespace
 
@@ -53,8 +54,8 @@ double likelihood_hold(LikelihoodState *s, double score, bool learn, std::uint32
 }
 
 double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept {
-    if (!std::isfinite(raw) || raw < 0) raw = raw > 0 ? 3.4e38 : 0;
-    if (raw > 3.4e38) raw = 3.4e38;  // the window keeps f32
+    if (!std::isfinite(raw) || raw < 0) raw = raw > 0 ? kMaxRaw : 0;
+    if (raw > kMaxRaw) raw = kMaxRaw;  // the window keeps f32
 
     // The short average, with raw in the window.
     const std::uint32_t filled = s->seen < kLikelihoodWindow ? s->seen : kLikelihoodWindow;
@@ -94,8 +95,12 @@ double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept {
 bool likelihood_check(const LikelihoodState &s) noexcept {
     for (float w : s.window)
         if (!std::isfinite(w) || w < 0) return false;
-    return std::isfinite(s.mean) && std::isfinite(s.var) && s.var >= 0 && std::isfinite(s.peak) && s.peak >= 0 &&
-           s.next < kLikelihoodWindow && true;  // quiet: any u16 (a stream's hold is at most 65535)
+    // Raw scores are kept below kMaxRaw (the window is f32), so their
+    // averages, the spread of those and the peak are bounded too: a state
+    // beyond these bounds was not written by likelihood_update, and one
+    // inside them cannot overflow it. quiet: any u16 (a hold is at most 65535).
+    return std::fabs(s.mean) <= kMaxRaw && s.var >= 0 && s.var <= 4 * kMaxRaw * kMaxRaw && s.peak >= 0 &&
+           s.peak <= kMaxRaw && s.next < kLikelihoodWindow;
 }
 
 }  // namespace anomaly

@@ -1,4 +1,5 @@
 #include "core/streams/pattern.hpp"
+#include "core/stream.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -115,7 +116,8 @@ bool pattern_check(std::string_view bytes) noexcept {
     if (bytes.size() != pattern_state_bytes()) return false;
     PatternState s;
     std::memcpy(&s, bytes.data(), sizeof(s));
-    if (!std::isfinite(s.lo) || !std::isfinite(s.hi) || s.lo > s.hi || s.slots_used > kPatternSlots ||
+    if (!(std::fabs(s.lo) <= kMaxStreamValue) || !(std::fabs(s.hi) <= kMaxStreamValue) || s.lo > s.hi ||
+        s.slots_used > kPatternSlots ||
         s.next >= kPatternWindow || s.zero != 0)
         return false;
     for (float w : s.window)
