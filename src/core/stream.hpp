@@ -48,7 +48,7 @@ bool is_stream_detector(DetectorKind kind) noexcept;
 // directives). 0 means the detector's default; resolve_stream_params fills
 // them in, so a stored state always holds the numbers it runs with.
 struct StreamParams {
-    DetectorKind kind = DetectorKind::rcf;
+    DetectorKind kind = DetectorKind::pattern;
     std::uint32_t warmup = 0;   // points scored 0 (stage learning) before inference
     std::uint32_t recent = 0;   // recent points kept for /plot (0 default; kNoRecent: none)
     // rcf

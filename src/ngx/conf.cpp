@@ -126,7 +126,8 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     {
         // What is still unset takes the detector's default (0), and the
         // whole set is checked as a first observe's would be.
-        if (sp.kind == static_cast<DetectorKind>(0)) sp.kind = DetectorKind::rcf;
+        // pattern: the best of make quality, and lighter and faster than rcf.
+        if (sp.kind == static_cast<DetectorKind>(0)) sp.kind = DetectorKind::pattern;
         for (auto field : {&StreamParams::warmup, &StreamParams::recent, &StreamParams::trees, &StreamParams::sample,
                            &StreamParams::shingle, &StreamParams::hold})
             if (sp.*field == kUnsetWhole) sp.*field = 0;
