@@ -9,7 +9,7 @@ use Test::More;
 use AnomalyTest qw(make_series error_ok close_enough);
 
 # htpasswd entry for user "trainer", password "secret" ({PLAIN} scheme).
-my $t = AnomalyTest->new(workers => 2, zone_size => '1m', start => 0,
+my $t = AnomalyTest->new(workers => 2, zone_size => '2m', start => 0,
     fit_extra => "auth_basic \"training\"; auth_basic_user_file HTPASSWD; allow 127.0.0.1; deny all;");
 {
     open my $fh, '>', $t->dir . '/htpasswd' or die;
@@ -46,7 +46,7 @@ my $big = eval { JSON::PP::decode_json($res->{content}) };
 error_ok([$res->{status}, $big, $res->{content}], 413, 'body_too_large', 'oversized fit: 413 body_too_large',
          qr/client_max_body_size/);
 
-# Fill the 1m zone with single-version series until it says zone_full.
+# Fill the 2m zone with single-version series until it says zone_full.
 my ($ok, $full, $other, $json) = (0, 0, 0, undef);
 for my $i (1 .. 20000) {
     $res = $ua->post("$base/fit/fill_$i", { headers => { 'Content-Type' => 'application/json' },
@@ -85,7 +85,7 @@ is($h->{series_trained}, $ok + 1, 'after a restart, the stored series are all ba
 # A zone too small for the store: what fits is served, and fits are refused,
 # since a new version of a series left out could overwrite one on disk.
 $t->stop;
-$t->{zone_size} = '512k';
+$t->{zone_size} = '1m';
 $t->write_config;
 $t->start;
 (undef, $h) = $t->healthcheck;
@@ -101,7 +101,7 @@ error_ok([$res->{status}, $j, $res->{content}], 507, 'zone_full', 'a fit is refu
 
 # A zone that holds everything, by a reload: a new zone, loaded
 # again once the old owner has gone; fits are accepted and numbering continues.
-$t->{zone_size} = '2m';
+$t->{zone_size} = '4m';
 $t->write_config;
 $t->reload;
 (undef, $h) = $t->healthcheck;

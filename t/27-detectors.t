@@ -206,7 +206,9 @@ is($a1->{detector}, 'seasonal', 'detector seasonal');
 
     my (undef, $h) = $t->healthcheck;
     my %d = map { $_->{name} => $_ } @{$h->{detectors}};
-    is_deeply([sort keys %d], [sort qw(three_sigma robust seasonal iforest)], '/healthcheck lists the four detectors');
+    is_deeply([sort grep { $d{$_}{kind} eq 'batch' } keys %d], [sort qw(three_sigma robust seasonal iforest)],
+              '/healthcheck lists the four batch detectors');
+    is_deeply([sort grep { $d{$_}{kind} eq 'stream' } keys %d], [sort qw(adaptive pattern rcf)], 'and the stream detectors');
     is($d{iforest}{kind}, 'batch', 'their kind');
     ok($d{three_sigma}{zone_bytes_per_version} <= 256,
        "three_sigma takes $d{three_sigma}{zone_bytes_per_version} bytes of zone a version (at most 256)");
