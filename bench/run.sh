@@ -59,6 +59,10 @@ wrk_run() {
     if [ "$((bad))" != 0 ]; then note "$script $*: $bad failed requests"; fi
 }
 
+# Each observe run starts its timestamps past every earlier run's.
+observe_run=0
+next_t0() { observe_run=$((observe_run + 1)); t0=$((1700000000 + observe_run * 100000000)); }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 # ---- preparation ----
@@ -122,25 +126,32 @@ for setup in pinned auto; do
             'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_version} // "-") } @{$j->{detectors}})')
     fi
 
-    # streams: single-point observes against return 200 (10,000 streams of
-    # each stream detector, timestamps increasing so every point is learned),
-    # then 1000-point batches into one rcf stream on one connection: the
-    # points a worker core learns per second.
-    for det in adaptive rcf; do
+    # streams: single-point observes against return 200 (10,000 adaptive
+    # streams; 1,000 of pattern and of rcf, whose states are 28 KB and 172 KB;
+    # timestamps increasing so every point is learned), then 1000-point
+    # batches into one stream on one connection: the points a worker core
+    # learns per second.
+    declare -A stream_count=([adaptive]=10000 [pattern]=1000 [rcf]=1000)
+    for det in adaptive pattern rcf; do
+        n=${stream_count[$det]}
         for round in 1 2; do
-            wrk_run 100 observe.lua TARGET=baseline SERIES=10000 DETECTOR=$det PREFIX=o_${det}_
+            wrk_run 100 observe.lua TARGET=baseline SERIES=$n DETECTOR=$det PREFIX=o_${det}_
             b_rps=$rps; b_p50=$p50; b_p99=$p99
-            wrk_run 100 observe.lua SERIES=10000 DETECTOR=$det PREFIX=o_${det}_
-            row "$setup" "observe 1 point, $det, 10000 streams (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
+            next_t0
+            wrk_run 100 observe.lua SERIES=$n DETECTOR=$det PREFIX=o_${det}_ T0="$t0"
+            row "$setup" "observe 1 point, $det, $n streams (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
             row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
             observe_p99[$setup.$det]=$p99
         done
     done
-    out=$(env POINTS=1000 DETECTOR=rcf PREFIX=batch_${setup}_ $wrk_prefix wrk -t1 -c1 -d"${duration}s" --timeout 30s \
-          -s bench/wrk/observe.lua "http://127.0.0.1:$port" | grep '^RESULT')
-    b_rps=$(sed -E 's/.*rps=([^ ]+).*/\1/' <<<"$out")
-    row "$setup" "observe 1000-point batches, rcf, 1 connection" "$b_rps" "$(sed -E 's/.*p50_ms=([^ ]+).*/\1/' <<<"$out")" \
-        "$(sed -E 's/.*p99_ms=([^ ]+).*/\1/' <<<"$out")" "$(awk -v r="$b_rps" 'BEGIN { printf "%.0f points/s", r * 1000 }')"
+    for det in rcf pattern; do
+        next_t0
+        out=$(env POINTS=1000 DETECTOR=$det PREFIX=batch_${det}_ T0="$t0" $wrk_prefix wrk -t1 -c1 -d"${duration}s" --timeout 30s \
+              -s bench/wrk/observe.lua "http://127.0.0.1:$port" | grep '^RESULT')
+        b_rps=$(sed -E 's/.*rps=([^ ]+).*/\1/' <<<"$out")
+        row "$setup" "observe 1000-point batches, $det, 1 connection" "$b_rps" "$(sed -E 's/.*p50_ms=([^ ]+).*/\1/' <<<"$out")" \
+            "$(sed -E 's/.*p99_ms=([^ ]+).*/\1/' <<<"$out")" "$(awk -v r="$b_rps" 'BEGIN { printf "%.0f points/s", r * 1000 }')"
+    done
     if [ $setup = pinned ]; then
         stream_bytes=$(healthcheck | perl -MJSON::PP -e \
             'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_stream} // "-") } grep { $_->{kind} eq "stream" } @{$j->{detectors}})')
@@ -190,7 +201,8 @@ for setup in pinned auto; do
         "http://127.0.0.1:$port" > "$work/mixed-fit.txt") &
     fit_pid=$!
     sleep 1
-    wrk_run 100 observe.lua SERIES=10000 DETECTOR=rcf PREFIX=o_rcf_
+    next_t0
+    wrk_run 100 observe.lua SERIES=1000 DETECTOR=rcf PREFIX=o_rcf_ T0="$t0"
     wait $fit_pid
     mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
     row "$setup" "observe 1 point, rcf, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \

@@ -1,5 +1,6 @@
 -- Observes: one point a request into SERIES streams named <PREFIX>0..,
--- timestamps increasing per connection, so that every point is learned.
+-- timestamps increasing from T0 (each run of the bench starts past the
+-- last), so that every point is learned.
 -- POINTS=n sends n points a request into one stream per connection instead.
 -- TARGET=baseline sends the same requests to /baseline-observe.
 dofile(os.getenv("BENCH_DIR") .. "/wrk/common.lua")
@@ -17,13 +18,14 @@ function setup(thread)
     thread:set("tid", counter)
 end
 
-local t = 1700000000
+local t0 = tonumber(os.getenv("T0") or "1700000000")
+local t = t0
 local conn = 0
 
 function init(args)
     math.randomseed(os.time() * 1000 + (tid or 0))
     -- Threads start apart in time so that their points never collide.
-    t = 1700000000 + (tid or 0) * 1000000000
+    t = t0 + (tid or 0) * 10000000
 end
 
 function request()

@@ -105,11 +105,13 @@ Error set_detector_parameter(std::string_view name, std::string_view value, Dete
     return Error();
 }
 
-Error apply_fit_arguments(std::string_view args, std::string_view body_detector, DetectorParams *params) {
-    if (!body_detector.empty()) {
-        if (Error e = set_detector_parameter("detector", body_detector, params)) return e;
-    }
-    bool seen[sizeof(kNames) / sizeof(kNames[0])] = {};
+namespace {
+
+// Calls set(name, value) for each argument of the query string whose name
+// is one of names (N of them), refusing one given twice.
+template <std::size_t N, typename Set>
+Error apply_arguments(std::string_view args, const char *const (&names)[N], Set set) {
+    bool seen[N] = {};
     while (!args.empty()) {
         const std::size_t amp = args.find('&');
         const std::string_view arg = args.substr(0, amp);
@@ -117,15 +119,26 @@ Error apply_fit_arguments(std::string_view args, std::string_view body_detector,
         const std::size_t eq = arg.find('=');
         const std::string_view name = arg.substr(0, eq);
         const std::string_view value = eq == std::string_view::npos ? std::string_view() : arg.substr(eq + 1);
-        for (std::size_t i = 0; i < sizeof(kNames) / sizeof(kNames[0]); i++) {
-            if (name != kNames[i]) continue;
+        for (std::size_t i = 0; i < N; i++) {
+            if (name != names[i]) continue;
             if (seen[i])
                 return make_error(422, "invalid_parameter", std::string(name) + " is given more than once.");
             seen[i] = true;
-            if (Error e = set_detector_parameter(name, value, params)) return e;
+            if (Error e = set(name, value)) return e;
         }
     }
     return Error();
+}
+
+}  // namespace
+
+Error apply_fit_arguments(std::string_view args, std::string_view body_detector, DetectorParams *params) {
+    if (!body_detector.empty()) {
+        if (Error e = set_detector_parameter("detector", body_detector, params)) return e;
+    }
+    return apply_arguments(args, kNames, [params](std::string_view name, std::string_view value) {
+        return set_detector_parameter(name, value, params);
+    });
 }
 
 namespace {
@@ -174,23 +187,10 @@ Error set_stream_parameter(std::string_view name, std::string_view value, Stream
 }
 
 Error apply_observe_arguments(std::string_view args, StreamParams *params) {
-    bool seen[sizeof(kStreamNames) / sizeof(kStreamNames[0])] = {};
-    while (!args.empty()) {
-        const std::size_t amp = args.find('&');
-        const std::string_view arg = args.substr(0, amp);
-        args = amp == std::string_view::npos ? std::string_view() : args.substr(amp + 1);
-        const std::size_t eq = arg.find('=');
-        const std::string_view name = arg.substr(0, eq);
-        const std::string_view value = eq == std::string_view::npos ? std::string_view() : arg.substr(eq + 1);
-        for (std::size_t i = 0; i < sizeof(kStreamNames) / sizeof(kStreamNames[0]); i++) {
-            if (name != kStreamNames[i]) continue;
-            if (seen[i])
-                return make_error(422, "invalid_parameter", std::string(name) + " is given more than once.");
-            seen[i] = true;
-            if (Error e = set_stream_parameter(name, value, params)) return e;
-        }
-    }
-    return resolve_stream_params(params);
+    Error e = apply_arguments(args, kStreamNames, [params](std::string_view name, std::string_view value) {
+        return set_stream_parameter(name, value, params);
+    });
+    return e ? e : resolve_stream_params(params);
 }
 
 }  // namespace anomaly

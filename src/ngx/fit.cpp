@@ -196,24 +196,7 @@ void fit_thread(void *data, ngx_log_t *) {
     BackgroundPriority background;
     FitWork *work = static_cast<FitWork *>(data);
     try {
-        std::string body;
-        body.resize(work->length + kJsonPadding);
-        size_t at = 0;
-        for (const FitWork::Piece &piece : work->pieces) {
-            if (piece.data != nullptr) {
-                std::memcpy(&body[at], piece.data, piece.length);
-            } else {
-                size_t got = 0;
-                while (got < piece.length) {
-                    ssize_t n = pread(piece.fd, &body[at + got], piece.length - got,
-                                      piece.offset + static_cast<off_t>(got));
-                    if (n < 0 && errno == EINTR) continue;
-                    if (n <= 0) throw std::runtime_error("cannot read the request body file");
-                    got += static_cast<size_t>(n);
-                }
-            }
-            at += piece.length;
-        }
+        std::string body = gather_body(work->pieces, work->length);
         TrainingData training;
         std::string detector;
         work->error = parse_fit_body(body.data(), work->length, work->limits, &training, &detector);

@@ -132,6 +132,11 @@ struct FitWork {
     std::uint64_t points = 0;
 };
 
+// The body a pool task works on, in one buffer with kJsonPadding zeroed
+// bytes after it: copied from memory, read (pread) from nginx's temp file.
+// Throws when the file cannot be read. Called in pool threads only.
+std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t length);
+
 // ---- process state (http_common.cpp, fit.cpp) ----
 extern ngx_queue_t owner_waits;          // fits and plots waiting on the owner
 extern ngx_queue_t fits_for_threads;     // fits waiting for a thread slot

@@ -4,8 +4,11 @@
 
 #include "ngx/http.hpp"
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <stdexcept>
+#include <unistd.h>
 #include <exception>
 #include <new>
 #include <string>
@@ -425,6 +428,27 @@ ngx_int_t error_handler(ngx_http_request_t *r) noexcept {
     } catch (...) {
         return NGX_ERROR;
     }
+}
+
+std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t length) {
+    std::string body;
+    body.resize(length + kJsonPadding);
+    std::size_t at = 0;
+    for (const FitWork::Piece &piece : pieces) {
+        if (piece.data != nullptr) {
+            std::memcpy(&body[at], piece.data, piece.length);
+        } else {
+            std::size_t got = 0;
+            while (got < piece.length) {
+                ssize_t n = pread(piece.fd, &body[at + got], piece.length - got, piece.offset + static_cast<off_t>(got));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) throw std::runtime_error("cannot read the request body file");
+                got += static_cast<std::size_t>(n);
+            }
+        }
+        at += piece.length;
+    }
+    return body;
 }
 
 }  // namespace anomaly

@@ -146,24 +146,7 @@ void observe_thread(void *data, ngx_log_t *) {
     ObserveWork *work = static_cast<ObserveWork *>(data);
     try {
         if (!work->parsed) {
-            std::string body;
-            body.resize(work->length + kJsonPadding);
-            std::size_t at = 0;
-            for (const FitWork::Piece &piece : work->pieces) {
-                if (piece.data != nullptr) {
-                    std::memcpy(&body[at], piece.data, piece.length);
-                } else {
-                    std::size_t got = 0;
-                    while (got < piece.length) {
-                        ssize_t n = pread(piece.fd, &body[at + got], piece.length - got,
-                                          piece.offset + static_cast<off_t>(got));
-                        if (n < 0 && errno == EINTR) continue;
-                        if (n <= 0) throw std::runtime_error("cannot read the request body file");
-                        got += static_cast<std::size_t>(n);
-                    }
-                }
-                at += piece.length;
-            }
+            std::string body = gather_body(work->pieces, work->length);
             work->error = parse_observe_body(body.data(), work->length, work->max_points, &work->input);
             if (work->error) return;
         }
