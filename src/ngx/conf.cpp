@@ -134,11 +134,17 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
         if (sp.decay == kUnsetShare) sp.decay = 0;
         if (sp.alpha == kUnsetShare) sp.alpha = 0;
         if (sp.hourly == 0xff) sp.hourly = 0;
-        StreamParams check = sp;
-        Error e = resolve_stream_params(&check);
-        if (e) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "the stream directives: %s", e.detail.c_str());
-            return static_cast<char *>(NGX_CONF_ERROR);
+        // Each detector's parameters are checked as a first observe with
+        // ?detector=<it> would check them: a location whose default is
+        // pattern may still create rcf streams.
+        for (DetectorKind kind : {sp.kind, DetectorKind::rcf, DetectorKind::adaptive, DetectorKind::pattern}) {
+            StreamParams check = sp;
+            check.kind = kind;
+            Error e = resolve_stream_params(&check);
+            if (e) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "the stream directives: %s", e.detail.c_str());
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
         }
     }
     if (conf->min_points > conf->max_points) {

@@ -167,9 +167,10 @@ TEST(Likelihood, AnAlarmIsHeldSoThatOneEventIsOneAlarm) {
     EXPECT_EQ(likelihood_hold(&s, 90, true, 288, true), 90);
     // Right after: damped below the decision point.
     EXPECT_LT(likelihood_hold(&s, 90, true, 288, true), 70);
-    // Not learned (a skipped point): the hold is not used up.
+    // Not learned (a skipped point, a retry): answered in full, and the
+    // hold is not used up.
     const LikelihoodState before = s;
-    likelihood_hold(&s, 90, false, 288, true);
+    EXPECT_EQ(likelihood_hold(&s, 90, false, 288, true), 90);
     EXPECT_EQ(std::memcmp(&before, &s, sizeof(s)), 0);
     for (int i = 0; i < 400; i++) likelihood_hold(&s, 10, true, 288, true);
     EXPECT_EQ(likelihood_hold(&s, 90, true, 288, true), 90);

@@ -45,7 +45,9 @@ void likelihood_init(LikelihoodState *s) noexcept {
 }
 
 double likelihood_hold(LikelihoodState *s, double score, bool learn, std::uint32_t hold_points, bool warm) noexcept {
-    const double held = s->quiet > 0 ? score * kQuietFactor : score;
+    // A skipped point (a retry) is answered in full: the hold damps new
+    // alarms, not the repetition of the one that started it.
+    const double held = s->quiet > 0 && learn ? score * kQuietFactor : score;
     if (learn) {
         if (s->quiet > 0) s->quiet--;
         if (warm && held >= 70 && hold_points > 0) s->quiet = static_cast<std::uint16_t>(std::min<std::uint32_t>(hold_points, 65535));
