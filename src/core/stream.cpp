@@ -26,7 +26,7 @@ constexpr std::uint32_t kDefaultHold = 288;
 
 constexpr std::size_t kPostOffset = sizeof(StreamHeader);
 // pattern scores two things (shapes and the hourly band), each with its own
-// likelihood; the others one.
+// likelihood, combined as independent evidence; the others one.
 std::size_t likelihoods_of(DetectorKind kind) { return kind == DetectorKind::pattern ? 2 : 1; }
 std::size_t detector_offset_of(DetectorKind kind) { return kPostOffset + likelihoods_of(kind) * sizeof(LikelihoodState); }
 constexpr std::size_t kDetectorOffset = kPostOffset + sizeof(LikelihoodState);
@@ -199,7 +199,7 @@ StreamPoint observe(StreamHeader &h, std::int64_t timestamp, double value) noexc
     const Raw raw = detect(h, timestamp, value, learn);
     auto *post = reinterpret_cast<LikelihoodState *>(at(h, h.post_offset));
     double score = likelihood_update(post, raw.score, learn);
-    if (likelihoods_of(h.kind) == 2) score = std::fmax(score, likelihood_update(post + 1, raw.second, learn));
+    if (likelihoods_of(h.kind) == 2) score = likelihood_combine(score, likelihood_update(post + 1, raw.second, learn));
     score = likelihood_hold(post, score, learn, h.hold, h.points_processed >= h.warmup);
 
     StreamPoint out;

@@ -180,6 +180,23 @@ TEST(Likelihood, AnAlarmIsHeldSoThatOneEventIsOneAlarm) {
     for (int i = 0; i < 3; i++) EXPECT_EQ(likelihood_hold(&none, 90, true, 0, true), 90);
 }
 
+TEST(Likelihood, TwoPiecesOfEvidenceCombineAsIndependent) {
+    EXPECT_EQ(likelihood_combine(0, 0), 0);
+    // Either alone answers as itself.
+    EXPECT_NEAR(likelihood_combine(70, 0), 70, 1e-9);
+    EXPECT_NEAR(likelihood_combine(0, 42), 42, 1e-9);
+    // Two middling pieces of evidence make a strong one: r = 1/2 each
+    // (about 37) adds up to r = 1, that is 70.
+    const double half = sigma_anomaly_score(0.5);
+    EXPECT_NEAR(likelihood_combine(half, half), 70, 1e-9);
+    EXPECT_GT(likelihood_combine(half, half), std::fmax(half, half));
+    // Symmetric, monotone, and bounded.
+    EXPECT_EQ(likelihood_combine(30, 60), likelihood_combine(60, 30));
+    EXPECT_LT(likelihood_combine(30, 60), likelihood_combine(31, 60));
+    EXPECT_LE(likelihood_combine(100, 100), 100);
+    EXPECT_GE(likelihood_combine(100, 0), 99.99);
+}
+
 TEST(StreamObserve, TheWarmUpAnswersLearningAndZero) {
     for (DetectorKind kind : kinds()) {
         StreamParams p = params_of(kind);

@@ -44,6 +44,21 @@ void likelihood_init(LikelihoodState *s) noexcept {
     std::memset(s, 0, sizeof(*s));
 }
 
+namespace {
+
+// r of an anomaly_score, the inverse of sigma_anomaly_score.
+double r_of(double score) {
+    if (!(score > 0)) return 0;
+    if (!(score < 100)) return 1e6;
+    return std::sqrt(3.0 / 7.0 * score / (100 - score));
+}
+
+}  // namespace
+
+double likelihood_combine(double a, double b) noexcept {
+    return sigma_anomaly_score(r_of(a) + r_of(b));
+}
+
 double likelihood_hold(LikelihoodState *s, double score, bool learn, std::uint32_t hold_points, bool warm) noexcept {
     // A skipped point (a retry) is answered in full: the hold damps new
     // alarms, not the repetition of the one that started it.

@@ -51,6 +51,11 @@ void likelihood_init(LikelihoodState *s) noexcept;
 // history. Without learn the state is left as it was.
 double likelihood_update(LikelihoodState *s, double raw, bool learn) noexcept;
 
+// The anomaly_score of two independent pieces of evidence, given as their
+// anomaly_scores: their tail probabilities multiply, so their r add. Two
+// scores of 0 make 0; either approaching 100 makes about 100.
+double likelihood_combine(double a, double b) noexcept;
+
 // The hold after an alarm: a score of 70 or more, learned past the warm-up
 // (warm), damps the scores of the next hold_points learned points by half,
 // so that one event is one alarm, as an operator wants it (and as NAB counts

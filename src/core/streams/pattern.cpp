@@ -10,8 +10,8 @@ namespace anomaly {
 
 namespace {
 
-// A shape this close to a prototype (the largest difference of a value, as
-// a share of the range) is that prototype seen again.
+// A shape this close to a prototype (the distance, as a share of the range)
+// is that prototype seen again. (0.02 to 0.08 score the same.)
 constexpr double kPatternVigilance = 0.05;
 // A prototype averages at most this many matches: it follows drift.
 constexpr std::uint32_t kPatternMaxMatches = 64;
@@ -24,12 +24,17 @@ PatternSlot *slots_of(void *state) {
     return reinterpret_cast<PatternSlot *>(static_cast<unsigned char *>(state) + sizeof(PatternState));
 }
 
-// The distance of a shape from a prototype, in the values' units: the
-// largest difference of one value.
+// The distance of a shape from a prototype, in the values' units: the root
+// mean square of the differences of its values. (The largest difference of
+// one value scored 63.7 on NAB's development files, this 65.7: a shape
+// differing a little everywhere is as novel as one differing at one point.)
 double distance(const float *shape, const PatternSlot &slot) {
     double d = 0;
-    for (std::uint32_t i = 0; i < kPatternWindow; i++) d = std::fmax(d, std::fabs(double{shape[i]} - slot.shape[i]));
-    return d;
+    for (std::uint32_t i = 0; i < kPatternWindow; i++) {
+        const double e = double{shape[i]} - slot.shape[i];
+        d += e * e;
+    }
+    return std::sqrt(d / kPatternWindow);
 }
 
 PatternResult shape_update(void *state, double value, bool learn) {

@@ -1,7 +1,8 @@
 // pattern: a bounded memory of the shapes the series has taken. The last
 // kPatternWindow values make the point's shape; the memory holds up to
 // kPatternSlots remembered shapes (prototypes). The raw score is how far the
-// newest shape is from the nearest remembered one, as a share of the range
+// newest shape is from the nearest remembered one (the root mean square of
+// the differences of its values), as a share of the range
 // of values seen so far: a shape the series has made before scores about 0,
 // a new one (a spike, a level never seen, a rhythm broken) scores high.
 //
@@ -20,9 +21,12 @@
 // kPatternBandAlpha) judges the value against its hour of the day: a shape
 // the series makes every day is still anomalous at the wrong time of day.
 // The two raw scores (shape, band) each have their own likelihood
-// (likelihood.hpp); the anomaly_score is the larger, with one alarm hold.
-// On NAB's development files the shapes alone scored 50.3, the band alone
-// (adaptive hourly) 55.8, both 63.7.
+// (likelihood.hpp), taken as independent evidence: their tail probabilities
+// multiply (likelihood_combine), with one alarm hold.
+// On NAB's development files (standard profile) the shapes alone scored
+// 50.3, the band alone (adaptive hourly) 55.8; both, the larger of the two
+// likelihoods answering, 63.7; with the root mean square distance 65.7, and
+// combined as evidence 69.0.
 //
 // Expected value: the newest value of the nearest prototype (the band's
 // mean before there is one).
