@@ -243,6 +243,8 @@ bool check_stream(std::string_view bytes) noexcept {
     if (h.recent_capacity == 0 ? h.recent_next != 0 : h.recent_next >= h.recent_capacity) return false;
     if (h.warmup < 1 || h.warmup > kMaxWarmup) return false;
     if ((h.points_processed == 0) != (h.last_timestamp == kNoTimestamp)) return false;
+    // Observed timestamps are Unix seconds from 0 to the year 9999.
+    if (h.last_timestamp != kNoTimestamp && (h.last_timestamp < 0 || h.last_timestamp > kMaxTimestamp)) return false;
 
     for (std::size_t i = 0; i < likelihoods_of(h.kind); i++) {
         LikelihoodState post;

@@ -21,7 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     const std::string_view bytes(reinterpret_cast<const char *>(buf.data()), size);
     if (!check_stream(bytes)) return 0;
     auto &h = *reinterpret_cast<StreamHeader *>(buf.data());
-    const std::int64_t t0 = h.last_timestamp == kNoTimestamp ? 0 : h.last_timestamp;
+    // Timestamps as a parsed body gives them (0 to kMaxTimestamp), moving on
+    // from the state's last one.
+    const std::int64_t last = h.last_timestamp == kNoTimestamp ? 0 : h.last_timestamp;
+    const std::int64_t t0 = last < 0 || last > kMaxTimestamp - 16 ? 0 : last;
     for (int i = 1; i <= 16; i++) {
         const StreamPoint p = observe(h, t0 + i, i % 5 == 0 ? 1e6 : static_cast<double>(i % 3));
         if (!(p.anomaly_score >= 0 && p.anomaly_score <= 100)) __builtin_trap();
