@@ -242,20 +242,8 @@ void fit_body_read(ngx_http_request_t *r) noexcept {
         }
         LocConf *lcf = loc_conf(r);
         work = new FitWork();
-        for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) {
-            ngx_buf_t *b = cl->buf;
-            FitWork::Piece piece{};
-            if (b->in_file) {
-                piece.fd = b->file->fd;
-                piece.offset = b->file_pos;
-                piece.length = static_cast<size_t>(b->file_last - b->file_pos);
-            } else {
-                piece.data = b->pos;
-                piece.length = static_cast<size_t>(b->last - b->pos);
-            }
-            work->length += piece.length;
-            work->pieces.push_back(piece);
-        }
+        bool in_file = false;
+        work->length = body_pieces(rb, &work->pieces, &in_file);
         // A body sent without a length (chunked) is counted once it is read.
         if (ctx->budget == 0 && !take_budget(r, ctx, work->length)) {
             delete work;

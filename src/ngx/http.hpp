@@ -136,6 +136,10 @@ struct FitWork {
 // bytes after it: copied from memory, read (pread) from nginx's temp file.
 // Throws when the file cannot be read. Called in pool threads only.
 std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t length);
+// Where the request body nginx read lies: a piece per buffer, in memory or
+// in its temp file. Returns the total length; *in_file says whether any
+// piece is in the file.
+std::size_t body_pieces(const ngx_http_request_body_t *rb, std::vector<FitWork::Piece> *pieces, bool *in_file);
 
 // ---- process state (http_common.cpp, fit.cpp) ----
 extern ngx_queue_t owner_waits;          // fits and plots waiting on the owner

@@ -430,6 +430,27 @@ ngx_int_t error_handler(ngx_http_request_t *r) noexcept {
     }
 }
 
+std::size_t body_pieces(const ngx_http_request_body_t *rb, std::vector<FitWork::Piece> *pieces, bool *in_file) {
+    std::size_t length = 0;
+    *in_file = false;
+    for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) {
+        const ngx_buf_t *b = cl->buf;
+        FitWork::Piece piece{};
+        if (b->in_file) {
+            *in_file = true;
+            piece.fd = b->file->fd;
+            piece.offset = b->file_pos;
+            piece.length = static_cast<std::size_t>(b->file_last - b->file_pos);
+        } else {
+            piece.data = b->pos;
+            piece.length = static_cast<std::size_t>(b->last - b->pos);
+        }
+        length += piece.length;
+        pieces->push_back(piece);
+    }
+    return length;
+}
+
 std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t length) {
     std::string body;
     body.resize(length + kJsonPadding);

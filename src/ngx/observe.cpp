@@ -276,23 +276,8 @@ ngx_int_t observe_answer(ngx_http_request_t *r, RequestCtx *ctx, bool *pending) 
     if (Error e = request_params(r, &params, &detector_asked)) return send_error(r, e);
 
     auto work = std::make_unique<ObserveWork>();
-    std::size_t length = 0;
     bool in_file = false;
-    for (ngx_chain_t *cl = rb->bufs; cl; cl = cl->next) {
-        ngx_buf_t *b = cl->buf;
-        FitWork::Piece piece{};
-        if (b->in_file) {
-            in_file = true;
-            piece.fd = b->file->fd;
-            piece.offset = b->file_pos;
-            piece.length = static_cast<std::size_t>(b->file_last - b->file_pos);
-        } else {
-            piece.data = b->pos;
-            piece.length = static_cast<std::size_t>(b->last - b->pos);
-        }
-        length += piece.length;
-        work->pieces.push_back(piece);
-    }
+    const std::size_t length = body_pieces(rb, &work->pieces, &in_file);
     work->length = length;
     work->series.assign(id_of(ctx));
     work->params = params;
