@@ -375,6 +375,39 @@ TEST(Rcf, CheckRejectsAnUpdateLeftHalfway) {
     }
 }
 
+TEST(Rcf, CheckRejectsALeafNamingAnOlderCopyThanItsPoints) {
+    // Equal points share a leaf that names the newest copy's slot: were it
+    // an older one, a sweep could evict that copy while the leaf still
+    // named its slot, and the ring would overwrite the leaf's values.
+    State s(rcf::Params{1, 16, 1, 0.05}, 3);
+    for (int i = 0; i < 200; i++) s.feed(i % 4);
+    ASSERT_TRUE(s.ok());
+    const TreeAt t = first_tree(s);
+    const auto h = read_at<rcf::ForestHeader>(s, 0);
+    const auto entries = read_at<std::uint16_t>(s, t.header + offsetof(rcf::TreeHeader, entries));
+    const std::uint32_t mask = h.ring - 1, newest = static_cast<std::uint32_t>(h.values - 1) & mask;
+    bool tried = false;
+    for (std::uint32_t i = 0; i < h.sample && !tried; i++) {
+        const auto leaf = read_at<rcf::Leaf>(s, t.leaf + i * sizeof(rcf::Leaf));
+        if (leaf.mass < 2) continue;
+        const float value = read_at<float>(s, h.ring_at + 4 * leaf.slot);
+        // The oldest of the leaf's copies (shingle 1: a point is one value).
+        std::uint32_t oldest = leaf.slot;
+        for (std::uint32_t e = 0; e < entries; e++) {
+            const auto entry = read_at<rcf::Entry>(s, t.entry + e * sizeof(rcf::Entry));
+            if (read_at<float>(s, h.ring_at + 4 * entry.slot) == value &&
+                ((newest - entry.slot) & mask) > ((newest - oldest) & mask))
+                oldest = entry.slot;
+        }
+        ASSERT_NE(oldest, leaf.slot);
+        State d = s;
+        write_at<rcf::Leaf>(d, t.leaf + i * sizeof(rcf::Leaf), rcf::Leaf{static_cast<std::uint16_t>(oldest), leaf.mass});
+        EXPECT_FALSE(d.ok());
+        tried = true;
+    }
+    EXPECT_TRUE(tried) << "no leaf with two copies";
+}
+
 TEST(Rcf, CheckRejectsTruncatedFlippedAndRandomBytes) {
     const State s = used_forest();
     ASSERT_TRUE(s.ok());

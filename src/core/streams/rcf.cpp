@@ -769,6 +769,11 @@ bool check(const void *state, std::size_t bytes) noexcept {
         // The sample: a max-heap of finite keys, each point reaching a leaf
         // that holds its values, as many as the leaf's mass.
         std::uint16_t reached[kMaxSample] = {};
+        // The youngest age of a point reaching each leaf. A leaf's slot is
+        // no older than that (insert names the newest copy; an evicted one
+        // may stay named), so its values outlive every copy in the ring.
+        std::uint32_t youngest[kMaxSample];
+        std::fill(youngest, youngest + s, ~0u);
         for (std::uint32_t i = 0; i < th.entries; i++) {
             const Entry &e = t.entry[i];
             if (!(e.key >= 0 && e.key <= kMaxKey) || e.reserved != 0 || !slot_ok(e.slot)) return false;
@@ -783,9 +788,12 @@ bool check(const void *state, std::size_t bytes) noexcept {
             point(t.leaf[c & ~kLeaf].slot, q);
             if (!equal(x, q, d)) return false;
             reached[c & ~kLeaf]++;
+            youngest[c & ~kLeaf] = std::min(youngest[c & ~kLeaf], (newest - e.slot) & mask);
         }
         for (std::uint32_t i = 0; i < s; i++)
-            if (seen_leaf[i] && t.leaf[i].mass > 0 && reached[i] != t.leaf[i].mass) return false;
+            if (seen_leaf[i] && t.leaf[i].mass > 0 &&
+                (reached[i] != t.leaf[i].mass || ((newest - t.leaf[i].slot) & mask) > youngest[i]))
+                return false;
     }
     return true;
 }
