@@ -10,6 +10,7 @@
 #include "core/render.hpp"
 #include "core/request.hpp"
 #include "core/stream.hpp"
+#include "support.hpp"
 
 using namespace anomaly;
 
@@ -127,13 +128,7 @@ TEST(StreamParameters, QueryAndErrors) {
 }
 
 TEST(Checkpoint, RoundTripAndDamage) {
-    StreamParams p;
-    p.kind = DetectorKind::adaptive;
-    ASSERT_FALSE(resolve_stream_params(&p));
-    std::string state(stream_state_bytes(p), '\0');
-    init_stream(&state[0], p, 1700000000000, 1);
-    auto &h = *reinterpret_cast<StreamHeader *>(&state[0]);
-    for (int i = 0; i < 50; i++) observe(h, 1000 + i, 5 + i % 4);
+    const std::string state = anomaly_test::adaptive_stream(50, 1);
     const std::string record = encode_checkpoint(state, 123456);
     std::string back;
     std::int64_t ms = 0;

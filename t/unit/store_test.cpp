@@ -389,22 +389,6 @@ TEST(Spool, OldLayoutIsRead) {
     EXPECT_FALSE(read_spool(path, &m, &envelope, &data, &error)) << "damaged training data";
 }
 
-namespace {
-
-// A small adaptive stream that has learned n points.
-std::string stream_state(int n) {
-    StreamParams p;
-    p.kind = DetectorKind::adaptive;
-    EXPECT_FALSE(resolve_stream_params(&p));
-    std::string state(stream_state_bytes(p), '\0');
-    init_stream(&state[0], p, 1700000000000, 7);
-    auto &h = *reinterpret_cast<StreamHeader *>(&state[0]);
-    for (int i = 0; i < n; i++) observe(h, 1700000000 + 60 * i, 10 + i % 3);
-    return state;
-}
-
-}  // namespace
-
 // Checkpoints replace the previous one of each stream, come back whole, and
 // a damaged one is skipped without hiding the others.
 TEST(Store, StreamCheckpoints) {
@@ -413,8 +397,8 @@ TEST(Store, StreamCheckpoints) {
     {
         std::unique_ptr<Store> store;
         ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
-        ASSERT_TRUE(store->write_checkpoints({{"a", stream_state(5), 1000}, {"b", stream_state(9), 1000}}, &error));
-        ASSERT_TRUE(store->write_checkpoints({{"a", stream_state(12), 2000}}, &error));
+        ASSERT_TRUE(store->write_checkpoints({{"a", anomaly_test::adaptive_stream(5), 1000}, {"b", anomaly_test::adaptive_stream(9), 1000}}, &error));
+        ASSERT_TRUE(store->write_checkpoints({{"a", anomaly_test::adaptive_stream(12), 2000}}, &error));
     }
     {  // a record that does not decode, as a torn or foreign write would leave
         leveldb::DB *db = nullptr;
@@ -441,7 +425,7 @@ TEST(Store, StreamCheckpoints) {
     std::string state;
     std::int64_t ms = 0;
     EXPECT_TRUE(store->read_checkpoint("b", &state, &ms, &error));
-    EXPECT_EQ(state, stream_state(9));
+    EXPECT_EQ(state, anomaly_test::adaptive_stream(9));
     EXPECT_FALSE(store->read_checkpoint("nope", &state, &ms, &error));
     EXPECT_TRUE(error.empty());
     EXPECT_FALSE(store->read_checkpoint("c", &state, &ms, &error));

@@ -10,6 +10,7 @@
 #include "core/detector.hpp"
 #include "core/model.hpp"
 #include "core/request.hpp"
+#include "core/stream.hpp"
 
 namespace anomaly_test {
 
@@ -56,6 +57,19 @@ inline anomaly::Model three_sigma_model_of(const std::string &image) {
     std::memcpy(&m.mean, image.data() + sizeof(anomaly::ModelHeader), 8);
     std::memcpy(&m.std, image.data() + sizeof(anomaly::ModelHeader) + 8, 8);
     return m;
+}
+
+// The bytes of an adaptive stream (default parameters) that has learned n
+// points, one a minute: what a checkpoint holds.
+inline std::string adaptive_stream(int n, std::uint64_t seed = 7) {
+    anomaly::StreamParams p;
+    p.kind = anomaly::DetectorKind::adaptive;
+    if (anomaly::resolve_stream_params(&p)) std::abort();
+    std::string state(anomaly::stream_state_bytes(p), '\0');
+    anomaly::init_stream(&state[0], p, 1700000000000, seed);
+    auto &h = *reinterpret_cast<anomaly::StreamHeader *>(&state[0]);
+    for (int i = 0; i < n; i++) anomaly::observe(h, 1700000000 + 60 * i, 10 + i % 3);
+    return state;
 }
 
 // A fresh directory under /tmp, left behind for inspection.
