@@ -2,6 +2,8 @@
 # make bench: measures predict and observe against nginx's own `return 200`,
 # fits of 10 to 1M points, fits per second, observe batches, and predict and
 # observe latency under concurrent large fits, in two setups. Prints a markdown table and writes RESULTS.md.
+# BENCH_PARTS=a,b runs only those parts (predict, iforest, observe, fit, mixed,
+# score, alerts) and writes the table to build/bench/RESULTS-parts.md instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -15,6 +17,8 @@ port=${BENCH_PORT:-18090}
 mkdir -p "$work"
 
 note() { echo "bench: $*" >&2; }
+parts=${BENCH_PARTS:-all}
+part() { [ "$parts" = all ] || [[ ",$parts," == *",$1,"* ]]; }
 
 healthcheck() { curl -sf "http://127.0.0.1:$port/healthcheck"; }
 field() { perl -MJSON::PP -e 'my $j = decode_json(<STDIN>); my $v = $j; $v = $v->{$_} for split /\./, $ARGV[0]; print $v' "$1"; }
@@ -98,121 +102,141 @@ for setup in pinned auto; do
         bytes_per_version=$(( (free_empty - $(healthcheck | field zone.bytes_free)) / versions ))
     fi
 
-    # predict against return 200, alternating, at 1, 10k and 1M series
-    for series in 1 10000 "$series_max"; do
-        for round in 1 2; do
-            wrk_run 100 predict.lua TARGET=baseline SERIES="$series"
-            b_rps=$rps; b_p50=$p50; b_p99=$p99
-            wrk_run 100 predict.lua SERIES="$series"
-            row "$setup" "predict, $series series (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
-            row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
-            predict_p99[$setup.$series]=$p99
+    if part predict; then
+        # predict against return 200, alternating, at 1, 10k and 1M series
+        for series in 1 10000 "$series_max"; do
+            for round in 1 2; do
+                wrk_run 100 predict.lua TARGET=baseline SERIES="$series"
+                b_rps=$rps; b_p50=$p50; b_p99=$p99
+                wrk_run 100 predict.lua SERIES="$series"
+                row "$setup" "predict, $series series (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
+                row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
+                predict_p99[$setup.$series]=$p99
+            done
         done
-    done
-
-    # predict with an Isolation Forest version (100 trees, 256 points a
-    # tree) of a 1000-point series, against return 200, alternating
-    curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
-        "http://127.0.0.1:$port/fit/forest?detector=iforest" || { note "iforest fit failed"; exit 1; }
-    for round in 1 2; do
-        wrk_run 100 predict.lua TARGET=baseline ID=forest
-        b_rps=$rps; b_p50=$p50; b_p99=$p99
-        wrk_run 100 predict.lua ID=forest
-        row "$setup" "predict, iforest version, 100 trees (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
-        row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
-    done
-    if [ $setup = pinned ]; then
-        forest_bytes=$(curl -sf "http://127.0.0.1:$port/healthcheck" | perl -MJSON::PP -e \
-            'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_version} // "-") } @{$j->{detectors}})')
     fi
 
-    # streams: single-point observes against return 200 (10,000 adaptive
-    # streams; 1,000 of pattern and of rcf, whose states are 28 KB and 172 KB;
-    # timestamps increasing so every point is learned), then 1000-point
-    # batches into one stream on one connection: the points a worker core
-    # learns per second.
-    declare -A stream_count=([adaptive]=10000 [pattern]=1000 [rcf]=1000)
-    for det in adaptive pattern rcf; do
-        n=${stream_count[$det]}
+    if part iforest; then
+        # predict with an Isolation Forest version (100 trees, 256 points a
+        # tree) of a 1000-point series, against return 200, alternating
+        curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
+            "http://127.0.0.1:$port/fit/forest?detector=iforest" || { note "iforest fit failed"; exit 1; }
         for round in 1 2; do
-            wrk_run 100 observe.lua TARGET=baseline SERIES=$n DETECTOR=$det PREFIX=o_${det}_
+            wrk_run 100 predict.lua TARGET=baseline ID=forest
             b_rps=$rps; b_p50=$p50; b_p99=$p99
+            wrk_run 100 predict.lua ID=forest
+            row "$setup" "predict, iforest version, 100 trees (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
+            row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
+        done
+        if [ $setup = pinned ]; then
+            forest_bytes=$(curl -sf "http://127.0.0.1:$port/healthcheck" | perl -MJSON::PP -e \
+                'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_version} // "-") } @{$j->{detectors}})')
+        fi
+    fi
+
+    if part observe; then
+        # streams: single-point observes against return 200 (10,000 adaptive
+        # streams; 1,000 of pattern and of rcf, whose states are 28 KB and 172 KB;
+        # timestamps increasing so every point is learned), then 1000-point
+        # batches into one stream on one connection: the points a worker core
+        # learns per second.
+        declare -A stream_count=([adaptive]=10000 [pattern]=1000 [rcf]=1000)
+        for det in adaptive pattern rcf; do
+            n=${stream_count[$det]}
+            for round in 1 2; do
+                wrk_run 100 observe.lua TARGET=baseline SERIES=$n DETECTOR=$det PREFIX=o_${det}_
+                b_rps=$rps; b_p50=$p50; b_p99=$p99
+                next_t0
+                wrk_run 100 observe.lua SERIES=$n DETECTOR=$det PREFIX=o_${det}_ T0="$t0"
+                row "$setup" "observe 1 point, $det, $n streams (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
+                row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
+                observe_p99[$setup.$det]=$p99
+            done
+        done
+        for det in rcf pattern; do
             next_t0
-            wrk_run 100 observe.lua SERIES=$n DETECTOR=$det PREFIX=o_${det}_ T0="$t0"
-            row "$setup" "observe 1 point, $det, $n streams (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$b_rps")"
-            row "$setup" "return 200, same requests (round $round)" "$b_rps" "$b_p50" "$b_p99" "1.00"
-            observe_p99[$setup.$det]=$p99
+            out=$(env POINTS=1000 DETECTOR=$det PREFIX=batch_${det}_ T0="$t0" $wrk_prefix wrk -t1 -c1 -d"${duration}s" --timeout 30s \
+                  -s bench/wrk/observe.lua "http://127.0.0.1:$port" | grep '^RESULT')
+            b_rps=$(sed -E 's/.*rps=([^ ]+).*/\1/' <<<"$out")
+            row "$setup" "observe 1000-point batches, $det, 1 connection" "$b_rps" "$(sed -E 's/.*p50_ms=([^ ]+).*/\1/' <<<"$out")" \
+                "$(sed -E 's/.*p99_ms=([^ ]+).*/\1/' <<<"$out")" "$(awk -v r="$b_rps" 'BEGIN { printf "%.0f points/s", r * 1000 }')"
         done
-    done
-    for det in rcf pattern; do
-        next_t0
-        out=$(env POINTS=1000 DETECTOR=$det PREFIX=batch_${det}_ T0="$t0" $wrk_prefix wrk -t1 -c1 -d"${duration}s" --timeout 30s \
-              -s bench/wrk/observe.lua "http://127.0.0.1:$port" | grep '^RESULT')
-        b_rps=$(sed -E 's/.*rps=([^ ]+).*/\1/' <<<"$out")
-        row "$setup" "observe 1000-point batches, $det, 1 connection" "$b_rps" "$(sed -E 's/.*p50_ms=([^ ]+).*/\1/' <<<"$out")" \
-            "$(sed -E 's/.*p99_ms=([^ ]+).*/\1/' <<<"$out")" "$(awk -v r="$b_rps" 'BEGIN { printf "%.0f points/s", r * 1000 }')"
-    done
-    if [ $setup = pinned ]; then
-        stream_bytes=$(healthcheck | perl -MJSON::PP -e \
-            'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_stream} // "-") } grep { $_->{kind} eq "stream" } @{$j->{detectors}})')
+        if [ $setup = pinned ]; then
+            stream_bytes=$(healthcheck | perl -MJSON::PP -e \
+                'my $j = decode_json(<STDIN>); print join(", ", map { "$_->{name} " . ($_->{zone_bytes_per_stream} // "-") } grep { $_->{kind} eq "stream" } @{$j->{detectors}})')
+        fi
     fi
 
-    # single fits: client time and server-side training latency, after one
-    # untimed fit of the same size (a worker's first large fit also grows its
-    # heap and its parser; that first time is reported on its own row)
-    for n in 10 1000 100000 1000000; do
-        first_ms=$(curl -s -o /dev/null -w '%{time_total}' -H 'Content-Type: application/json' \
-            --data-binary "@$work/body-$n.json" "http://127.0.0.1:$port/fit/bench_size_$n" |
-            awk '{ printf "%.3f", $1 * 1000 }')
-        if [ "$n" = 1000000 ]; then row "$setup" "fit $n points, the first in this nginx (client ms)" "-" "$first_ms" "-" "-"; fi
-        before_count=$(healthcheck | field training_latency_ms.count)
-        before_avg=$(healthcheck | field training_latency_ms.avg)
-        total=0
-        for rep in 1 2 3; do
-            t=$(curl -s -o /dev/null -w '%{time_total}' -H 'Content-Type: application/json' \
-                --data-binary "@$work/body-$n.json" "http://127.0.0.1:$port/fit/bench_size_$n")
-            total=$(awk -v a="$total" -v b="$t" 'BEGIN{print a + b}')
+    if part fit; then
+        # single fits: client time and server-side training latency, after one
+        # untimed fit of the same size (a worker's first large fit also grows its
+        # heap and its parser; that first time is reported on its own row)
+        for n in 10 1000 100000 1000000; do
+            first_ms=$(curl -s -o /dev/null -w '%{time_total}' -H 'Content-Type: application/json' \
+                --data-binary "@$work/body-$n.json" "http://127.0.0.1:$port/fit/bench_size_$n" |
+                awk '{ printf "%.3f", $1 * 1000 }')
+            if [ "$n" = 1000000 ]; then row "$setup" "fit $n points, the first in this nginx (client ms)" "-" "$first_ms" "-" "-"; fi
+            before_count=$(healthcheck | field training_latency_ms.count)
+            before_avg=$(healthcheck | field training_latency_ms.avg)
+            total=0
+            for rep in 1 2 3; do
+                t=$(curl -s -o /dev/null -w '%{time_total}' -H 'Content-Type: application/json' \
+                    --data-binary "@$work/body-$n.json" "http://127.0.0.1:$port/fit/bench_size_$n")
+                total=$(awk -v a="$total" -v b="$t" 'BEGIN{print a + b}')
+            done
+            after_count=$(healthcheck | field training_latency_ms.count)
+            after_avg=$(healthcheck | field training_latency_ms.avg)
+            server_ms=$(awk -v c1="$before_count" -v a1="$before_avg" -v c2="$after_count" -v a2="$after_avg" \
+                'BEGIN { printf "%.3f", (a2 * c2 - a1 * c1) / (c2 - c1) }')
+            client_ms=$(awk -v t="$total" 'BEGIN { printf "%.3f", t / 3 * 1000 }')
+            row "$setup" "fit $n points (client ms / server ms)" "-" "$client_ms" "$server_ms" "-"
+            if [ "$n" = 1000000 ]; then fit_1m_server[$setup]=$server_ms; fit_1m_client[$setup]=$client_ms; fi
         done
-        after_count=$(healthcheck | field training_latency_ms.count)
-        after_avg=$(healthcheck | field training_latency_ms.avg)
-        server_ms=$(awk -v c1="$before_count" -v a1="$before_avg" -v c2="$after_count" -v a2="$after_avg" \
-            'BEGIN { printf "%.3f", (a2 * c2 - a1 * c1) / (c2 - c1) }')
-        client_ms=$(awk -v t="$total" 'BEGIN { printf "%.3f", t / 3 * 1000 }')
-        row "$setup" "fit $n points (client ms / server ms)" "-" "$client_ms" "$server_ms" "-"
-        if [ "$n" = 1000000 ]; then fit_1m_server[$setup]=$server_ms; fit_1m_client[$setup]=$client_ms; fi
-    done
 
-    wrk_run 32 fit.lua POINTS=1000
-    row "$setup" "fits of 1000 points, 32 connections" "$rps" "$p50" "$p99" "-"
+        wrk_run 32 fit.lua POINTS=1000
+        row "$setup" "fits of 1000 points, 32 connections" "$rps" "$p50" "$p99" "-"
+    fi
 
-    # predict under 8 connections of 100k-point fits
-    (env POINTS=100000 $wrk_prefix wrk -t1 -c8 -d"$((duration + 2))s" --timeout 30s -s bench/wrk/fit.lua \
-        "http://127.0.0.1:$port" > "$work/mixed-fit.txt") &
-    fit_pid=$!
-    sleep 1
-    wrk_run 100 predict.lua SERIES=10000
-    wait $fit_pid
-    mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
-    row "$setup" "predict, 10000 series, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \
-        "$(ratio "$p99" "${predict_p99[$setup.10000]}") p99 ratio"
+    # ---- score: /score against fits of the same body ----
 
-    # single-point rcf observes under 8 connections of 100k-point fits
-    (env POINTS=100000 $wrk_prefix wrk -t1 -c8 -d"$((duration + 2))s" --timeout 30s -s bench/wrk/fit.lua \
-        "http://127.0.0.1:$port" > "$work/mixed-fit.txt") &
-    fit_pid=$!
-    sleep 1
-    next_t0
-    wrk_run 100 observe.lua SERIES=1000 DETECTOR=rcf PREFIX=o_rcf_ T0="$t0"
-    wait $fit_pid
-    mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
-    row "$setup" "observe 1 point, rcf, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \
-        "$(ratio "$p99" "${observe_p99[$setup.rcf]}") p99 ratio"
+    # ---- alerts: predict with the history and an alert location ----
+
+    if part mixed; then
+        # predict under 8 connections of 100k-point fits
+        (env POINTS=100000 $wrk_prefix wrk -t1 -c8 -d"$((duration + 2))s" --timeout 30s -s bench/wrk/fit.lua \
+            "http://127.0.0.1:$port" > "$work/mixed-fit.txt") &
+        fit_pid=$!
+        sleep 1
+        wrk_run 100 predict.lua SERIES=10000
+        wait $fit_pid
+        mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
+        row "$setup" "predict, 10000 series, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \
+            "$(ratio "$p99" "${predict_p99[$setup.10000]:-0}") p99 ratio"
+
+        # single-point rcf observes under 8 connections of 100k-point fits
+        (env POINTS=100000 $wrk_prefix wrk -t1 -c8 -d"$((duration + 2))s" --timeout 30s -s bench/wrk/fit.lua \
+            "http://127.0.0.1:$port" > "$work/mixed-fit.txt") &
+        fit_pid=$!
+        sleep 1
+        next_t0
+        wrk_run 100 observe.lua SERIES=1000 DETECTOR=rcf PREFIX=o_rcf_ T0="$t0"
+        wait $fit_pid
+        mixed_fits=$(grep '^RESULT' "$work/mixed-fit.txt" | sed -E 's/.*requests=([0-9]+).*/\1/')
+        row "$setup" "observe 1 point, rcf, with 8 conns of 100k-point fits ($mixed_fits fits)" "$rps" "$p50" "$p99" \
+            "$(ratio "$p99" "${observe_p99[$setup.rcf]:-0}") p99 ratio"
+    fi
+
     stop_nginx
 done
 
 declare -p fit_1m_server >/dev/null 2>&1 || true
 table=$(printf '%s\n' "| setup | test | requests/s | p50 ms | p99 ms | ratio |" "|---|---|---|---|---|---|" "${rows[@]}")
 echo "$table"
+if [ "$parts" != all ]; then
+    echo "$table" > "$work/RESULTS-parts.md"
+    note "wrote $work/RESULTS-parts.md (parts: $parts)"
+    exit 0
+fi
 {
     echo "# Benchmark results"
     echo

@@ -245,6 +245,9 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     case Endpoint::series: clcf->handler = series_handler; break;
     case Endpoint::versions: clcf->handler = versions_handler; break;
     case Endpoint::dashboard: clcf->handler = dashboard_handler; break;
+    case Endpoint::score: clcf->handler = score_handler; break;
+    case Endpoint::anomalies: clcf->handler = anomalies_handler; break;
+    case Endpoint::anomalies_summary: clcf->handler = anomalies_summary_handler; break;
     default: clcf->handler = healthcheck_handler; break;
     }
     if (cf->args->nelts == 2) {
@@ -445,6 +448,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::predict)},
     {ngx_string("anomaly_observe"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::observe)},
+    {ngx_string("anomaly_score"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::score)},
     {ngx_string("anomaly_checkpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_checkpoint,
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, checkpoint), nullptr},
     {ngx_string("anomaly_threshold"), ANOMALY_LOC | NGX_CONF_TAKE1, set_threshold, NGX_HTTP_LOC_CONF_OFFSET, 0,
@@ -479,6 +484,10 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::versions)},
     {ngx_string("anomaly_dashboard"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::dashboard)},
+    {ngx_string("anomaly_anomalies"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::anomalies)},
+    {ngx_string("anomaly_anomalies_summary"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::anomalies_summary)},
     {ngx_string("anomaly_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint,
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::error)},
     {ngx_string("anomaly_sigma"), ANOMALY_LOC | NGX_CONF_TAKE1, set_sigma, NGX_HTTP_LOC_CONF_OFFSET, 0,

@@ -6,6 +6,9 @@
 //   fit.cpp          /fit: the body, the thread pool work, budgets, trimming
 //   predict.cpp      /predict
 //   observe.cpp      /observe: streams
+//   score.cpp        /score: every point of a posted series at once
+//   anomalies.cpp    the anomaly history, /anomalies, /anomalies/summary
+//   alert.cpp        alerts: background subrequests to anomaly_alert's location
 //   plot.cpp         /plot
 //   catalogue.cpp    /series, /series/{id}, /dashboard
 //   health.cpp       /healthcheck, /metrics and the figures they share
@@ -35,7 +38,8 @@ extern ngx_module_t ngx_http_anomaly_module;
 namespace anomaly {
 
 enum class Endpoint : ngx_uint_t {
-    none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard, observe
+    none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard, observe, score,
+    anomalies, anomalies_summary
 };
 
 struct MainConf {
@@ -204,6 +208,33 @@ void trim_done(ngx_event_t *) noexcept;
 void trim_timer_handler(ngx_event_t *) noexcept;
 void leave_progress(RequestCtx *ctx);
 
+// ---- what /predict and /observe answered (CONTRACT section 8) ----
+
+// One anomalous point of an answer.
+struct ScoredPoint {
+    std::int64_t timestamp;  // Unix seconds
+    double value;
+    double anomaly_score;    // 0-100
+    double score;            // the detector's own number
+};
+
+// An answer of /predict or /observe, for the anomaly history and the alerts.
+struct ScoredAnswer {
+    std::string_view series_id;
+    DetectorKind detector;
+    std::uint32_t version;         // the version judged with; 0 for a stream
+    std::uint64_t points;          // points scored
+    const ScoredPoint *anomalies;  // the anomalous ones, in order
+    std::size_t anomaly_count;
+};
+
+// Every answered /predict and /observe passes here once, on the event loop,
+// before its answer is sent: the history records its anomalies
+// (anomalies.cpp), an alert may go out (alert.cpp).
+void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;
+void history_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;  // anomalies.cpp
+void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;    // alert.cpp
+
 // ---- plot.cpp ----
 
 void draw_plot(ngx_http_request_t *r, RequestCtx *ctx, std::string data) noexcept;
@@ -249,6 +280,9 @@ ngx_int_t dashboard_handler(ngx_http_request_t *r) noexcept;
 ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept;  // health.cpp
 ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept;
 ngx_int_t error_handler(ngx_http_request_t *r) noexcept;     // http_common.cpp
+ngx_int_t score_handler(ngx_http_request_t *r) noexcept;     // score.cpp
+ngx_int_t anomalies_handler(ngx_http_request_t *r) noexcept; // anomalies.cpp
+ngx_int_t anomalies_summary_handler(ngx_http_request_t *r) noexcept;
 
 // ---- variables.cpp, conf.cpp: what the module definition ties together ----
 

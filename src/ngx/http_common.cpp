@@ -472,4 +472,9 @@ std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t l
     return body;
 }
 
+void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept {
+    history_note(r, answer);
+    alert_note(r, answer);
+}
+
 }  // namespace anomaly

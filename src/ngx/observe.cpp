@@ -53,6 +53,7 @@ struct Outcome {
     std::size_t points = 0;
     double top_score = 0;         // the highest anomaly_score
     double last_score = 0;        // the detector's own number, of the point with top_score
+    std::vector<ScoredPoint> anomalous;  // for the history and the alerts
 };
 
 enum class Step { answered, busy };
@@ -110,8 +111,13 @@ Step observe_into(Zone *zone, std::string_view series, const StreamParams &param
 
     outcome->kind = s->kind();
     outcome->points = n;
-    for (const StreamPoint &p : points) {
-        if (observed_anomaly(p, threshold)) outcome->anomalies++;
+    for (std::size_t i = 0; i < n; i++) {
+        const StreamPoint &p = points[i];
+        if (observed_anomaly(p, threshold)) {
+            outcome->anomalies++;
+            outcome->anomalous.push_back(
+                ScoredPoint{input.points.timestamps[i], input.points.values[i], p.anomaly_score, p.score});
+        }
         if (p.anomaly_score >= outcome->top_score) {
             outcome->top_score = p.anomaly_score;
             outcome->last_score = p.score;
@@ -183,6 +189,8 @@ ngx_int_t answer(ngx_http_request_t *r, const Error &error, const std::string &b
     if (outcome.anomalies > 0) __atomic_fetch_add(&stats.anomalies, outcome.anomalies, __ATOMIC_RELAXED);
     const auto k = static_cast<std::size_t>(outcome.kind);
     if (k < kDetectorSlots) __atomic_fetch_add(&stats.by_detector[k], outcome.points, __ATOMIC_RELAXED);
+    answered(r, ScoredAnswer{std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
+                             outcome.kind, 0, outcome.points, outcome.anomalous.data(), outcome.anomalous.size()});
     return send_body(r, NGX_HTTP_OK, body.data(), body.size());
 }
 

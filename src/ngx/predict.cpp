@@ -74,6 +74,9 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     ctx->anomaly_score = judgement.anomaly_score;
     if (judgement.anomaly) __atomic_fetch_add(&zone->my_stats().anomalies, 1, __ATOMIC_RELAXED);
     zone->count_prediction(model->kind);
+    const ScoredPoint point{at, input.value, judgement.anomaly_score, judgement.score};
+    answered(r, ScoredAnswer{std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
+                             model->kind, model->version, 1, &point, judgement.anomaly ? 1u : 0u});
 
     char out[kPredictionMaxLength];
     size_t n = render_prediction(out, judgement, model->version, model->kind);
