@@ -63,6 +63,7 @@ start_receiver();
 my $ALERT = <<"LOC";
         location = /alert {
             internal;
+            error_log deliveries.log;   # proxy_pass's own line for each failed delivery
             proxy_connect_timeout 1s;
             proxy_read_timeout 1s;
             proxy_set_header X-Alert-Series \$anomaly_alert_series;
@@ -326,6 +327,10 @@ fit_series($_, ++$seed) for qw(s1 s2 s3 s4 s5 s6 s7);
         or diag(JSON::PP->new->encode(counts()));
     is(log_count($FAILING), 2, 'and one more "failing" line for all ten');
     like($t->error_log_text, qr/are failing: status 502 for series "s6"/, 'status 502: nothing listens');
+    is(log_count(qr/connect\(\) failed/), 0, 'nginx\'s own line for each failed delivery is not in the error log');
+    my $deliveries = do { local $/; open my $fh, '<', $t->dir . '/deliveries.log' or die; <$fh> } // '';
+    my $refused = () = $deliveries =~ /connect\(\) failed \(111: Connection refused\) while connecting to upstream.*subrequest: "\/alert"/g;
+    is($refused, 10, 'but in the alert location\'s error_log, one for each of the ten');
     start_receiver();
 }
 
@@ -337,6 +342,7 @@ fit_series($_, ++$seed) for qw(s1 s2 s3 s4 s5 s6 s7);
     ok($st == 200 && $took < 1, sprintf('the answer arrives within 1 s while the receiver sleeps 5 s (%.3f s)', $took));
     ok(wait_until(5, sub { counts()->{failed} - $before->{failed} == 1 }),
        'the alert fails after the location\'s proxy_read_timeout (1s)');
+    is(log_count(qr/upstream timed out/), 0, 'its timeout line is in the alert location\'s error_log only');
 
     # The next request on the same keepalive connection: nginx holds the
     # connection until the alert's subrequest ends (proxy_read_timeout 1s).

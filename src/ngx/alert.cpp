@@ -29,6 +29,20 @@ std::int64_t monotonic_ms() {
     return ms > 0 ? ms : 1;
 }
 
+// Our lines name the location and status themselves: the connection's
+// current action ("sending to client", of the main request) would mislead.
+void log_plain(ngx_uint_t level, ngx_log_t *log, const char *fmt, const ngx_str_t &location, ngx_uint_t status,
+               const char *series) {
+    char *action = log->action;
+    log->action = nullptr;
+    if (status != 0) {
+        ngx_log_error(level, log, 0, fmt, &location, status, series);
+    } else {
+        ngx_log_error(level, log, 0, fmt, &location, series);
+    }
+    log->action = action;
+}
+
 // Deliveries that fail are logged once, when they start failing, and once
 // when one succeeds again: a webhook that is down would otherwise write a
 // line per anomalous answer.
@@ -38,8 +52,8 @@ void delivered(AlertState *st, const Alert &alert, bool ok, ngx_uint_t status, n
         std::uint32_t was = 1;
         if (__atomic_load_n(&st->failing, __ATOMIC_RELAXED) &&
             __atomic_compare_exchange_n(&st->failing, &was, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-            ngx_log_error(NGX_LOG_NOTICE, log, 0, "anomaly alerts to \"%V\" are delivered again (status %ui)",
-                          &alert.location, status);
+            log_plain(NGX_LOG_NOTICE, log, "anomaly alerts to \"%V\" are delivered again (status %ui%s)",
+                      alert.location, status, "");
         return;
     }
     __atomic_fetch_add(&st->failed, 1, __ATOMIC_RELAXED);
@@ -47,17 +61,16 @@ void delivered(AlertState *st, const Alert &alert, bool ok, ngx_uint_t status, n
     if (!__atomic_load_n(&st->failing, __ATOMIC_RELAXED) &&
         __atomic_compare_exchange_n(&st->failing, &was, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         if (status != 0) {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "anomaly alerts to \"%V\" are failing: status %ui for series \"%s\"; further failures "
-                          "are counted in anomaly_alerts_total{outcome=\"failed\"}, not logged, until one is "
-                          "delivered",
-                          &alert.location, status, alert.series_id.c_str());
+            log_plain(NGX_LOG_WARN, log,
+                      "anomaly alerts to \"%V\" are failing: status %ui for series \"%s\"; further failures are "
+                      "counted in anomaly_alerts_total{outcome=\"failed\"}, not logged, until one is delivered",
+                      alert.location, status, alert.series_id.c_str());
         } else {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "anomaly alerts to \"%V\" are failing: the alert for series \"%s\" could not be issued "
-                          "or ended without a status; further failures are counted in "
-                          "anomaly_alerts_total{outcome=\"failed\"}, not logged, until one is delivered",
-                          &alert.location, alert.series_id.c_str());
+            log_plain(NGX_LOG_WARN, log,
+                      "anomaly alerts to \"%V\" are failing: the alert for series \"%s\" could not be issued or "
+                      "ended without a status; further failures are counted in "
+                      "anomaly_alerts_total{outcome=\"failed\"}, not logged, until one is delivered",
+                      alert.location, 0, alert.series_id.c_str());
         }
     }
 }
@@ -73,6 +86,11 @@ ngx_int_t alert_ended(ngx_http_request_t *sr, void *data, ngx_int_t rc) noexcept
     if (alert->ended || rc == NGX_AGAIN || rc == NGX_DONE) return rc;
     try {
         alert->ended = true;
+        // The delivery logged to the alert location's error_log (see
+        // alert_log_phase); the connection's log is the client's request's again.
+        const auto *main_clcf =
+            static_cast<ngx_http_core_loc_conf_t *>(ngx_http_get_module_loc_conf(sr->main, ngx_http_core_module));
+        ngx_set_connection_log(sr->connection, main_clcf->error_log);
         ngx_uint_t status = 0;
         if (rc >= NGX_HTTP_CONTINUE) status = static_cast<ngx_uint_t>(rc);
         else if (rc == NGX_OK) status = sr->headers_out.status;
@@ -170,7 +188,28 @@ bool issue(ngx_http_request_t *r, Alert *alert) {
     return true;
 }
 
+// nginx applies a location's error_log to main requests only: the alert
+// location's applies to its delivery here, so that an operator can send
+// proxy_pass's own lines of each failed delivery (connect() failed, upstream
+// timed out) elsewhere than the error log, where failures are logged once.
+ngx_int_t alert_log_phase(ngx_http_request_t *r) noexcept {
+    if (r == r->main) return NGX_DECLINED;
+    const RequestCtx *ctx = get_ctx(r);
+    if (ctx == nullptr || ctx->alert == nullptr) return NGX_DECLINED;
+    const auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+    ngx_set_connection_log(r->connection, clcf->error_log);
+    return NGX_DECLINED;
+}
+
 }  // namespace
+
+ngx_int_t alert_postconfiguration(ngx_conf_t *cf) noexcept {
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers));
+    if (h == nullptr) return NGX_ERROR;
+    *h = alert_log_phase;
+    return NGX_OK;
+}
 
 void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept {
     if (answer.anomaly_count == 0) return;

@@ -239,6 +239,9 @@ void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;
 void history_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;  // anomalies.cpp
 void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;    // alert.cpp
 
+// Puts the alert location's error_log in force for its deliveries.
+ngx_int_t alert_postconfiguration(ngx_conf_t *cf) noexcept;
+
 // An alert on its way: what its subrequest's $anomaly_alert_* variables show.
 struct Alert {
     std::string body;                 // $anomaly_alert_body
