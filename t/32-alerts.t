@@ -259,6 +259,22 @@ fit_series($_, ++$seed) for qw(s1 s2 s3 s4 s5 s6 s7);
     ok(!defined $b->{version}, 'version null for a stream');
     is($st1[0]{headers}{'x-alert-version'} // '', '', '$anomaly_alert_version empty for a stream');
     is($b->{anomalies}, $j->{anomalies}, 'anomalies: the anomalous points of that answer');
+
+    # A batch large enough for the thread pool (over 64 KB): the alert is
+    # issued from the pool task's completion on the event loop.
+    ($body) = make_series(300, seed => 12, base => 100, spread => 10, start => $T0);
+    ($st) = $t->request('POST', '/observe-learn/st2', $body);
+    is($st, 200, 'another stream learns 300 points');
+    my ($big, $values) = make_series(5000, seed => 13, base => 100, spread => 10, start => $T0 + 18000);
+    $big->{values}[2500] = 5000;
+    ok(length(AnomalyTest::encode_body($big)) > 64 * 1024, 'a batch of 5000 points, over 64 KB');
+    ($st, $j, $raw) = $t->request('POST', '/observe/st2', $big);
+    ok($st == 200 && $j->{anomalies} >= 1, "answered with its anomalies ($j->{anomalies})") or diag(substr($raw, 0, 300));
+    my @st2 = wait_received(1, 'st2');
+    is(scalar(@st2), 1, 'one alert for the batch');
+    $b = eval { decode_json($st2[0]{body}) } // {};
+    is_deeply([ @$b{qw(value timestamp anomalies)} ], [ 5000, $T0 + 18000 + 60 * 2500, $j->{anomalies} ],
+              'describing the spike, the highest anomaly_score of the batch, with the batch\'s anomaly count');
 }
 
 # --- 7. suppression holds across 2 workers ---------------------------------------

@@ -215,6 +215,8 @@ void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept {
     if (answer.anomaly_count == 0) return;
     const LocConf *lcf = loc_conf(r);
     if (lcf->alert.len == 0) return;
+    // An alert location that predicts or observes itself raises no alert of its own.
+    if (r != r->main && r->post_subrequest != nullptr && r->post_subrequest->handler == alert_ended) return;
     AlertState *st = alert_state();
     if (st == nullptr) return;
     try {
