@@ -200,6 +200,29 @@ for setup in pinned auto; do
     # ---- score: /score against fits of the same body ----
 
     # ---- alerts: predict with the history and an alert location ----
+    if part alerts; then
+        # A series that is never anomalous (1000 points around 100, predicted
+        # at 100), through the plain /predict/ and through /predict-alert/
+        # (anomaly_alert configured), alternating. The anomaly history is the
+        # zone's, so both have it.
+        curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
+            "http://127.0.0.1:$port/fit/calm" || { note "alerts: fit of calm failed"; exit 1; }
+        # Three rounds, and the ratio of the sums: one round is at the
+        # mercy of whatever else the machine runs.
+        a_sum=0; p_sum=0
+        for round in 1 2 3; do
+            wrk_run 100 predict.lua ID=calm VALUE=100
+            p_rps=$rps; p_p50=$p50; p_p99=$p99
+            wrk_run 100 predict.lua ID=calm VALUE=100 LOCATION=/predict-alert/
+            row "$setup" "predict with anomaly_alert, never anomalous (round $round)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$p_rps") vs predict"
+            row "$setup" "predict, same requests (round $round)" "$p_rps" "$p_p50" "$p_p99" "1.00"
+            a_sum=$(awk -v a="$a_sum" -v b="$rps" 'BEGIN { print a + b }')
+            p_sum=$(awk -v a="$p_sum" -v b="$p_rps" 'BEGIN { print a + b }')
+        done
+        row "$setup" "predict with anomaly_alert over predict, 3 rounds" "-" "-" "-" "$(ratio "$a_sum" "$p_sum") (target 0.95)"
+        alerts_sent=$(healthcheck | field alerts.sent)
+        [ "$alerts_sent" = 0 ] || note "alerts: $alerts_sent alerts were sent for a series meant never to be anomalous"
+    fi
 
     if part mixed; then
         # predict under 8 connections of 100k-point fits

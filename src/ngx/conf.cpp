@@ -24,6 +24,7 @@ constexpr size_t kDefaultFitMemory = 128 * 1024 * 1024;  // anomaly_fit_memory
 constexpr double kUnsetSigma = -1;
 constexpr ngx_msec_t kDefaultCheckpoint = 5000;  // anomaly_checkpoint
 constexpr double kDefaultThreshold = 70;         // anomaly_threshold (CONTRACT section 6)
+constexpr ngx_msec_t kDefaultAlertInterval = 60000;  // anomaly_alert_interval (CONTRACT section 8)
 // A StreamParams field no directive set: 0 means "the detector's default" in
 // a query too, so an unset field is told apart by this marker instead.
 constexpr std::uint32_t kUnsetWhole = 0xfffffffeu;
@@ -84,6 +85,8 @@ void *create_loc_conf(ngx_conf_t *cf) noexcept {
     lcf->stream.decay = lcf->stream.alpha = kUnsetShare;
     lcf->stream.hourly = 0xff;
     lcf->threshold = kUnsetSigma;
+    lcf->alert_interval = NGX_CONF_UNSET_MSEC;
+    // lcf->alert: {0, nullptr} unset, {0, ""} anomaly_alert off
     return lcf;
 }
 
@@ -123,6 +126,8 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     if (sp.alpha == kUnsetShare) sp.alpha = pp.alpha;
     if (sp.hourly == 0xff) sp.hourly = pp.hourly;
     if (conf->threshold == kUnsetSigma) conf->threshold = prev->threshold == kUnsetSigma ? kDefaultThreshold : prev->threshold;
+    if (conf->alert.data == nullptr) conf->alert = prev->alert;
+    ngx_conf_merge_msec_value(conf->alert_interval, prev->alert_interval, kDefaultAlertInterval);
     {
         // What is still unset takes the detector's default (0), and the
         // whole set is checked as a first observe's would be.
@@ -409,6 +414,49 @@ char *set_threshold(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
     return NGX_CONF_OK;
 }
 
+// anomaly_alert /location | off
+char *set_alert(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    LocConf *lcf = static_cast<LocConf *>(conf);
+    if (lcf->alert.data != nullptr) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        lcf->alert.len = 0;
+        lcf->alert.data = reinterpret_cast<u_char *>(const_cast<char *>(""));
+        return NGX_CONF_OK;
+    }
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_alert\" takes the URI of a location, starting with \"/\" (such as /alert), "
+                           "or off, not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    for (size_t i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] == '?' || value[1].data[i] == '$') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"anomaly_alert\" takes a plain location URI, without arguments or variables "
+                               "(the location reads the alert from $anomaly_alert_*), not \"%V\"",
+                               &value[1]);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    lcf->alert = value[1];
+    return NGX_CONF_OK;
+}
+
+char *set_alert_interval(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    if (static_cast<LocConf *>(conf)->alert_interval != NGX_CONF_UNSET_MSEC) return const_cast<char *>("is duplicate");
+    if (ngx_parse_time(&value[1], 0) == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_alert_interval\" takes a time such as 60s, 5m or 0 (every anomalous answer), "
+                           "not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return ngx_conf_set_msec_slot(cf, cmd, conf);
+}
+
 char *set_checkpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     char *rv = ngx_conf_set_msec_slot(cf, cmd, conf);
     if (rv != NGX_CONF_OK) return rv;
@@ -454,6 +502,9 @@ ngx_command_t commands[] = {
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, checkpoint), nullptr},
     {ngx_string("anomaly_threshold"), ANOMALY_LOC | NGX_CONF_TAKE1, set_threshold, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
+    {ngx_string("anomaly_alert"), ANOMALY_LOC | NGX_CONF_TAKE1, set_alert, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("anomaly_alert_interval"), ANOMALY_LOC | NGX_CONF_TAKE1, set_alert_interval,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, alert_interval), nullptr},
     {ngx_string("anomaly_stream_detector"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, const_cast<char *>("detector")},
     {ngx_string("anomaly_stream_warmup"), ANOMALY_LOC | NGX_CONF_TAKE1, set_stream_directive,

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/alert.hpp"
 #include "core/metrics.hpp"
 #include "core/model.hpp"
 #include "core/render.hpp"
@@ -44,6 +45,20 @@ const Figures &figures(Zone *zone) {
 }
 
 namespace {
+
+// The zone's alert counters (alert.cpp), each read whole.
+AlertCounts alert_counts(Zone *zone) {
+    AlertCounts c;
+    const AlertState *st = zone->alerts();
+    if (st == nullptr) return c;
+    c.sent = __atomic_load_n(&st->sent, __ATOMIC_RELAXED);
+    c.delivered = __atomic_load_n(&st->delivered, __ATOMIC_RELAXED);
+    c.failed = __atomic_load_n(&st->failed, __ATOMIC_RELAXED);
+    c.suppressed = __atomic_load_n(&st->suppressed, __ATOMIC_RELAXED);
+    c.untracked = __atomic_load_n(&st->untracked, __ATOMIC_RELAXED);
+    c.failing = __atomic_load_n(&st->failing, __ATOMIC_RELAXED) != 0;
+    return c;
+}
 
 void append_latency(std::string *out, const char *name, const LatencySummary &s) {
     *out += "\"";
@@ -131,6 +146,8 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
                                                   zone->name().len));
         out += ",\"bytes_total\":" + std::to_string(zone->bytes_total());
         out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}";
+        // Alerts (CONTRACT section 8)
+        append_alert_health(&out, alert_counts(zone));
         // The detectors this build offers, what their versions take, and
         // how many predictions each answered (CONTRACT section 5).
         out += ",\"detectors\":[";
@@ -241,6 +258,8 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
             m.detectors.push_back(d);
         }
         std::string out = render_prometheus(m);
+        // Alerts (CONTRACT section 8)
+        out += render_alert_metrics(alert_counts(zone));
         return send_body(r, NGX_HTTP_OK, out.data(), out.size(), "text/plain; version=0.0.4; charset=utf-8");
     } catch (const std::exception &e) {
         return internal_error(r, e.what());

@@ -72,9 +72,12 @@ struct LocConf {
     // detector's default).
     StreamParams stream;
     double threshold;                     // anomaly_threshold: an observed point is anomalous from this score
+    ngx_str_t alert;                      // anomaly_alert: the location alerts go to, empty for none
+    ngx_msec_t alert_interval;            // anomaly_alert_interval: one alert per series per interval
 };
 
 struct FitWork;
+struct Alert;
 
 // Per request: what the variables show, and where a fit or a plot waits.
 struct RequestCtx {
@@ -110,6 +113,7 @@ struct RequestCtx {
     std::uint64_t budget = 0;         // body bytes held in this worker's fit budget
     bool in_progress = false;         // counted in fits_in_progress
     const ModelHeader *model = nullptr;  // the image of the version a plot draws, in the zone
+    Alert *alert = nullptr;           // an alert subrequest: the event its $anomaly_alert_* show
 };
 
 // A fit being parsed and validated in a pool thread. It owns its task, so
@@ -234,6 +238,25 @@ struct ScoredAnswer {
 void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;
 void history_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;  // anomalies.cpp
 void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;    // alert.cpp
+
+// Puts the alert location's error_log in force for its deliveries.
+ngx_int_t alert_postconfiguration(ngx_conf_t *cf) noexcept;
+
+// An alert on its way: what its subrequest's $anomaly_alert_* variables show.
+struct Alert {
+    std::string body;                 // $anomaly_alert_body
+    std::string series_id;
+    std::int64_t timestamp = 0;
+    double value = 0;
+    double anomaly_score = 0;
+    double score = 0;
+    DetectorKind detector = DetectorKind::three_sigma;
+    std::uint32_t version = 0;
+    std::uint64_t anomalies = 0;
+    std::uint64_t suppressed = 0;
+    ngx_str_t location{};             // anomaly_alert's, for the log
+    bool ended = false;               // its outcome is counted
+};
 
 // ---- plot.cpp ----
 

@@ -74,7 +74,7 @@ void exit_process(ngx_cycle_t *) noexcept {
 
 ngx_http_module_t module_ctx = {
     add_variables,     // preconfiguration
-    nullptr,           // postconfiguration
+    alert_postconfiguration,  // postconfiguration
     create_main_conf,
     init_main_conf,
     nullptr,           // create server configuration

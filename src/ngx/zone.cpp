@@ -162,6 +162,14 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     sh->bucket_mask = static_cast<std::uint32_t>(buckets - 1);
     ngx_queue_init(&sh->jobs);
     sh->next_job_id = 1;
+    // Alert suppression: a slot for every 4 KB of zone (1024 to 65536), a
+    // series each, about 24 bytes a slot.
+    std::size_t alert_slots = 1024;
+    while (alert_slots < 65536 && alert_slots * 2 <= shm_zone->shm.size / 4096) alert_slots *= 2;
+    sh->alerts = static_cast<AlertState *>(
+        ngx_slab_calloc(zone->pool_, sizeof(AlertState) + (alert_slots - 1) * sizeof(AlertSlot)));
+    if (sh->alerts == nullptr) return NGX_ERROR;
+    sh->alerts->slot_count = static_cast<std::uint32_t>(alert_slots);
     sh->store_state = StoreState::starting;
 
     static const char ctx_prefix[] = " in anomaly_zone \"";

@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/alert.hpp"
 #include "core/detector.hpp"
 #include "core/model.hpp"
 #include "core/histogram.hpp"
@@ -31,7 +32,8 @@ namespace anomaly {
 // 3: versions are model images of any size (SeriesNode::versions points to
 // them), predictions counted per detector.
 // 4: streams (SeriesNode::stream, StreamSlot), observe statistics.
-constexpr std::uint32_t kZoneLayout = 4;
+// 5: alerts (Shared::alerts).
+constexpr std::uint32_t kZoneLayout = 5;
 constexpr std::size_t kDetectorSlots = 8;  // predictions counted by DetectorKind
 
 constexpr ngx_uint_t kStatSlots = 32;      // statistics slots, one per worker process
@@ -138,6 +140,19 @@ struct StreamSlot {
 };
 static_assert(sizeof(StreamSlot) == 56, "the state after a StreamSlot is 8-byte aligned; 56 keeps an adaptive stream in 256 bytes");
 
+// Alerts (alert.cpp): their counters and the suppression table, zone-wide,
+// updated with atomic operations only (no lock).
+struct AlertState {
+    std::uint64_t sent;        // background subrequests issued
+    std::uint64_t delivered;   // of those, answered 2xx by the alert location
+    std::uint64_t failed;      // deliveries that failed, and alerts that could not be issued
+    std::uint64_t suppressed;  // anomalous answers within their series' anomaly_alert_interval
+    std::uint64_t untracked;   // of those, suppressed because the table had no slot for the series
+    std::uint32_t failing;     // deliveries are failing: logged once when it became so
+    std::uint32_t slot_count;  // of slots, a power of two
+    AlertSlot slots[1];        // slot_count of them, per series (decide_alert)
+};
+
 enum class JobState : std::uint32_t { pending, committing, done, failed };
 enum class JobKind : std::uint8_t { fit, read };  // read: what /plot draws of a version
 
@@ -211,12 +226,15 @@ struct Shared {
     ngx_atomic_t jobs_pending;     // read without the lock as a hint
 
     WorkerStats stats[kStatSlots];
+
+    AlertState *alerts;
 };
 
 // Shared memory holds plain data only: no constructors or destructors run
 // there, and every process reads the same bytes.
 template <typename T>
 constexpr bool kPlainData = std::is_trivially_copyable<T>::value && std::is_standard_layout<T>::value;
+static_assert(kPlainData<AlertState> && kPlainData<AlertSlot>, "types in the anomaly_zone must be plain data");
 static_assert(kPlainData<Shared> && kPlainData<Job> && kPlainData<SeriesNode> && kPlainData<WorkerStats> &&
                   kPlainData<EndpointStats> && kPlainData<ModelHeader> && kPlainData<ZoneHeader> &&
                   kPlainData<ProcessId> && kPlainData<StreamSlot> && kPlainData<StreamHeader>,
@@ -246,6 +264,7 @@ public:
     ngx_cycle_t *cycle() const { return cycle_; }
 
     Shared *shared() const { return sh_; }
+    AlertState *alerts() const { return sh_->alerts; }
     ngx_slab_pool_t *pool() const { return pool_; }
     const ngx_str_t &name() const { return name_; }
     size_t bytes_total() const { return size_; }
