@@ -1,0 +1,224 @@
+#include "core/score.hpp"
+
+#include <charconv>
+#include <cstring>
+#include <memory>
+
+#include "core/render.hpp"
+
+namespace anomaly {
+
+void score_with_image(const ModelHeader &image, const TrainingData &points, const JudgeDefaults &defaults,
+                      std::vector<PointScore> *out) {
+    const std::size_t n = points.values.size();
+    out->resize(n);
+    for (std::size_t i = 0; i < n; i++) {
+        const Judgement j = judge(image, points.values[i], points.timestamps[i], defaults);
+        (*out)[i] = PointScore{j.anomaly, j.anomaly_score, j.score, j.has_expected, j.expected_value};
+    }
+}
+
+Error score_with_training(const TrainingData &points, const DetectorParams &params, std::size_t min_points,
+                          const JudgeDefaults &defaults, std::vector<PointScore> *out) {
+    if (points.values.size() < min_points)
+        return make_error(422, "too_few_points",
+                          "At least " + std::to_string(min_points) + " points are needed to train " +
+                              detector_name(params.kind) + ", got " + std::to_string(points.values.size()) +
+                              " (anomaly_min_points).");
+    std::string image;
+    if (Error e = train(points, params, &image)) return e;
+    // judge() reads the image's doubles in place: copied to 8-byte aligned memory.
+    std::unique_ptr<std::uint64_t[]> aligned(new std::uint64_t[(image.size() + 7) / 8]);
+    std::memcpy(aligned.get(), image.data(), image.size());
+    score_with_image(header_of(aligned.get()), points, defaults, out);
+    return Error();
+}
+
+Error score_with_stream(StreamParams params, const TrainingData &points, double threshold, std::uint64_t seed,
+                        std::int64_t now_ms, std::vector<PointScore> *out) {
+    if (Error e = resolve_stream_params(&params)) return e;
+    const std::size_t bytes = stream_state_bytes(params);
+    std::unique_ptr<std::uint64_t[]> state(new std::uint64_t[bytes / 8 + 1]());
+    init_stream(state.get(), params, now_ms, seed);
+    StreamHeader &header = *reinterpret_cast<StreamHeader *>(state.get());
+    const std::size_t n = points.values.size();
+    out->resize(n);
+    for (std::size_t i = 0; i < n; i++) {
+        const StreamPoint p = observe(header, points.timestamps[i], points.values[i]);
+        (*out)[i] = PointScore{observed_anomaly(p, threshold), p.anomaly_score, p.score, p.has_expected,
+                               p.expected_value};
+    }
+    return Error();
+}
+
+std::uint64_t stream_seed(std::string_view series_id) noexcept {
+    std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (char c : series_id) {
+        h ^= static_cast<unsigned char>(c);
+        h *= 1099511628211ull;
+    }
+    return h * 0x9e3779b97f4a7c15ull + series_id.size();
+}
+
+namespace {
+
+std::size_t count_anomalies(const std::vector<PointScore> &scores) {
+    std::size_t k = 0;
+    for (const PointScore &s : scores) k += s.anomaly ? 1 : 0;
+    return k;
+}
+
+void append_integer(std::string *out, std::int64_t v) {
+    char buf[24];
+    const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+    out->append(buf, res.ptr);
+}
+
+}  // namespace
+
+void render_score_json(std::string *out, const ScoreSummary &summary, const TrainingData &points,
+                       const std::vector<PointScore> &scores) {
+    const std::size_t n = scores.size();
+    const std::size_t anomalies = count_anomalies(scores);
+    const std::size_t shown = summary.only_anomalies ? anomalies : n;
+    out->clear();
+    out->reserve(200 + shown * 80);
+    *out += "{\"series_id\":";
+    append_json_string(out, summary.series_id);
+    if (summary.version != 0) {
+        *out += ",\"version\":\"v";
+        append_integer(out, summary.version);
+        *out += '"';
+    }
+    *out += ",\"detector\":\"";
+    *out += detector_name(summary.kind);
+    *out += "\",\"points\":";
+    append_integer(out, static_cast<std::int64_t>(n));
+    *out += ",\"anomalies\":";
+    append_integer(out, static_cast<std::int64_t>(anomalies));
+    auto array = [&](const char *name, auto field) {
+        *out += ",\"";
+        *out += name;
+        *out += "\":[";
+        bool first = true;
+        for (std::size_t i = 0; i < n; i++) {
+            if (summary.only_anomalies && !scores[i].anomaly) continue;
+            if (!first) *out += ',';
+            first = false;
+            field(i);
+        }
+        *out += ']';
+    };
+    array("timestamps", [&](std::size_t i) { append_integer(out, points.timestamps[i]); });
+    array("values", [&](std::size_t i) { append_double(out, points.values[i]); });
+    array("anomaly", [&](std::size_t i) { *out += scores[i].anomaly ? "true" : "false"; });
+    array("anomaly_score", [&](std::size_t i) { append_double(out, scores[i].anomaly_score); });
+    array("score", [&](std::size_t i) { append_double(out, scores[i].score); });
+    array("expected_value", [&](std::size_t i) {
+        if (scores[i].has_expected) append_double(out, scores[i].expected_value);
+        else *out += "null";
+    });
+    *out += '}';
+}
+
+void render_score_csv(std::string *out, const ScoreSummary &summary, const CsvTable *table,
+                      const TrainingData &points, const std::vector<PointScore> &scores) {
+    const std::size_t n = scores.size();
+    const bool from_csv = table != nullptr && !table->header.empty() && table->fields.size() == n * table->header.size();
+    out->clear();
+    out->reserve(64 + (summary.only_anomalies ? count_anomalies(scores) : n) * (from_csv ? 64 : 40));
+    if (from_csv) {
+        for (const std::string &name : table->header) {
+            append_csv_field(out, name);
+            *out += ',';
+        }
+    } else {
+        *out += "timestamp,value,";
+    }
+    *out += "anomaly,anomaly_score\r\n";
+    const std::size_t columns = from_csv ? table->header.size() : 0;
+    for (std::size_t i = 0; i < n; i++) {
+        if (summary.only_anomalies && !scores[i].anomaly) continue;
+        if (from_csv) {
+            for (std::size_t c = 0; c < columns; c++) {
+                append_csv_field(out, table->fields[i * columns + c]);
+                *out += ',';
+            }
+        } else {
+            append_integer(out, points.timestamps[i]);
+            *out += ',';
+            append_double(out, points.values[i]);
+            *out += ',';
+        }
+        *out += scores[i].anomaly ? "true," : "false,";
+        append_double(out, scores[i].anomaly_score);
+        *out += "\r\n";
+    }
+}
+
+namespace {
+
+std::string_view trim_ows(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+bool lower_equal(std::string_view a, std::string_view lower) {
+    if (a.size() != lower.size()) return false;
+    for (std::size_t i = 0; i < a.size(); i++) {
+        char c = a[i];
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+        if (c != lower[i]) return false;
+    }
+    return true;
+}
+
+// The q parameter of a media range (1 when absent, 0 when unreadable).
+double quality(std::string_view params) {
+    while (!params.empty()) {
+        const std::size_t semi = params.find(';');
+        const std::string_view param = trim_ows(params.substr(0, semi));
+        params = semi == std::string_view::npos ? std::string_view() : params.substr(semi + 1);
+        const std::size_t eq = param.find('=');
+        if (eq == std::string_view::npos || !lower_equal(trim_ows(param.substr(0, eq)), "q")) continue;
+        const std::string_view v = trim_ows(param.substr(eq + 1));
+        // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+        if (v.empty() || (v[0] != '0' && v[0] != '1')) return 0;
+        double q = v[0] - '0';
+        double scale = 0.1;
+        for (std::size_t i = 2; i < v.size() && i < 5; i++, scale /= 10) {
+            if (v[1] != '.' || v[i] < '0' || v[i] > '9') return 0;
+            q += (v[i] - '0') * scale;
+        }
+        return q > 1 ? 1 : q;
+    }
+    return 1;
+}
+
+}  // namespace
+
+bool is_csv_media_type(std::string_view content_type) noexcept {
+    return lower_equal(trim_ows(content_type.substr(0, content_type.find(';'))), "text/csv");
+}
+
+bool accepts_csv(std::string_view accept) noexcept {
+    double csv = 0, json = 0;
+    while (!accept.empty()) {
+        const std::size_t comma = accept.find(',');
+        const std::string_view range = accept.substr(0, comma);
+        accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
+        const std::size_t semi = range.find(';');
+        const std::string_view type = trim_ows(range.substr(0, semi));
+        const double q = semi == std::string_view::npos ? 1 : quality(range.substr(semi + 1));
+        if (lower_equal(type, "text/csv")) {
+            if (q > csv) csv = q;
+        } else if (lower_equal(type, "application/json") || lower_equal(type, "application/*") ||
+                   type == "*/*") {
+            if (q > json) json = q;
+        }
+    }
+    return csv > 0 && csv >= json;
+}
+
+}  // namespace anomaly
