@@ -221,19 +221,25 @@ same_scores($again, $adaptive, 'a second run starts afresh: the same answer');
 my (undef, $health) = $t->healthcheck;
 my @detectors = map { $_->{name} } @{ $health->{detectors} // [] };
 SKIP: {
-    skip 'rcf is not in this build', 3 unless grep { $_ eq 'rcf' } @detectors;
+    skip 'rcf is not in this build', 4 unless grep { $_ eq 'rcf' } @detectors;
     my $long = spiky(2000, seed => 4);
     ($st, my $rcf) = post('/score/fresh?detector=rcf&trees=20', $long);
     is($st, 200, '?detector=rcf');
     is($rcf->{points}, 2000, 'rcf scored every point');
     (undef, my $rcf_csv) = post('/score/fresh?detector=rcf&trees=20', csv_of($long), type => 'text/csv');
     same_scores($rcf_csv, $rcf, 'the same series as CSV: the same forest, the same answer');
+    (undef, my $rcf_score) = post('/score/cmp-rcf?detector=rcf&trees=20', $long);
+    (undef, my $rcf_observed) = $t->request('POST', '/observe/cmp-rcf?detector=rcf&trees=20', $long);
+    is_deeply([ $rcf_score->{anomaly_score}, $rcf_score->{anomaly} ],
+              [ $rcf_observed->{anomaly_score}, $rcf_observed->{anomaly} ],
+              'rcf: each point as /observe of the same points into a new series of that id');
 }
 
 is(($t->healthcheck)[1]{series_trained}, $series_before, 'no series trained by scoring');
 is((post('/series/fresh', undef, method => 'GET'))[0], 404, 'no version and no stream for the scored series');
 my (undef, $list) = $t->request('GET', '/series');
-is_deeply([ sort map { $_->{series_id} } @{ $list->{series} } ], [qw(compare-adaptive s1)],
+my @made = grep { $_ ne 'cmp-rcf' } sort map { $_->{series_id} } @{ $list->{series} };
+is_deeply(\@made, [qw(compare-adaptive s1)],
           '/series lists only what fit and observe made');
 
 # --- errors ---------------------------------------------------------------------------

@@ -52,12 +52,14 @@ Error score_with_stream(StreamParams params, const TrainingData &points, double 
 }
 
 std::uint64_t stream_seed(std::string_view series_id) noexcept {
-    std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+    // CRC-32 (IEEE, as nginx's ngx_crc32_short), mixed as the zone mixes it.
+    std::uint32_t crc = 0xffffffffu;
     for (char c : series_id) {
-        h ^= static_cast<unsigned char>(c);
-        h *= 1099511628211ull;
+        crc ^= static_cast<unsigned char>(c);
+        for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
     }
-    return h * 0x9e3779b97f4a7c15ull + series_id.size();
+    crc ^= 0xffffffffu;
+    return crc * 0x9e3779b97f4a7c15ull + series_id.size();
 }
 
 namespace {

@@ -46,7 +46,8 @@ Error score_with_training(const TrainingData &points, const DetectorParams &para
 Error score_with_stream(StreamParams params, const TrainingData &points, double threshold, std::uint64_t seed,
                         std::int64_t now_ms, std::vector<PointScore> *out);
 
-// A stream's seed from its series id, the same for the same id.
+// The seed a stream of this series id gets in the zone (Zone::create_stream),
+// so that ?detector= answers what /observe of a new series of that id would.
 std::uint64_t stream_seed(std::string_view series_id) noexcept;
 
 // What the answer says besides the points.

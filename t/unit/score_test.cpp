@@ -204,3 +204,11 @@ TEST(MediaTypes, ContentTypeAndAccept) {
     EXPECT_FALSE(accepts_csv("text/csvfile"));
     EXPECT_FALSE(accepts_csv("text/*"));
 }
+
+TEST(ScoreWithStream, SeedAsTheZoneGivesIt) {
+    // CRC-32 of "123456789" is 0xCBF43926 (nginx's ngx_crc32_short), mixed
+    // as Zone::create_stream mixes it.
+    EXPECT_EQ(stream_seed("123456789"), 0xCBF43926ull * 0x9e3779b97f4a7c15ull + 9);
+    EXPECT_EQ(stream_seed(""), 0u);
+    EXPECT_NE(stream_seed("a"), stream_seed("b"));
+}
