@@ -59,8 +59,10 @@ struct ScoreSummary {
 };
 
 // {"series_id":"s","version":"v3","detector":"three_sigma","points":n,"anomalies":k,
-//  "timestamps":[..],"values":[..],"anomaly":[..],"anomaly_score":[..],"score":[..],
+//  "timestamps":[..],"values":[..],"anomaly":[..],"anomaly_score":[..],
 //  "expected_value":[..|null]}  ("version" only for a stored version)
+// The detector's own number (score) is left out: a fifth of the answer's
+// size and time for a number anomaly_score already orders the same way.
 void render_score_json(std::string *out, const ScoreSummary &summary, const TrainingData &points,
                        const std::vector<PointScore> &scores);
 

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -145,14 +147,14 @@ TEST(ScoreAnswer, Json) {
     EXPECT_EQ(out,
               "{\"series_id\":\"s\\\"1\",\"version\":\"v3\",\"detector\":\"three_sigma\",\"points\":3,"
               "\"anomalies\":1,\"timestamps\":[10,20,30],\"values\":[1.5,99,-2],\"anomaly\":[false,true,false],"
-              "\"anomaly_score\":[12.5,95,30],\"score\":[0.5,8,-1],\"expected_value\":[2,2,null]}");
+              "\"anomaly_score\":[12.5,95,30],\"expected_value\":[2,2,null]}");
     summary.version = 0;
     summary.kind = DetectorKind::rcf;
     summary.only_anomalies = true;
     render_score_json(&out, summary, points, scores);
     EXPECT_EQ(out,
               "{\"series_id\":\"s\\\"1\",\"detector\":\"rcf\",\"points\":3,\"anomalies\":1,\"timestamps\":[20],"
-              "\"values\":[99],\"anomaly\":[true],\"anomaly_score\":[95],\"score\":[8],\"expected_value\":[2]}");
+              "\"values\":[99],\"anomaly\":[true],\"anomaly_score\":[95],\"expected_value\":[2]}");
 }
 
 TEST(ScoreAnswer, CsvFromJsonAndFromCsv) {
@@ -211,4 +213,31 @@ TEST(ScoreWithStream, SeedAsTheZoneGivesIt) {
     EXPECT_EQ(stream_seed("123456789"), 0xCBF43926ull * 0x9e3779b97f4a7c15ull + 9);
     EXPECT_EQ(stream_seed(""), 0u);
     EXPECT_NE(stream_seed("a"), stream_seed("b"));
+}
+
+TEST(ScoreAnswer, ValuesReadBackExactly) {
+    TrainingData points;
+    const double values[] = {0.1, -0.5, 1e-6, 1.5e-6, 123456.789, 999999999.5, 1e9, 3.141592653589793, -2.25,
+                             1e300, -1e-300, 0, -0.0, 100, 0.000123, 7.0000001, 123.456789, 0.3, 2.675,
+                             9007199.254740993, 4.35, 1234567.1234567};
+    std::int64_t t = 1;
+    for (double v : values) {
+        points.timestamps.push_back(t++);
+        points.values.push_back(v);
+    }
+    std::vector<PointScore> scores(points.values.size());
+    ScoreSummary summary;
+    std::string out;
+    render_score_json(&out, summary, points, scores);
+    const std::size_t from = out.find("\"values\":[") + 10;
+    const char *p = out.c_str() + from;
+    for (double v : values) {
+        char *end = nullptr;
+        const double got = std::strtod(p, &end);
+        ASSERT_NE(end, p);
+        EXPECT_EQ(got, v) << std::string(p, static_cast<std::size_t>(end - p));
+        EXPECT_EQ(std::signbit(got), std::signbit(v));
+        p = end + 1;
+    }
+    EXPECT_NE(out.find("[0.1,-0.5,0.000001,1.5e-06,123456.789,999999999.5,1e+09,"), std::string::npos) << out;
 }
