@@ -4,11 +4,15 @@
 // must read back as the same rows with two more columns.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <simdjson.h>
+
 #include "core/csv.hpp"
+#include "core/request.hpp"
 #include "core/score.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
@@ -45,7 +49,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     summary.series_id = "fuzz";
     std::string json;
     render_score_json(&json, summary, points, scores);
-    if (json.empty() || json.front() != '{' || json.back() != '}') __builtin_trap();
+    // The JSON answer is JSON, and its values read back as the values parsed.
+    json.append(kJsonPadding, '\0');
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    if (parser.parse(json.data(), json.size() - kJsonPadding, false).get(root)) __builtin_trap();
+    simdjson::dom::array values;
+    if (root["values"].get_array().get(values) || values.size() != n) __builtin_trap();
+    // Read back with strtod: a whole number beyond 64 bits is valid JSON
+    // that simdjson leaves to the caller.
+    const char *p = json.c_str() + json.find("\"values\":[") + 10;
+    for (std::size_t i = 0; i < n; i++) {
+        char *end = nullptr;
+        const double d = std::strtod(p, &end);
+        if (end == p || d != points.values[i] || std::signbit(d) != std::signbit(points.values[i])) __builtin_trap();
+        p = end + 1;
+    }
 
     std::string csv;
     render_score_csv(&csv, summary, &table, points, scores);

@@ -219,7 +219,7 @@ TEST(ScoreAnswer, ValuesReadBackExactly) {
     TrainingData points;
     const double values[] = {0.1, -0.5, 1e-6, 1.5e-6, 123456.789, 999999999.5, 1e9, 3.141592653589793, -2.25,
                              1e300, -1e-300, 0, -0.0, 100, 0.000123, 7.0000001, 123.456789, 0.3, 2.675,
-                             9007199.254740993, 4.35, 1234567.1234567};
+                             9007199.254740993, 4.35, 1234567.1234567, 3.3333333333333335e+21};
     std::int64_t t = 1;
     for (double v : values) {
         points.timestamps.push_back(t++);
@@ -240,4 +240,7 @@ TEST(ScoreAnswer, ValuesReadBackExactly) {
         p = end + 1;
     }
     EXPECT_NE(out.find("[0.1,-0.5,0.000001,1.5e-06,123456.789,999999999.5,1e+09,"), std::string::npos) << out;
+    // Not 3333333333333333508096: a whole number beyond 64 bits, which
+    // many JSON parsers refuse.
+    EXPECT_NE(out.find(",3.3333333333333335e+21]"), std::string::npos) << out;
 }
