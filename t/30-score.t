@@ -11,6 +11,8 @@ use warnings;
 use Test::More;
 use HTTP::Tiny;
 use JSON::PP;
+use POSIX ();
+use Time::HiRes ();
 use AnomalyTest qw(make_series error_ok encode_body);
 
 my $LOCATIONS = <<'EOF';
@@ -290,5 +292,43 @@ is($st, 200, 'a body spilled to a temp file is scored');
 same_scores($spilled, $in_memory, 'as the same body in memory');
 (undef, my $spilled_csv) = post('/score-spill/s1', csv_of($big), type => 'text/csv');
 same_scores($spilled_csv, $in_memory, 'and as CSV');
+
+# --- off the event loop ---------------------------------------------------------------
+# One worker: while it scores a long series with rcf (a second or more), it
+# keeps answering /predict. Were the series scored on the event loop, no
+# predict could be answered in the second half of the score's request.
+SKIP: {
+    skip 'rcf is not in this build', 2 unless grep { $_ eq 'rcf' } @detectors;
+    my $one = AnomalyTest->new(workers => 1, locations => "location /score/ { client_max_body_size 64m; anomaly_score; }\n");
+    is(($one->fit('s1', $train1))[0], 200, 'a version to predict with');
+    my ($long) = make_series(60000, seed => 6);
+    my $long_body = encode_body($long);
+    pipe(my $r, my $w) or die;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        close $r;
+        my $t0 = Time::HiRes::time();
+        my $res = HTTP::Tiny->new(timeout => 60)->request('POST', 'http://127.0.0.1:' . $one->port . '/score/long?detector=rcf',
+                                                          { headers => { 'Content-Type' => 'application/json' }, content => $long_body });
+        print $w join(' ', $t0, Time::HiRes::time(), $res->{status}), "\n";
+        close $w;
+        POSIX::_exit(0);
+    }
+    close $w;
+    my @answered;
+    my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 30);
+    my $rin = '';
+    vec($rin, fileno($r), 1) = 1;
+    until (select(my $rout = $rin, undef, undef, 0)) {
+        my $res = $ua->request('POST', 'http://127.0.0.1:' . $one->port . '/predict/s1',
+                               { headers => { 'Content-Type' => 'application/json' }, content => '{"value": 100}' });
+        push @answered, Time::HiRes::time() if $res->{status} == 200;
+    }
+    my ($start, $end, $status) = split ' ', scalar <$r>;
+    waitpid $pid, 0;
+    my $late = grep { $_ > $start + ($end - $start) / 2 && $_ < $end } @answered;
+    ok($status == 200 && $late > 0,
+       sprintf('predicts answered in the second half of a %.2f s rcf score (%d of %d)', $end - $start, $late, scalar @answered));
+}
 
 AnomalyTest::done();
