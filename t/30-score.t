@@ -20,6 +20,8 @@ my $LOCATIONS = <<'EOF';
             client_max_body_size 64m;
             client_body_buffer_size 64m;
             add_header X-Anomaly-Result $anomaly_result always;
+            add_header X-Anomaly-Score $anomaly_anomaly_score always;
+            add_header X-Model-Version $anomaly_model_version always;
             add_header X-Detector $anomaly_detector always;
             anomaly_score;
         }
@@ -108,6 +110,13 @@ is($latest->{anomalies}, scalar(grep { $_ } @{ $latest->{anomaly} }), 'anomalies
 ok($latest->{anomalies} >= 4, "the spikes are flagged ($latest->{anomalies})");
 is_deeply($latest->{timestamps}, $points->{timestamps}, 'timestamps as posted');
 is($h->{'x-anomaly-result'}, 'true', '$anomaly_result: some point is anomalous');
+{
+    my $top = 0;
+    for (@{ $latest->{anomaly_score} }) { $top = $_ if $_ > $top }
+    is($h->{'x-anomaly-score'} + 0, $top, '$anomaly_anomaly_score: the highest anomaly_score');
+}
+is($h->{'x-model-version'}, 'v2', '$anomaly_model_version');
+is($h->{'x-detector'}, 'three_sigma', '$anomaly_detector');
 is($h->{vary}, 'Accept', 'Vary: Accept');
 
 my ($st1, $v1) = post('/score/s1?version=v1', $points);

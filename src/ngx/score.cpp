@@ -69,7 +69,8 @@ struct ScoreWork {
     std::string log_detail;
     DetectorKind kind = DetectorKind::three_sigma;
     std::size_t anomalies = 0;
-    double top_score = 0;
+    double top_score = 0;         // the highest anomaly_score
+    double top_own_score = 0;     // the detector's own number of that point
 };
 
 std::string_view view(const ngx_str_t &s) { return std::string_view(reinterpret_cast<char *>(s.data), s.len); }
@@ -174,7 +175,10 @@ void score_thread(void *data, ngx_log_t *) {
         work->kind = summary.kind;
         for (const PointScore &s : scores) {
             if (s.anomaly) work->anomalies++;
-            if (s.anomaly_score > work->top_score) work->top_score = s.anomaly_score;
+            if (s.anomaly_score >= work->top_score) {
+                work->top_score = s.anomaly_score;
+                work->top_own_score = s.score;
+            }
         }
         if (work->csv_out) render_score_csv(&work->answer, summary, work->csv_in ? &table : nullptr, points, scores);
         else render_score_json(&work->answer, summary, points, scores);
@@ -213,6 +217,7 @@ ngx_int_t answer(ngx_http_request_t *r, ScoreWork *work) {
     ctx->version = work->image != nullptr ? work->image->version : 0;
     ctx->result = work->anomalies > 0 ? 1 : 0;
     ctx->anomaly_score = work->top_score;
+    ctx->score = work->top_own_score;
     vary_on_accept(r);
     return send_body(r, NGX_HTTP_OK, work->answer.data(), work->answer.size(),
                      work->csv_out ? "text/csv; charset=utf-8" : "application/json");
