@@ -198,6 +198,35 @@ for setup in pinned auto; do
     fi
 
     # ---- score: /score against fits of the same body ----
+    if part score; then
+        # The 100k-point body: fitted, scored with ?detector=three_sigma
+        # (trained on the body itself, nothing stored; target within 3x of
+        # the fit), scored against the stored version, and scored with
+        # ?detector=rcf (a fresh forest over every point; target 50,000
+        # points/s a core, pinned is one core). Client ms, mean of 3 after
+        # one untimed request of each.
+        score_ms() {  # URL -> mean client ms of 3, after a warm-up
+            local url=$1 total=0 out rep
+            for rep in 0 1 2 3; do
+                out=$(curl -s -o /dev/null -w '%{time_total} %{http_code}' -H 'Content-Type: application/json' \
+                      --data-binary "@$work/body-100000.json" "$url")
+                if [ "${out#* }" != 200 ]; then note "$url answered ${out#* }"; exit 1; fi
+                [ "$rep" = 0 ] || total=$(awk -v a="$total" -v b="${out% *}" 'BEGIN { print a + b }')
+            done
+            awk -v t="$total" 'BEGIN { printf "%.1f", t / 3 * 1000 }'
+        }
+        fit_ms=$(score_ms "http://127.0.0.1:$port/fit/bench_score")
+        sigma_ms=$(score_ms "http://127.0.0.1:$port/score/bench_score?detector=three_sigma")
+        version_ms=$(score_ms "http://127.0.0.1:$port/score/bench_score")
+        rcf_ms=$(score_ms "http://127.0.0.1:$port/score/bench_score?detector=rcf")
+        row "$setup" "fit 100000 points (client ms)" "-" "$fit_ms" "-" "1.00"
+        row "$setup" "score 100000 points, ?detector=three_sigma (client ms; ratio to the fit, target <= 3)" "-" \
+            "$sigma_ms" "-" "$(ratio "$sigma_ms" "$fit_ms")"
+        row "$setup" "score 100000 points against the stored version (client ms)" "-" "$version_ms" "-" \
+            "$(ratio "$version_ms" "$fit_ms")"
+        row "$setup" "score 100000 points, ?detector=rcf (client ms; points/s, target >= 50000 a core)" "-" \
+            "$rcf_ms" "-" "$(awk -v ms="$rcf_ms" 'BEGIN { printf "%.0f points/s", 100000 / (ms / 1000) }')"
+    fi
 
     # ---- alerts: predict with the history and an alert location ----
     if part alerts; then

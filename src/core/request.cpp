@@ -175,7 +175,7 @@ Error check_fit(const Parsed &p, const FitLimits &limits, const TrainingData *ou
         return make_error(422, "too_few_points",
                           "At least " + std::to_string(limits.min_points) + " points are needed, got " +
                               std::to_string(n) + " (anomaly_min_points).");
-    if (limits.stream) return Error();
+    if (limits.stream || limits.any_spread) return Error();
     bool constant = true;
     for (std::size_t i = 1; i < n && constant; i++) constant = out->values[i] == out->values[0];
     if (constant)

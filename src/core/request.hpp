@@ -22,6 +22,9 @@ struct FitLimits {
     // Points for a stream (observe): timestamps in any order (a repeated or
     // earlier one is skipped, not refused) and equal values allowed.
     bool stream = false;
+    // Points to score (/score): equal values allowed, since nothing is
+    // trained from them (a detector that trains checks its own spread).
+    bool any_spread = false;
 };
 
 // Parses {"timestamps": [...], "values": [...]} or

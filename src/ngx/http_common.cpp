@@ -96,7 +96,7 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
             allow->hash = 1;
             ngx_str_set(&allow->key, "Allow");
             Endpoint endpoint = static_cast<Endpoint>(loc_conf(r)->endpoint);
-            if (endpoint != Endpoint::fit && endpoint != Endpoint::predict) {
+            if (endpoint != Endpoint::fit && endpoint != Endpoint::predict && endpoint != Endpoint::score) {
                 ngx_str_set(&allow->value, "GET, HEAD");
             } else {
                 ngx_str_set(&allow->value, "POST");
