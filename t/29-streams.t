@@ -272,6 +272,7 @@ my @ARRAYS = qw(anomaly anomaly_score score expected_value stage confidence poin
     error_ok(\@r, 422, 'too_many_points', '11 points where anomaly_max_points is 10: 422 too_many_points', qr/anomaly_max_points/);
     @r = $t->request('GET', "/observe/$id");
     error_ok(\@r, 405, 'method_not_allowed', 'GET: 405');
+    is($r[3]{allow}, 'POST', 'GET: Allow: POST');
     @r = $t->request('POST', "/observe/$id?detector=three_sigma", { timestamp => 1800000000, value => 1 });
     error_ok(\@r, 422, 'invalid_detector', '?detector=three_sigma (a batch detector): 422 invalid_detector');
     @r = $t->request('POST', "/observe/$id?detector=bogus", { timestamp => 1800000000, value => 1 });

@@ -95,11 +95,12 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
         if (allow != nullptr) {
             allow->hash = 1;
             ngx_str_set(&allow->key, "Allow");
-            Endpoint endpoint = static_cast<Endpoint>(loc_conf(r)->endpoint);
-            if (endpoint != Endpoint::fit && endpoint != Endpoint::predict && endpoint != Endpoint::score) {
-                ngx_str_set(&allow->value, "GET, HEAD");
-            } else {
-                ngx_str_set(&allow->value, "POST");
+            switch (static_cast<Endpoint>(loc_conf(r)->endpoint)) {
+            case Endpoint::fit:
+            case Endpoint::predict:
+            case Endpoint::observe:
+            case Endpoint::score: ngx_str_set(&allow->value, "POST"); break;
+            default: ngx_str_set(&allow->value, "GET, HEAD"); break;
             }
         }
     }
