@@ -19,6 +19,8 @@ namespace {
 
 // ---- catalogue: /series, /series/{id}, /dashboard ----
 
+constexpr std::size_t kDashboardAnomalies = 20;  // the dashboard's panel of recent anomalies
+
 ngx_int_t get_only(ngx_http_request_t *r, const char *what) {
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
         return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", what);
@@ -59,7 +61,7 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
         entries.reserve(found.size());
         for (const Zone::SeriesSummary &s : found)
             entries.push_back(SeriesEntry{s.series_id(), s.has_versions ? &s.latest : nullptr,
-                                          s.has_stream ? &s.stream : nullptr});
+                                          s.has_stream ? &s.stream : nullptr, s.points_scored, s.anomalies});
         std::string out = render_series_list(entries, more);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
@@ -115,7 +117,13 @@ ngx_int_t dashboard_handler(ngx_http_request_t *r) noexcept {
     try {
         ngx_int_t rc = get_only(r, "Use GET for /dashboard.");
         if (rc != NGX_OK) return rc;
-        std::string_view page = dashboard_html();
+        // The recent anomalies, read from the zone's ring without any lock.
+        DashboardData data;
+        HistoryQuery query;
+        query.limit = kDashboardAnomalies;
+        data.recent = history_query(zone_of(r)->history(), query).events;
+        zone_of(r)->history_totals(&data.points_scored, &data.anomalies);
+        const std::string page = render_dashboard(data);
         return send_body(r, NGX_HTTP_OK, page.data(), page.size(), "text/html; charset=utf-8");
     } catch (const std::exception &e) {
         return internal_error(r, e.what());

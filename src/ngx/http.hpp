@@ -50,6 +50,7 @@ struct MainConf {
     ngx_flag_t endpoints_used;
     size_t fit_memory;                    // anomaly_fit_memory: body bytes of fits per worker
     ngx_msec_t checkpoint;                // anomaly_checkpoint: streams written at most this often
+    ngx_uint_t history;                   // anomaly_history: events the history holds; unset: the default
 };
 
 struct LocConf {
@@ -226,6 +227,7 @@ struct ScoredAnswer {
     std::uint64_t points;          // points scored
     const ScoredPoint *anomalies;  // the anomalous ones, in order
     std::size_t anomaly_count;
+    SeriesNode *node = nullptr;    // the series' node in the zone, when the caller has it at hand
 };
 
 // Every answered /predict and /observe passes here once, on the event loop,
