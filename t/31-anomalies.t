@@ -174,6 +174,10 @@ my $since_mark;
     error_ok([ $t->request('POST', '/anomalies', {}) ], 405, 'method_not_allowed', 'POST /anomalies is 405');
     error_ok([ $t->request('DELETE', '/anomalies/summary') ], 405, 'method_not_allowed',
              'DELETE /anomalies/summary is 405');
+    # the catalogue's endpoints answer once too (no "header already sent" in the log)
+    for my $path ('/dashboard', '/series', '/series/p1') {
+        error_ok([ $t->request('POST', $path, {}) ], 405, 'method_not_allowed', "POST $path is 405");
+    }
 }
 
 # --- the summary: exact counts over both workers --------------------------------------
@@ -240,6 +244,20 @@ my $events_before = anomalies('?limit=1000')->{anomalies};
     is_deeply(anomalies('?limit=1000')->{anomalies}, $events, 'and the events');
     predict_one('p2', $spike, $TS + 6000);
     is(anomalies('?limit=1')->{anomalies}[0]{timestamp}, $TS + 6000, 'new workers record on top');
+}
+
+# --- a reload that changes anomaly_history: the ring keeps its size till a restart ------
+{
+    $t->{http_extra} = "anomaly_checkpoint 200ms;\nanomaly_history 7;\n";
+    $t->write_config;
+    $t->reload;
+    like($t->error_log_text, qr/\[notice\].*anomaly_history 7 takes effect at the next restart: anomaly_zone "models" keeps its history of 10000 events/,
+         'the log says anomaly_history 7 takes effect at the next restart');
+    my $s = summary();
+    is($s->{history}{capacity}, 10000, 'the ring keeps its 10000 events');
+    my $n = $s->{history}{events};
+    predict_one('p2', $spike, $TS + 7000);
+    is(summary()->{history}{events}, $n + 1, 'and goes on recording');
 }
 
 # --- a small history keeps the newest; it persists as many ------------------------------
