@@ -10,6 +10,7 @@
 use strict;
 use warnings;
 use Test::More;
+use HTTP::Tiny;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
 use AnomalyTest qw(make_series mean_std error_ok wait_until);
@@ -25,6 +26,9 @@ my $LOCATIONS = <<'EOF';
         }
         location = /anomalies/summary {
             anomaly_anomalies_summary;
+        }
+        location = /metrics {
+            anomaly_metrics;
         }
 EOF
 
@@ -196,6 +200,20 @@ my $since_mark;
     is_deeply([ @$p1{qw(points_scored anomalies)} ], [ $per{p1}{points}, $per{p1}{anomalies} ],
               'p1: its points scored and anomalies, exact');
     is(scalar @{ summary('?limit=1')->{series} }, 1, 'limit=1: the top series only');
+}
+
+# --- /healthcheck and /metrics show the history's figures ------------------------------
+{
+    my $s = summary();
+    my (undef, $h) = $t->healthcheck;
+    is_deeply([ @{ $h->{anomaly_history} }{qw(capacity events recorded points_scored anomalies)} ],
+              [ 10000, $s->{history}{events}, $s->{history}{recorded}, $s->{points_scored}, $s->{anomalies} ],
+              '/healthcheck: anomaly_history with the summary\'s figures');
+    my $res = HTTP::Tiny->new->get('http://127.0.0.1:' . $t->port . '/metrics');
+    like($res->{content}, qr/^anomaly_history_recorded_total $s->{history}{recorded}$/m,
+         '/metrics: anomaly_history_recorded_total');
+    like($res->{content}, qr/^anomaly_points_scored_total $s->{points_scored}$/m, '/metrics: anomaly_points_scored_total');
+    like($res->{content}, qr/^# TYPE anomaly_history_events gauge$/m, '/metrics: anomaly_history_events is a gauge');
 }
 
 # --- the dashboard shows the recent anomalies and the rate per series ----------------

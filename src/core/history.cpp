@@ -343,6 +343,35 @@ std::string render_history_summary(const HistorySummary &s) {
     return out;
 }
 
+void append_history_health(std::string *out, const HistorySummary &s) {
+    *out += ",\"anomaly_history\":{\"capacity\":" + std::to_string(s.capacity) + ",\"events\":" + std::to_string(s.held) +
+            ",\"recorded\":" + std::to_string(s.recorded) + ",\"persisted\":" + std::to_string(s.persisted) +
+            ",\"dropped\":" + std::to_string(s.dropped) + ",\"points_scored\":" + std::to_string(s.points_scored) +
+            ",\"anomalies\":" + std::to_string(s.anomalies) + "}";
+}
+
+void append_history_metrics(std::string *out, const HistorySummary &s) {
+    struct Line {
+        const char *name, *type, *help;
+        std::uint64_t value;
+    };
+    const Line lines[] = {
+        {"anomaly_points_scored_total", "counter", "Points /predict and /observe scored since the zone was created.",
+         s.points_scored},
+        {"anomaly_history_capacity", "gauge", "Events the anomaly history holds at most (anomaly_history).", s.capacity},
+        {"anomaly_history_events", "gauge", "Events the anomaly history holds.", s.held},
+        {"anomaly_history_recorded_total", "counter", "Anomalous points recorded in the anomaly history.", s.recorded},
+        {"anomaly_history_persisted_total", "counter", "Events of the anomaly history written to the store.",
+         s.persisted},
+        {"anomaly_history_dropped_total", "counter",
+         "Events given up because their slot was still being written a lap earlier.", s.dropped},
+    };
+    for (const Line &l : lines) {
+        *out += std::string("# HELP ") + l.name + " " + l.help + "\n# TYPE " + l.name + " " + l.type + "\n" + l.name +
+                " " + std::to_string(l.value) + "\n";
+    }
+}
+
 bool parse_since(std::string_view t, std::int64_t *unix_ms) noexcept {
     if (t.empty()) return false;
     if (t.find_first_not_of("0123456789") == std::string_view::npos) {

@@ -157,6 +157,12 @@ double anomaly_rate(std::uint64_t anomalies, std::uint64_t points_scored) noexce
 // Keeps the `limit` series with the most anomalies, most first (ties by id).
 void keep_top_series(std::vector<SeriesAnomalies> *series, std::size_t limit);
 std::string render_history_summary(const HistorySummary &summary);
+// /healthcheck's ,"anomaly_history":{"capacity":..,"events":..,"recorded":..,"persisted":..,"dropped":..}
+void append_history_health(std::string *out, const HistorySummary &summary);
+// /metrics's lines: anomaly_points_scored_total, anomaly_history_capacity,
+// anomaly_history_events, anomaly_history_recorded_total,
+// anomaly_history_persisted_total, anomaly_history_dropped_total.
+void append_history_metrics(std::string *out, const HistorySummary &summary);
 
 // Parses ?since=: Unix seconds (digits) or ISO 8601 (2024-01-02, 2024-01-02T03:04:05,
 // with .fraction and Z or +hh:mm); false when it is neither. Unix ms out.

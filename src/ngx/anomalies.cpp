@@ -63,6 +63,33 @@ bool whole(const ngx_str_t &s, std::uint64_t lo, std::uint64_t hi, std::uint64_t
 
 }  // namespace
 
+HistorySummary history_figures(Zone *zone, const MainConf *mcf) {
+    HistorySummary s;
+    zone->history_totals(&s.points_scored, &s.anomalies);
+    const HistoryRing *ring = zone->history();
+    s.recording = ring != nullptr && mcf->history != 0;
+    if (ring == nullptr) return s;
+    s.capacity = ring->capacity;
+    s.recorded = history_head(ring);
+    s.dropped = __atomic_load_n(&ring->dropped, __ATOMIC_RELAXED);
+    const std::uint64_t tail = history_tail(s.recorded, s.capacity);
+    s.held = s.recorded - tail;
+    // The newest and oldest whole events, a few slots in at most.
+    HistoryEvent e;
+    for (std::uint64_t q = s.recorded; q > tail && s.recorded - q < 1000; q--)
+        if (history_read(ring, q - 1, &e) == SlotRead::ok) {
+            s.newest_ms = e.recorded_ms;
+            break;
+        }
+    for (std::uint64_t q = tail; q < s.recorded && q - tail < 1000; q++)
+        if (history_read(ring, q, &e) == SlotRead::ok) {
+            s.oldest_ms = e.recorded_ms;
+            break;
+        }
+    s.persisted = zone->history_persisted();
+    return s;
+}
+
 void history_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept {
     Zone *zone = zone_of(r);
     WorkerStats &stats = zone->my_stats();
@@ -129,29 +156,7 @@ ngx_int_t anomalies_summary_handler(ngx_http_request_t *r) noexcept {
             limit = static_cast<std::size_t>(n);
         }
         Zone *zone = zone_of(r);
-        HistorySummary s;
-        zone->history_totals(&s.points_scored, &s.anomalies);
-        const HistoryRing *ring = zone->history();
-        s.recording = ring != nullptr && main_conf(r)->history != 0;
-        if (ring != nullptr) {
-            s.capacity = ring->capacity;
-            s.recorded = history_head(ring);
-            s.dropped = __atomic_load_n(&ring->dropped, __ATOMIC_RELAXED);
-            const std::uint64_t tail = history_tail(s.recorded, s.capacity);
-            HistoryEvent e;
-            for (std::uint64_t q = s.recorded; q > tail && s.recorded - q < 1000; q--)
-                if (history_read(ring, q - 1, &e) == SlotRead::ok) {
-                    s.newest_ms = e.recorded_ms;
-                    break;
-                }
-            for (std::uint64_t q = tail; q < s.recorded && q - tail < 1000; q++)
-                if (history_read(ring, q, &e) == SlotRead::ok) {
-                    s.oldest_ms = e.recorded_ms;
-                    break;
-                }
-            s.held = s.recorded - tail;
-            s.persisted = zone->history_persisted();
-        }
+        HistorySummary s = history_figures(zone, main_conf(r));
         zone->anomalous_series(&s.series);
         keep_top_series(&s.series, limit);
         const std::string out = render_history_summary(s);

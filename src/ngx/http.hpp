@@ -27,6 +27,7 @@
 #include "core/detector.hpp"
 #include "core/error.hpp"
 #include "core/histogram.hpp"
+#include "core/history.hpp"
 #include "core/metrics.hpp"
 #include "core/model.hpp"
 #include "core/request.hpp"
@@ -236,6 +237,9 @@ struct ScoredAnswer {
 void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;
 void history_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;  // anomalies.cpp
 void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;    // alert.cpp
+// The history's counts and state, for /anomalies/summary, /healthcheck and
+// /metrics (anomalies.cpp); series left empty.
+HistorySummary history_figures(Zone *zone, const MainConf *mcf);
 
 // ---- plot.cpp ----
 

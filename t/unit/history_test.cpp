@@ -296,3 +296,31 @@ TEST(HistorySince, UnixSecondsAndIso8601) {
 
 }  // namespace
 }  // namespace anomaly
+
+namespace anomaly {
+namespace {
+
+TEST(HistoryRender, HealthAndMetrics) {
+    HistorySummary s;
+    s.capacity = 100;
+    s.held = 7;
+    s.recorded = 7;
+    s.persisted = 5;
+    s.dropped = 1;
+    s.points_scored = 300;
+    s.anomalies = 7;
+    std::string health;
+    append_history_health(&health, s);
+    EXPECT_EQ(health, ",\"anomaly_history\":{\"capacity\":100,\"events\":7,\"recorded\":7,\"persisted\":5,"
+                      "\"dropped\":1,\"points_scored\":300,\"anomalies\":7}");
+    std::string metrics;
+    append_history_metrics(&metrics, s);
+    EXPECT_NE(metrics.find("# TYPE anomaly_points_scored_total counter\nanomaly_points_scored_total 300\n"),
+              std::string::npos);
+    EXPECT_NE(metrics.find("# TYPE anomaly_history_events gauge\nanomaly_history_events 7\n"), std::string::npos);
+    EXPECT_NE(metrics.find("anomaly_history_persisted_total 5\n"), std::string::npos);
+    EXPECT_NE(metrics.find("anomaly_history_dropped_total 1\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace anomaly
