@@ -258,7 +258,9 @@ bool Store::for_each_stream(const StreamVisitor &visit, std::uint64_t *damaged, 
     return true;
 }
 
-// The history's last record, found once: the records after it count on from it.
+// The history's first and last records, found once: records are numbered
+// consecutively, so the next count on from the last, and trimming deletes
+// from the first by number, with no scan over the records deleted before.
 bool Store::next_history_key(std::uint64_t *next, std::string *error) {
     if (history_next_known_) {
         *next = history_next_;
@@ -266,15 +268,18 @@ bool Store::next_history_key(std::uint64_t *next, std::string *error) {
     }
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
     const std::string prefix(kHistoryKeyPrefix);
+    std::uint64_t number = 0;
+    history_first_ = history_next_ = 0;
+    it->Seek(prefix);
+    if (it->Valid() && parse_history_key(std::string_view(it->key().data(), it->key().size()), &number))
+        history_first_ = number;
     std::string past = prefix;
     past.back()++;  // "h0": just past every "h/" key
     it->Seek(past);
     if (it->Valid()) it->Prev();
     else it->SeekToLast();
-    std::uint64_t last = 0;
-    history_next_ = 0;
-    if (it->Valid() && parse_history_key(std::string_view(it->key().data(), it->key().size()), &last))
-        history_next_ = last + 1;
+    if (it->Valid() && parse_history_key(std::string_view(it->key().data(), it->key().size()), &number))
+        history_next_ = number + 1;
     if (!it->status().ok()) {
         *error = it->status().ToString();
         return false;
@@ -289,17 +294,12 @@ bool Store::write_history(const std::vector<HistoryEvent> &events, std::uint64_t
     if (!next_history_key(&next, error)) return false;
     leveldb::WriteBatch batch;
     for (const HistoryEvent &e : events) batch.Put(history_key(next++), encode_history_event(e));
-    // What fell out of the ring: every record before the newest `keep`.
-    if (next > keep) {
-        const std::string end = history_key(next - keep);
-        std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
-        for (it->Seek(std::string(kHistoryKeyPrefix)); it->Valid() && it->key().compare(end) < 0; it->Next())
-            batch.Delete(it->key());
-        if (!it->status().ok()) {
-            *error = it->status().ToString();
-            return false;
-        }
-    }
+    // What fell out of the ring: every record before the newest `keep`
+    // (at most kHistoryTrim a write, after a restart with a much smaller ring).
+    constexpr std::uint64_t kHistoryTrim = 100000;
+    std::uint64_t first = history_first_;
+    for (std::uint64_t n = 0; next > keep && first < next - keep && n < kHistoryTrim; first++, n++)
+        batch.Delete(history_key(first));
     leveldb::WriteOptions wo;
     wo.sync = true;
     leveldb::Status s = db_->Write(wo, &batch);
@@ -308,6 +308,7 @@ bool Store::write_history(const std::vector<HistoryEvent> &events, std::uint64_t
         return false;
     }
     history_next_ = next;
+    history_first_ = first;
     return true;
 }
 

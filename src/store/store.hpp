@@ -123,6 +123,7 @@ private:
     bool next_history_key(std::uint64_t *next, std::string *error);
     std::uint64_t commits_ = 0;
     std::uint64_t history_next_ = 0;  // the number of the next history record
+    std::uint64_t history_first_ = 0; // of the oldest one kept
     bool history_next_known_ = false;
     std::string dir_;  // set when this Store holds dir_'s LOCK
 };
