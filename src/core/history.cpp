@@ -153,9 +153,12 @@ std::uint64_t history_head(const HistoryRing *ring) noexcept { return __atomic_l
 
 SlotRead history_read(const HistoryRing *ring, std::uint64_t sequence, HistoryEvent *out) noexcept {
     if (ring->capacity == 0) return SlotRead::gone;
+    if (sequence >= history_head(ring)) return SlotRead::gone;
     const HistorySlot &slot = ring->slots()[sequence % ring->capacity];
     const std::uint64_t w1 = __atomic_load_n(&slot.word, __ATOMIC_ACQUIRE);
-    if (w1 == 2 * sequence + 1) return SlotRead::writing;
+    // Below its even word: claimed but not whole yet (or given up, which
+    // looks the same until a later lap takes the slot).
+    if (w1 < 2 * sequence + 2) return SlotRead::writing;
     if (w1 != 2 * sequence + 2) return SlotRead::gone;
     load_event(out, &slot.event);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);

@@ -88,8 +88,8 @@ inline std::uint64_t history_tail(std::uint64_t head, std::uint64_t capacity) {
 
 enum class SlotRead {
     ok,
-    writing,  // that sequence is being written right now
-    gone,     // overwritten by a newer event, never written, or dropped
+    writing,  // claimed and not whole yet (or given up: the slot still holds an older lap)
+    gone,     // overwritten by a newer event, or not handed out yet
 };
 // Copies the event of that sequence, if the ring holds it whole.
 SlotRead history_read(const HistoryRing *ring, std::uint64_t sequence, HistoryEvent *out) noexcept;

@@ -47,7 +47,11 @@ TEST(History, RecordsAndReadsBack) {
     EXPECT_EQ(e.score, 4.25);
     EXPECT_EQ(e.version, 3u);
     EXPECT_EQ(e.sequence, 1u);
-    EXPECT_EQ(history_read(r.ring(), 2, &e), SlotRead::gone);  // not recorded yet
+    EXPECT_EQ(history_read(r.ring(), 2, &e), SlotRead::gone);  // not handed out yet
+    // Claimed and not written yet (a writer between its add and its slot):
+    // the owner waits for it rather than pass it by.
+    __atomic_fetch_add(&r.ring()->head, 1, __ATOMIC_RELAXED);
+    EXPECT_EQ(history_read(r.ring(), 2, &e), SlotRead::writing);
 }
 
 TEST(History, KeepsTheNewestWhenFull) {
