@@ -278,6 +278,39 @@ my $events_before = anomalies('?limit=1000')->{anomalies};
     is(summary()->{history}{events}, $n + 1, 'and goes on recording');
 }
 
+# --- many clients at once over both workers: none lost, counts exact ---------------------
+{
+    my $c = AnomalyTest->new(workers => 2, locations => $LOCATIONS);
+    $c->fit("c$_", $body) for 0 .. 3;
+    my ($kids, $each) = (4, 100);
+    my @pids = map {
+        my $k = $_;
+        AnomalyTest::child(sub {
+            for my $i (1 .. $each) {
+                # every other one anomalous, over fresh connections (both workers)
+                my $v = $i % 2 ? $mean + 9 * $std : $mean;
+                my ($st) = $c->request('POST', "/predict/c$k", { timestamp => $TS + $i, value => $v }, quiet => 1);
+                die "predict: $st\n" unless $st == 200;
+            }
+        });
+    } 0 .. $kids - 1;
+    my $failed = 0;
+    for (@pids) { waitpid($_, 0); $failed++ if $? }
+    is($failed, 0, "$kids clients sent $each predictions each");
+    my (undef, $s) = $c->request('GET', '/anomalies/summary?limit=10');
+    is_deeply([ @$s{qw(points_scored anomalies)}, @{ $s->{history} }{qw(recorded events dropped)} ],
+              [ $kids * $each, $kids * $each / 2, $kids * $each / 2, $kids * $each / 2, 0 ],
+              'every prediction counted, every anomaly recorded, none dropped');
+    is_deeply([ sort map { "$_->{series_id}:$_->{points_scored}:$_->{anomalies}" } @{ $s->{series} } ],
+              [ map { "c$_:$each:" . $each / 2 } 0 .. $kids - 1 ], 'per series, exact');
+    my (undef, $h) = $c->request('GET', '/anomalies?limit=1000');
+    my %n;
+    $n{ $_->{series_id} }{ $_->{timestamp} }++ for @{ $h->{anomalies} };
+    is_deeply([ map { scalar keys %{ $n{"c$_"} } } 0 .. $kids - 1 ], [ ($each / 2) x $kids ],
+              'each client\'s anomalies are in the history, once each');
+    $c->stop;
+}
+
 # --- a small history keeps the newest; it persists as many ------------------------------
 {
     my $s = AnomalyTest->new(workers => 2, locations => $LOCATIONS,
