@@ -255,7 +255,7 @@ std::string encode_history_event(const HistoryEvent &e) {
 bool decode_history_event(std::string_view bytes, HistoryEvent *e) noexcept {
     if (bytes.size() < kEventFixedBytes) return false;
     const auto *p = reinterpret_cast<const unsigned char *>(bytes.data());
-    if (p[0] != kHistoryEventFormat) return false;
+    if (p[0] != kHistoryEventFormat || p[3] != 0) return false;
     const std::size_t id_len = p[2];
     if (id_len == 0 || id_len > kHistoryIdLength || bytes.size() != kEventFixedBytes + id_len) return false;
     std::memset(e, 0, sizeof(*e));
@@ -268,7 +268,9 @@ bool decode_history_event(std::string_view bytes, HistoryEvent *e) noexcept {
     e->anomaly_score = get_f64(p + 32);
     e->score = get_f64(p + 40);
     std::memcpy(e->id, p + kEventFixedBytes, id_len);
-    return true;
+    // What a server records: points of 0..9999-12-31, answered in that span.
+    return e->timestamp >= 0 && e->timestamp <= kMaxTimestamp && e->recorded_ms >= 0 &&
+           e->recorded_ms <= kMaxTimestamp * 1000 + 999;
 }
 
 namespace {

@@ -126,7 +126,8 @@ constexpr std::string_view kHistoryKeyPrefix = "h/";
 std::string history_key(std::uint64_t sequence);
 bool parse_history_key(std::string_view key, std::uint64_t *sequence) noexcept;
 std::string encode_history_event(const HistoryEvent &event);
-// False on another format, a short or overlong record, an empty or too long id.
+// False on another format, a short or overlong record, an empty or too long
+// id, a timestamp or a time recorded outside 0..9999-12-31.
 bool decode_history_event(std::string_view bytes, HistoryEvent *event) noexcept;
 
 // ---- answers ----

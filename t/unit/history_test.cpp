@@ -229,6 +229,11 @@ TEST(HistoryEncoding, RefusesDamagedRecords) {
     no_id[2] = 0;
     EXPECT_FALSE(decode_history_event(no_id.substr(0, 48), &d));
     EXPECT_FALSE(decode_history_event("", &d));
+    std::string reserved = good;
+    reserved[3] = 1;
+    EXPECT_FALSE(decode_history_event(reserved, &d));
+    EXPECT_FALSE(decode_history_event(encode_history_event(make_event("a", -1, 2, 3, 4, 1, 1, 5)), &d));
+    EXPECT_FALSE(decode_history_event(encode_history_event(make_event("a", 1, 2, 3, 4, 1, 1, -5)), &d));
 }
 
 TEST(HistoryEncoding, KeysSortBySequence) {
