@@ -1,5 +1,8 @@
 #include "core/dashboard.hpp"
 
+#include "core/model.hpp"
+#include "core/render.hpp"
+
 namespace anomaly {
 
 namespace {
@@ -30,6 +33,9 @@ constexpr std::string_view kPage = R"HTML(<!DOCTYPE html>
   .muted { color: #6b7280; }
   button { padding: 4px 10px; }
   h2 { font-size: 15px; margin: 16px 0 8px; }
+  section.wide { grid-column: 1 / -1; }
+  #anomalies th { text-align: left; padding: 2px 12px 2px 0; color: #6b7280; font-weight: normal; }
+  #anomalies td.num { text-align: right; font-variant-numeric: tabular-nums; }
 </style>
 </head>
 <body>
@@ -53,6 +59,9 @@ constexpr std::string_view kPage = R"HTML(<!DOCTYPE html>
       <table id="stream-details"></table>
       <img id="stream-plot" alt="">
     </div>
+  </section>
+  <section class="wide" id="anomalies">
+<!--anomalies-->
   </section>
 </main>
 <script>
@@ -88,7 +97,11 @@ async function loadSeries() {
     const parts = [];
     if (s.latest_version) parts.push(s.latest_version + " \u00b7 " + s.detector);
     if (s.stream) parts.push("stream \u00b7 " + s.stream.detector);
-    latest.textContent = parts.join(" + ");
+    // The anomaly history's anomaly rate of the series, once it has scored points.
+    let text = parts.join(" + ");
+    if (s.points_scored) text += " \u00b7 " + (100 * s.anomaly_rate).toFixed(1) + "%";
+    latest.textContent = text;
+    latest.title = s.points_scored ? "anomaly rate: " + s.anomalies + " anomalies in " + s.points_scored + " points scored" : "";
     li.append(name, latest);
     li.onclick = () => select(s.series_id);
     $("series").append(li);
@@ -210,6 +223,69 @@ loadSeries().catch((e) => { $("message").textContent = e.message; });
 
 }  // namespace
 
+namespace {
+
+constexpr std::string_view kMarker = "<!--anomalies-->";
+
+void append_html(std::string *out, std::string_view s) {
+    for (char c : s) {
+        switch (c) {
+        case '<': *out += "&lt;"; break;
+        case '>': *out += "&gt;"; break;
+        case '&': *out += "&amp;"; break;
+        case '"': *out += "&quot;"; break;
+        case '\'': *out += "&#39;"; break;
+        default: *out += c;
+        }
+    }
+}
+
+std::string number(double v) {
+    std::string out;
+    append_double(&out, v);
+    return out;
+}
+
+// 2023-11-14 22:13:20 (UTC)
+std::string when(std::int64_t unix_ms) {
+    std::string t = iso8601_ms(unix_ms).substr(0, 19);
+    t[10] = ' ';
+    return t;
+}
+
+std::string anomalies_panel(const DashboardData &d) {
+    std::string out = "    <h2>Recent anomalies</h2>\n    <p class=\"muted\">";
+    out += std::to_string(d.points_scored) + " points scored, " + std::to_string(d.anomalies) + " anomalies";
+    if (d.points_scored > 0) out += " (anomaly rate " + number(100.0 * anomaly_rate(d.anomalies, d.points_scored)) + "%)";
+    out += " since the shared zone started; times in UTC.</p>\n";
+    if (d.recent.empty()) {
+        out += "    <p class=\"muted\">No anomaly recorded yet.</p>\n";
+        return out;
+    }
+    out += "    <table>\n      <tr><th>recorded at</th><th>series</th><th>timestamp</th><th>value</th>"
+           "<th>anomaly score</th><th>detector</th></tr>\n";
+    for (const HistoryEvent &e : d.recent) {
+        out += "      <tr><td>" + when(e.recorded_ms) + "</td><td>";
+        append_html(&out, e.series_id());
+        out += "</td><td>" + when(e.timestamp * 1000) + "</td><td class=\"num\">" + number(e.value) +
+               "</td><td class=\"num\">" + number(e.anomaly_score) + "</td><td>";
+        out += detector_name(static_cast<DetectorKind>(e.detector));
+        if (e.version != 0) out += " v" + std::to_string(e.version);
+        out += "</td></tr>\n";
+    }
+    out += "    </table>\n";
+    return out;
+}
+
+}  // namespace
+
 std::string_view dashboard_html() noexcept { return kPage; }
+
+std::string render_dashboard(const DashboardData &data) {
+    std::string page(kPage);
+    const std::size_t at = page.find(kMarker);
+    if (at != std::string::npos) page.replace(at, kMarker.size(), anomalies_panel(data));
+    return page;
+}
 
 }  // namespace anomaly

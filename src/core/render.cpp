@@ -125,6 +125,11 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
             out += detector_name(st.params.kind);
             out += "\",\"points_processed\":" + std::to_string(st.points_processed) + "}";
         }
+        const SeriesEntry &e = series[i];
+        out += ",\"points_scored\":" + std::to_string(e.points_scored) + ",\"anomalies\":" +
+               std::to_string(e.anomalies) + ",\"anomaly_rate\":";
+        append_double(&out, e.points_scored == 0 ? 0.0
+                                                 : static_cast<double>(e.anomalies) / static_cast<double>(e.points_scored));
         out += '}';
     }
     out += "],\"next_after\":";

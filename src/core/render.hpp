@@ -64,6 +64,9 @@ struct SeriesEntry {
     std::string_view series_id;
     const VersionSummary *latest;  // nullptr: a series with a stream only
     const StreamSummary *stream;   // nullptr: none
+    // The anomaly history's counts: ,"points_scored":..,"anomalies":..,"anomaly_rate":..
+    std::uint64_t points_scored = 0;
+    std::uint64_t anomalies = 0;
 };
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more);
 

@@ -19,10 +19,15 @@ namespace {
 
 // ---- catalogue: /series, /series/{id}, /dashboard ----
 
+constexpr std::size_t kDashboardAnomalies = 20;  // the dashboard's panel of recent anomalies
+
+// NGX_DECLINED when the request may go on: a GET (or HEAD), its body
+// discarded. Anything else is what the handler returns: the 405 it sent
+// (NGX_OK once sent) or an error.
 ngx_int_t get_only(ngx_http_request_t *r, const char *what) {
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
         return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", what);
-    return ngx_http_discard_request_body(r) == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    return ngx_http_discard_request_body(r) == NGX_OK ? NGX_DECLINED : NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 // ?limit= of /series and /series/{id}: 1 to 1000, 100 by default.
@@ -41,7 +46,7 @@ bool page_limit(ngx_http_request_t *r, std::size_t *limit) {
 ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
     try {
         ngx_int_t rc = get_only(r, "Use GET for /series.");
-        if (rc != NGX_OK) return rc;
+        if (rc != NGX_DECLINED) return rc;
         std::size_t limit;
         if (!page_limit(r, &limit))
             return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
@@ -59,7 +64,7 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
         entries.reserve(found.size());
         for (const Zone::SeriesSummary &s : found)
             entries.push_back(SeriesEntry{s.series_id(), s.has_versions ? &s.latest : nullptr,
-                                          s.has_stream ? &s.stream : nullptr});
+                                          s.has_stream ? &s.stream : nullptr, s.points_scored, s.anomalies});
         std::string out = render_series_list(entries, more);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {
@@ -74,7 +79,7 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
 ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
     try {
         ngx_int_t rc = get_only(r, "Use GET for /series/{series_id}.");
-        if (rc != NGX_OK) return rc;
+        if (rc != NGX_DECLINED) return rc;
         ngx_str_t id;
         if (!series_id_of(r, &id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(id)) return send_error(r, 400, "invalid_series_id", kBadSeriesId);
@@ -114,8 +119,14 @@ ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
 ngx_int_t dashboard_handler(ngx_http_request_t *r) noexcept {
     try {
         ngx_int_t rc = get_only(r, "Use GET for /dashboard.");
-        if (rc != NGX_OK) return rc;
-        std::string_view page = dashboard_html();
+        if (rc != NGX_DECLINED) return rc;
+        // The recent anomalies, read from the zone's ring without any lock.
+        DashboardData data;
+        HistoryQuery query;
+        query.limit = kDashboardAnomalies;
+        data.recent = history_query(zone_of(r)->history(), query).events;
+        zone_of(r)->history_totals(&data.points_scored, &data.anomalies);
+        const std::string page = render_dashboard(data);
         return send_body(r, NGX_HTTP_OK, page.data(), page.size(), "text/html; charset=utf-8");
     } catch (const std::exception &e) {
         return internal_error(r, e.what());

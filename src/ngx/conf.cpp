@@ -40,6 +40,7 @@ void *create_main_conf(ngx_conf_t *cf) noexcept {
     mcf->endpoints_used = NGX_CONF_UNSET;
     mcf->fit_memory = NGX_CONF_UNSET_SIZE;
     mcf->checkpoint = NGX_CONF_UNSET_MSEC;
+    mcf->history = NGX_CONF_UNSET_UINT;
     return mcf;
 }
 
@@ -171,9 +172,11 @@ namespace {
 ngx_int_t init_zone(ngx_shm_zone_t *shm_zone, void *data) noexcept {
     try {
         Zone *zone = Zone::from(shm_zone);
+        ngx_cycle_t *cycle = zone->cycle();
+        auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
+        if (mcf->history == NGX_CONF_UNSET_UINT) zone->want_history(kDefaultHistory, false);
+        else zone->want_history(mcf->history, true);
         if (!ngx_test_config && ngx_process != NGX_PROCESS_SIGNALLER) {
-            ngx_cycle_t *cycle = zone->cycle();
-            auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_anomaly_module));
             auto *ccf = reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
             std::string dir(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
             if (prepare_store_dir(shm_zone->shm.log, dir, ccf->user) != NGX_OK) return NGX_ERROR;
@@ -468,6 +471,22 @@ char *set_checkpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     return NGX_CONF_OK;
 }
 
+char *set_history(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->history != NGX_CONF_UNSET_UINT) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    const ngx_int_t n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || static_cast<std::uint64_t>(n) > kMaxHistory) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_history\" takes a number of events from 0 (no history) to %uL, such as "
+                           "10000, not \"%V\"",
+                           kMaxHistory, &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    mcf->history = static_cast<ngx_uint_t>(n);
+    return NGX_CONF_OK;
+}
+
 ngx_conf_enum_t tails[] = {
     {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
     {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
@@ -500,6 +519,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::score)},
     {ngx_string("anomaly_checkpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_checkpoint,
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, checkpoint), nullptr},
+    {ngx_string("anomaly_history"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_history, NGX_HTTP_MAIN_CONF_OFFSET, 0,
+     nullptr},
     {ngx_string("anomaly_threshold"), ANOMALY_LOC | NGX_CONF_TAKE1, set_threshold, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
     {ngx_string("anomaly_alert"), ANOMALY_LOC | NGX_CONF_TAKE1, set_alert, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},

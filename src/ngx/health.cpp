@@ -148,6 +148,8 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         out += ",\"bytes_free\":" + std::to_string(bytes_free) + "}";
         // Alerts (CONTRACT section 8)
         append_alert_health(&out, alert_counts(zone));
+        // The anomaly history (anomalies.cpp, CONTRACT section 8).
+        append_history_health(&out, history_figures(zone, main_conf(r)));
         // The detectors this build offers, what their versions take, and
         // how many predictions each answered (CONTRACT section 5).
         out += ",\"detectors\":[";
@@ -260,6 +262,8 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
         std::string out = render_prometheus(m);
         // Alerts (CONTRACT section 8)
         out += render_alert_metrics(alert_counts(zone));
+        // The anomaly history (anomalies.cpp, CONTRACT section 8).
+        append_history_metrics(&out, history_figures(zone, main_conf(r)));
         return send_body(r, NGX_HTTP_OK, out.data(), out.size(), "text/plain; version=0.0.4; charset=utf-8");
     } catch (const std::exception &e) {
         return internal_error(r, e.what());

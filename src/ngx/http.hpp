@@ -27,6 +27,7 @@
 #include "core/detector.hpp"
 #include "core/error.hpp"
 #include "core/histogram.hpp"
+#include "core/history.hpp"
 #include "core/metrics.hpp"
 #include "core/model.hpp"
 #include "core/request.hpp"
@@ -50,6 +51,7 @@ struct MainConf {
     ngx_flag_t endpoints_used;
     size_t fit_memory;                    // anomaly_fit_memory: body bytes of fits per worker
     ngx_msec_t checkpoint;                // anomaly_checkpoint: streams written at most this often
+    ngx_uint_t history;                   // anomaly_history: events the history holds; unset: the default
 };
 
 struct LocConf {
@@ -230,6 +232,7 @@ struct ScoredAnswer {
     std::uint64_t points;          // points scored
     const ScoredPoint *anomalies;  // the anomalous ones, in order
     std::size_t anomaly_count;
+    SeriesNode *node = nullptr;    // the series' node in the zone, when the caller has it at hand
 };
 
 // Every answered /predict and /observe passes here once, on the event loop,
@@ -238,6 +241,9 @@ struct ScoredAnswer {
 void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;
 void history_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;  // anomalies.cpp
 void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept;    // alert.cpp
+// The history's counts and state, for /anomalies/summary, /healthcheck and
+// /metrics (anomalies.cpp); series left empty.
+HistorySummary history_figures(Zone *zone, const MainConf *mcf);
 
 // Puts the alert location's error_log in force for its deliveries.
 ngx_int_t alert_postconfiguration(ngx_conf_t *cf) noexcept;

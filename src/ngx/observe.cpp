@@ -54,6 +54,7 @@ struct Outcome {
     double top_score = 0;         // the highest anomaly_score
     double last_score = 0;        // the detector's own number, of the point with top_score
     std::vector<ScoredPoint> anomalous;  // for the history and the alerts
+    SeriesNode *node = nullptr;          // the series' node, for the history's counts
 };
 
 enum class Step { answered, busy };
@@ -111,6 +112,7 @@ Step observe_into(Zone *zone, std::string_view series, const StreamParams &param
 
     outcome->kind = s->kind();
     outcome->points = n;
+    outcome->node = s->series;
     for (std::size_t i = 0; i < n; i++) {
         const StreamPoint &p = points[i];
         if (observed_anomaly(p, threshold)) {
@@ -190,7 +192,8 @@ ngx_int_t answer(ngx_http_request_t *r, const Error &error, const std::string &b
     const auto k = static_cast<std::size_t>(outcome.kind);
     if (k < kDetectorSlots) __atomic_fetch_add(&stats.by_detector[k], outcome.points, __ATOMIC_RELAXED);
     answered(r, ScoredAnswer{std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
-                             outcome.kind, 0, outcome.points, outcome.anomalous.data(), outcome.anomalous.size()});
+                             outcome.kind, 0, outcome.points, outcome.anomalous.data(), outcome.anomalous.size(),
+                             outcome.node});
     return send_body(r, NGX_HTTP_OK, body.data(), body.size());
 }
 

@@ -1,5 +1,6 @@
 #include "ngx/owner.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -61,6 +62,9 @@ struct CheckpointCtx {
     std::uint64_t written = 0; // streams written by the last run
     std::uint64_t restored = 0; // broken streams put back from their checkpoints
     std::uint64_t restarted = 0; // broken streams without one, started again
+    // The anomaly history: a sequence found being written at the last run;
+    // found so again, its writer is taken to be dead and it is passed over.
+    std::uint64_t history_stuck = UINT64_MAX;
 };
 
 struct Runtime {
@@ -199,6 +203,25 @@ Store::StreamVisitor stream_loader(Zone *zone, bool *zone_full, bool replace = f
     };
 }
 
+// The newest events of the anomaly history, back into a ring nothing has
+// been recorded in yet. A failure costs the history, not the start.
+void load_history(Store *store) {
+    Zone *zone = rt->settings.zone;
+    const HistoryRing *ring = zone->history();
+    if (ring == nullptr || history_head(ring) != 0) return;
+    std::vector<HistoryEvent> events;
+    std::uint64_t damaged = 0;
+    std::string error;
+    if (!store->read_history(ring->capacity, &events, &damaged, &error)) {
+        ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly: the anomaly history could not be read: %s", error.c_str());
+        return;
+    }
+    if (damaged > 0)
+        ngx_log_error(NGX_LOG_WARN, rt->log, 0, "anomaly: %uL anomaly history records do not decode; skipped",
+                      damaged);
+    if (!events.empty()) zone->load_history(events);
+}
+
 bool load_models(Store *store, std::string *error, bool replace_streams) {
     Zone *zone = rt->settings.zone;
     bool zone_full = false;
@@ -212,6 +235,7 @@ bool load_models(Store *store, std::string *error, bool replace_streams) {
     if (ok && damaged > 0)
         ngx_log_error(NGX_LOG_WARN, rt->log, 0,
                       "anomaly: %uL stream checkpoints do not decode; those streams start again", damaged);
+    if (ok) load_history(store);
     if (ok && zone_full)
         *error = "not every stored version and stream fits in the shared zone; raise the size in the "
                  "anomaly_zone directive";
@@ -458,6 +482,8 @@ void restore_stream(Store *store, StreamSlot *s, CheckpointCtx *ctx) {
 // (a stream busy at that moment waits for the next run).
 constexpr std::size_t kCheckpointBatchBytes = 32u << 20;
 
+void write_history(Store *store, CheckpointCtx *ctx);
+
 void write_checkpoints(Store *store, CheckpointCtx *ctx) {
     Zone *zone = rt->settings.zone;
     ctx->written = 0;
@@ -502,10 +528,50 @@ void write_checkpoints(Store *store, CheckpointCtx *ctx) {
         if (batch_bytes >= kCheckpointBatchBytes && !flush()) return;
     }
     if (!flush()) return;
+    write_history(store, ctx);
     zone->lock();
     if (ctx->written > 0) sh()->last_checkpoint_ms = now;
     sh()->checkpoints_written += ctx->written;
     zone->unlock();
+}
+
+// Writes the events of the anomaly history recorded since the last write,
+// and drops from the store those that fell out of the ring. An event still
+// being written stops the write there, till the next run.
+constexpr std::size_t kHistoryBatch = 16384;
+
+void write_history(Store *store, CheckpointCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    const HistoryRing *ring = zone->history();
+    if (ring == nullptr) return;
+    const std::uint64_t head = history_head(ring);
+    std::uint64_t from = std::max(zone->history_persisted(), history_tail(head, ring->capacity));
+    std::vector<HistoryEvent> events;
+    while (from < head) {
+        events.clear();
+        std::uint64_t upto = from;
+        bool stopped = false;
+        for (std::uint64_t seq = from; seq < head && events.size() < kHistoryBatch; seq++) {
+            HistoryEvent e;
+            const SlotRead read = history_read(ring, seq, &e);
+            if (read == SlotRead::writing && ctx->history_stuck != seq) {
+                ctx->history_stuck = seq;
+                stopped = true;
+                break;
+            }
+            if (read == SlotRead::ok) events.push_back(e);
+            upto = seq + 1;
+        }
+        if (upto == from) return;
+        std::string error;
+        if (!store->write_history(events, ring->capacity, &error)) {
+            ctx->error = "anomaly history: " + error;
+            return;
+        }
+        zone->set_history_persisted(upto);
+        from = upto;
+        if (stopped) return;
+    }
 }
 
 void checkpoint_thread(void *data, ngx_log_t *) {

@@ -58,8 +58,9 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     if (error) return send_error(r, error);
 
     const ModelHeader *model = nullptr;
+    SeriesNode *node = nullptr;
     const Lookup lookup = zone->find_model(
-        std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len), version, &model);
+        std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len), version, &model, &node);
     if (lookup != Lookup::found) return lookup_error(r, lookup);
 
     // Judged with the image in place, the zone's lock already let go: a
@@ -76,7 +77,7 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     zone->count_prediction(model->kind);
     const ScoredPoint point{at, input.value, judgement.anomaly_score, judgement.score};
     answered(r, ScoredAnswer{std::string_view(reinterpret_cast<char *>(ctx->series_id.data), ctx->series_id.len),
-                             model->kind, model->version, 1, &point, judgement.anomaly ? 1u : 0u});
+                             model->kind, model->version, 1, &point, judgement.anomaly ? 1u : 0u, node});
 
     char out[kPredictionMaxLength];
     size_t n = render_prediction(out, judgement, model->version, model->kind);

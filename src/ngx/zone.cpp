@@ -142,6 +142,19 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
             return NGX_ERROR;
         }
         zone->sh_ = static_cast<Shared *>(zone->pool_->data);
+        const HistoryRing *ring = zone->sh_->history;
+        const std::uint64_t kept = ring == nullptr ? 0 : ring->capacity;
+        if (zone->history_explicit_ && zone->history_wanted_ == 0 && kept != 0) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "anomaly_history 0: no more anomalies are recorded; anomaly_zone \"%V\" keeps the %uL "
+                          "events it holds until the next restart",
+                          &zone->name_, kept);
+        } else if (zone->history_explicit_ && zone->history_wanted_ != kept) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "anomaly_history %uL takes effect at the next restart: anomaly_zone \"%V\" keeps its "
+                          "history of %uL events across a reload",
+                          zone->history_wanted_, &zone->name_, kept);
+        }
         return NGX_OK;
     }
     if (shm_zone->shm.exists) {  // Windows-style reattach; kept for completeness
@@ -171,6 +184,7 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     if (sh->alerts == nullptr) return NGX_ERROR;
     sh->alerts->slot_count = static_cast<std::uint32_t>(alert_slots);
     sh->store_state = StoreState::starting;
+    if (zone->init_history(shm_zone->shm.log) != NGX_OK) return NGX_ERROR;
 
     static const char ctx_prefix[] = " in anomaly_zone \"";
     size_t len = sizeof(ctx_prefix) + shm_zone->shm.name.len + 1;
@@ -179,6 +193,81 @@ ngx_int_t Zone::init(ngx_shm_zone_t *shm_zone, void *data) {
     ngx_sprintf(zone->pool_->log_ctx, "%s%V\"%Z", ctx_prefix, &shm_zone->shm.name);
     zone->pool_->log_nomem = 0;  // a full zone is answered 507 and logged by us
     return NGX_OK;
+}
+
+// The ring of the anomaly history: the default shrinks to an eighth of a
+// small zone; an explicit size must fit in half of it.
+ngx_int_t Zone::init_history(ngx_log_t *log) {
+    std::uint64_t events = history_wanted_;
+    if (!history_explicit_) events = std::min<std::uint64_t>(events, size_ / 8 / sizeof(HistorySlot));
+    if (events == 0) return NGX_OK;
+    const std::size_t bytes = history_bytes(events);
+    if (history_explicit_ && bytes > size_ / 2) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "anomaly_history %uL needs %uzk, more than half of anomaly_zone \"%V\" (%uzk); raise the "
+                      "zone's size or lower anomaly_history",
+                      events, bytes / 1024 + 1, &name_, size_ / 1024);
+        return NGX_ERROR;
+    }
+    auto *ring = static_cast<HistoryRing *>(ngx_slab_calloc(pool_, bytes));
+    if (ring == nullptr) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0, "anomaly_zone \"%V\" has no room for anomaly_history %uL", &name_,
+                      events);
+        return NGX_ERROR;
+    }
+    history_init(ring, events);
+    sh_->history = ring;
+    return NGX_OK;
+}
+
+SeriesNode *Zone::series_node(std::string_view series_id) { return find_node(series_id, hash_of(series_id)); }
+
+void Zone::count_scored(SeriesNode *node, std::uint64_t points, std::uint64_t anomalies) {
+    if (points > 0) __atomic_fetch_add(&node->points_scored, points, __ATOMIC_RELAXED);
+    if (anomalies == 0) return;
+    if (__atomic_fetch_add(&node->anomalies, anomalies, __ATOMIC_RELAXED) != 0) return;
+    // Its first anomaly: this caller alone links it in.
+    SeriesNode *head = __atomic_load_n(&sh_->anomalous, __ATOMIC_RELAXED);
+    do {
+        __atomic_store_n(&node->next_anomalous, head, __ATOMIC_RELAXED);
+    } while (!__atomic_compare_exchange_n(&sh_->anomalous, &head, node, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+}
+
+void Zone::anomalous_series(std::vector<SeriesAnomalies> *out) {
+    for (SeriesNode *s = __atomic_load_n(&sh_->anomalous, __ATOMIC_ACQUIRE); s != nullptr;
+         s = __atomic_load_n(&s->next_anomalous, __ATOMIC_ACQUIRE)) {
+        SeriesAnomalies a;
+        a.series_id.assign(reinterpret_cast<const char *>(s->id), s->id_len);
+        a.anomalies = __atomic_load_n(&s->anomalies, __ATOMIC_RELAXED);
+        a.points_scored = __atomic_load_n(&s->points_scored, __ATOMIC_RELAXED);
+        out->push_back(std::move(a));
+    }
+}
+
+void Zone::history_totals(std::uint64_t *points, std::uint64_t *anomalies) {
+    *points = *anomalies = 0;
+    for (ngx_uint_t i = 0; i < kStatSlots; i++) {
+        *points += __atomic_load_n(&sh_->stats[i].history_points, __ATOMIC_RELAXED);
+        *anomalies += __atomic_load_n(&sh_->stats[i].history_anomalies, __ATOMIC_RELAXED);
+    }
+}
+
+bool Zone::load_history(const std::vector<HistoryEvent> &events) {
+    HistoryRing *ring = sh_->history;
+    if (ring == nullptr || !anomaly::history_load(ring, events)) return false;
+    ZoneLock guard(this);
+    sh_->history_persisted = std::max(sh_->history_persisted, std::min<std::uint64_t>(events.size(), ring->capacity));
+    return true;
+}
+
+std::uint64_t Zone::history_persisted() {
+    ZoneLock guard(this);
+    return sh_->history_persisted;
+}
+
+void Zone::set_history_persisted(std::uint64_t sequence) {
+    ZoneLock guard(this);
+    if (sequence > sh_->history_persisted) sh_->history_persisted = sequence;
 }
 
 namespace {
@@ -261,12 +350,14 @@ Lookup Zone::trained_node_locked(std::string_view series_id, std::uint32_t hash,
     return Lookup::found;
 }
 
-Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, const ModelHeader **out) {
+Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, const ModelHeader **out,
+                        SeriesNode **node) {
     const std::uint32_t hash = hash_of(series_id);
     SeriesNode *s = nullptr;
     ZoneLock guard(this);
     Lookup result = trained_node_locked(series_id, hash, &s);
     if (result == Lookup::found) {
+        if (node != nullptr) *node = s;
         const std::uint32_t v = version == 0 ? s->latest : version;
         if (v > s->latest || s->versions[v - 1] == nullptr) result = Lookup::version_not_found;
         else *out = s->versions[v - 1];
@@ -350,6 +441,8 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
             summary.has_stream = true;
             summary.stream = summary_of_stream(stream);
         }
+        summary.points_scored = __atomic_load_n(&s->points_scored, __ATOMIC_RELAXED);
+        summary.anomalies = __atomic_load_n(&s->anomalies, __ATOMIC_RELAXED);
         out->push_back(summary);
     }
     return Lookup::found;

@@ -17,6 +17,7 @@
 #include "core/detector.hpp"
 #include "core/model.hpp"
 #include "core/histogram.hpp"
+#include "core/history.hpp"
 #include "core/render.hpp"
 #include "core/metrics.hpp"
 #include "core/series.hpp"
@@ -32,7 +33,8 @@ namespace anomaly {
 // 3: versions are model images of any size (SeriesNode::versions points to
 // them), predictions counted per detector.
 // 4: streams (SeriesNode::stream, StreamSlot), observe statistics.
-// 5: alerts (Shared::alerts).
+// 5: alerts (Shared::alerts), the anomaly history (Shared::history,
+// SeriesNode's scored counters).
 constexpr std::uint32_t kZoneLayout = 5;
 constexpr std::size_t kDetectorSlots = 8;  // predictions counted by DetectorKind
 
@@ -89,6 +91,10 @@ struct WorkerStats {
     std::uint64_t by_detector[kDetectorSlots];
     std::uint64_t points_observed;
     ProcessId process;         // the worker counting here, none when free
+    // The anomaly history's overall counts (anomalies.cpp): points that
+    // /predict and /observe scored, and the anomalous ones among them.
+    std::uint64_t history_points;
+    std::uint64_t history_anomalies;
 };
 
 struct SeriesNode {
@@ -107,6 +113,13 @@ struct SeriesNode {
     // the lock, after the stream is whole) and never changed or freed, so a
     // worker reads it without the zone's lock.
     struct StreamSlot *stream;
+    // The anomaly history's counts (CONTRACT section 8), since the zone
+    // began: points predicted or observed, and how many were anomalous.
+    // Added to without any lock. A series is linked into
+    // Shared::anomalous (by next_anomalous) at its first anomaly.
+    std::uint64_t points_scored;
+    std::uint64_t anomalies;
+    SeriesNode *next_anomalous;
     std::uint8_t id_len;
     u_char id[1];
 };
@@ -228,6 +241,16 @@ struct Shared {
     WorkerStats stats[kStatSlots];
 
     AlertState *alerts;
+    // ---- the anomaly history (CONTRACT section 8), anomalies.cpp ----
+    // The ring of anomalous points, allocated when the zone is made, with
+    // anomaly_history events; nullptr when that was 0. A reload keeps it.
+    HistoryRing *history;
+    // Every series with at least one anomaly, newest first: a list that only
+    // grows, read without the lock (/anomalies/summary).
+    SeriesNode *anomalous;
+    // Sequences below this are on disk, or were given up by the owner
+    // (written by the owner under the lock).
+    std::uint64_t history_persisted;
 };
 
 // Shared memory holds plain data only: no constructors or destructors run
@@ -273,8 +296,10 @@ public:
     void unlock() { ngx_shmtx_unlock(&pool_->mutex); }
 
     // version 0 means the latest. *out is the version's image in the zone,
-    // to be read in place: it never changes.
-    Lookup find_model(std::string_view series_id, std::uint32_t version, const ModelHeader **out);
+    // to be read in place: it never changes. *node (when asked) is its
+    // series' node, for the history's counts.
+    Lookup find_model(std::string_view series_id, std::uint32_t version, const ModelHeader **out,
+                      SeriesNode **node = nullptr);
     // Up to limit versions of a series (for /series/{id}), oldest first
     // after version `after` (0: from v1), or newest first before it (0: from
     // the latest); *more says whether any follow.
@@ -288,6 +313,8 @@ public:
         bool has_versions = false;
         bool has_stream = false;
         StreamSummary stream;          // when has_stream
+        std::uint64_t points_scored = 0;  // the history's counts (SeriesNode)
+        std::uint64_t anomalies = 0;
         std::string_view series_id() const { return std::string_view(id, id_len); }
     };
     // Up to limit series with a version or a stream, in the zone's order (by hash, then
@@ -413,6 +440,29 @@ public:
     // The streams of each detector and the zone bytes they take (kDetectorSlots each).
     void stream_counts(std::uint64_t *streams, std::uint64_t *bytes);
 
+    // --- the anomaly history (anomalies.cpp, owner.cpp) ---
+    // What anomaly_history asked for, before init: explicit is false for
+    // the default, which shrinks to fit an eighth of a small zone.
+    void want_history(std::uint64_t events, bool explicit_size) {
+        history_wanted_ = events;
+        history_explicit_ = explicit_size;
+    }
+    HistoryRing *history() const { return sh_->history; }
+    // A series' node, found without the lock; nullptr when it has none.
+    SeriesNode *series_node(std::string_view series_id);
+    // Counts an answer of a series: a relaxed add, and a second one when it
+    // had anomalies (linking the series into Shared::anomalous at its first).
+    void count_scored(SeriesNode *node, std::uint64_t points, std::uint64_t anomalies);
+    // The series with at least one anomaly and their counts, without the lock.
+    void anomalous_series(std::vector<SeriesAnomalies> *out);
+    // Points scored and anomalies, over every worker's slot.
+    void history_totals(std::uint64_t *points, std::uint64_t *anomalies);
+    // Puts events read from disk (oldest first) into the ring, if nothing
+    // has been recorded in it yet; they count as persisted.
+    bool load_history(const std::vector<HistoryEvent> &events);
+    std::uint64_t history_persisted();
+    void set_history_persisted(std::uint64_t sequence);
+
 private:
     Job *add(JobKind kind, std::string_view series_id, std::uint32_t version, std::uint64_t points,
              std::uint64_t spool_seq, bool in_memory);
@@ -423,6 +473,7 @@ private:
     bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
     StreamSlot *publish_stream(std::string_view series_id, StreamSlot *slot, std::size_t bytes);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
+    ngx_int_t init_history(ngx_log_t *log);
 
     ngx_cycle_t *cycle_ = nullptr;
     ngx_slab_pool_t *pool_ = nullptr;
@@ -430,6 +481,8 @@ private:
     ngx_str_t name_{};
     size_t size_ = 0;
     ngx_uint_t stats_slot_ = kStatSlots;  // none claimed yet
+    std::uint64_t history_wanted_ = kDefaultHistory;
+    bool history_explicit_ = false;
 };
 
 // Holds the zone's lock for a scope, however it is left. Nothing done under

@@ -258,6 +258,88 @@ bool Store::for_each_stream(const StreamVisitor &visit, std::uint64_t *damaged, 
     return true;
 }
 
+// The history's first and last records, found once: records are numbered
+// consecutively, so the next count on from the last, and trimming deletes
+// from the first by number, with no scan over the records deleted before.
+bool Store::next_history_key(std::uint64_t *next, std::string *error) {
+    if (history_next_known_) {
+        *next = history_next_;
+        return true;
+    }
+    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
+    const std::string prefix(kHistoryKeyPrefix);
+    std::uint64_t number = 0;
+    history_first_ = history_next_ = 0;
+    it->Seek(prefix);
+    if (it->Valid() && parse_history_key(std::string_view(it->key().data(), it->key().size()), &number))
+        history_first_ = number;
+    std::string past = prefix;
+    past.back()++;  // "h0": just past every "h/" key
+    it->Seek(past);
+    if (it->Valid()) it->Prev();
+    else it->SeekToLast();
+    if (it->Valid() && parse_history_key(std::string_view(it->key().data(), it->key().size()), &number))
+        history_next_ = number + 1;
+    if (!it->status().ok()) {
+        *error = it->status().ToString();
+        return false;
+    }
+    history_next_known_ = true;
+    *next = history_next_;
+    return true;
+}
+
+bool Store::write_history(const std::vector<HistoryEvent> &events, std::uint64_t keep, std::string *error) {
+    std::uint64_t next = 0;
+    if (!next_history_key(&next, error)) return false;
+    leveldb::WriteBatch batch;
+    for (const HistoryEvent &e : events) batch.Put(history_key(next++), encode_history_event(e));
+    // What fell out of the ring: every record before the newest `keep`
+    // (at most kHistoryTrim a write, after a restart with a much smaller ring).
+    constexpr std::uint64_t kHistoryTrim = 100000;
+    std::uint64_t first = history_first_;
+    for (std::uint64_t n = 0; next > keep && first < next - keep && n < kHistoryTrim; first++, n++)
+        batch.Delete(history_key(first));
+    leveldb::WriteOptions wo;
+    wo.sync = true;
+    leveldb::Status s = db_->Write(wo, &batch);
+    if (!s.ok()) {
+        *error = s.ToString();
+        return false;
+    }
+    history_next_ = next;
+    history_first_ = first;
+    return true;
+}
+
+bool Store::read_history(std::uint64_t newest, std::vector<HistoryEvent> *events, std::uint64_t *damaged,
+                         std::string *error) {
+    events->clear();
+    std::uint64_t next = 0;
+    if (!next_history_key(&next, error)) return false;
+    if (newest == 0 || next == 0) return true;
+    leveldb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
+    const std::string prefix(kHistoryKeyPrefix);
+    it->Seek(history_key(next > newest ? next - newest : 0));
+    for (; it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        HistoryEvent e;
+        std::uint64_t number = 0;
+        if (!parse_history_key(std::string_view(it->key().data(), it->key().size()), &number) ||
+            !decode_history_event(std::string_view(it->value().data(), it->value().size()), &e)) {
+            ++*damaged;
+            continue;
+        }
+        events->push_back(e);
+    }
+    if (!it->status().ok()) {
+        *error = it->status().ToString();
+        return false;
+    }
+    return true;
+}
+
 bool Store::read_checkpoint(std::string_view series_id, std::string *state, std::int64_t *written_ms,
                             std::string *error) {
     std::string value;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/detector.hpp"
+#include "core/history.hpp"
 #include "core/model.hpp"
 #include "core/plot.hpp"
 
@@ -71,6 +72,17 @@ public:
     // One stream's checkpoint: false with *error empty when there is none (or it does not decode).
     bool read_checkpoint(std::string_view series_id, std::string *state, std::int64_t *written_ms, std::string *error);
 
+    // The anomaly history (CONTRACT section 8): events under "h/" + a
+    // big-endian number the store counts on from its last one, oldest first.
+    // Appends events (oldest first) and deletes all but the newest `keep`,
+    // in one WriteBatch with sync=true.
+    bool write_history(const std::vector<HistoryEvent> &events, std::uint64_t keep, std::string *error);
+    // The newest `newest` events, oldest first; a record that does not decode
+    // is counted in *damaged and skipped. False on a read error. A store
+    // written before the history has none.
+    bool read_history(std::uint64_t newest, std::vector<HistoryEvent> *events, std::uint64_t *damaged,
+                      std::string *error);
+
     // Batches committed to this store since it was created (0 for a store
     // written before the count was kept), read at open and kept up to date.
     std::uint64_t commits() const { return commits_; }
@@ -108,7 +120,11 @@ public:
 private:
     explicit Store(leveldb::DB *db) : db_(db) {}
     leveldb::DB *db_;
+    bool next_history_key(std::uint64_t *next, std::string *error);
     std::uint64_t commits_ = 0;
+    std::uint64_t history_next_ = 0;  // the number of the next history record
+    std::uint64_t history_first_ = 0; // of the oldest one kept
+    bool history_next_known_ = false;
     std::string dir_;  // set when this Store holds dir_'s LOCK
 };
 

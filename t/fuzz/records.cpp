@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "core/encoding.hpp"
+#include "core/history.hpp"
 #include "core/model.hpp"
 #include "core/plot.hpp"
 #include "core/series.hpp"
@@ -56,6 +57,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
             if (std::isnan(j.anomaly_score) || j.anomaly_score < 0 || j.anomaly_score > 100) __builtin_trap();
         }
     }
+    // An anomaly history record that decodes is one the encoder writes, and renders.
+    anomaly::HistoryEvent event;
+    if (anomaly::decode_history_event(bytes, &event)) {
+        if (anomaly::encode_history_event(event) != bytes) __builtin_trap();
+        anomaly::HistoryPage page;
+        page.events.push_back(event);
+        if (anomaly::render_anomalies(page).empty()) __builtin_trap();
+    }
+    std::int64_t since_ms = 0;
+    if (anomaly::parse_since(bytes, &since_ms) && (since_ms < 0 || since_ms > anomaly::kMaxTimestamp * 1000 + 999))
+        __builtin_trap();
+    std::uint64_t sequence;
+    anomaly::parse_history_key(bytes, &sequence);
     std::string_view series;
     std::uint32_t version;
     anomaly::parse_model_key(bytes, &series, &version);

@@ -15,6 +15,7 @@
 #include "core/detector.hpp"
 #include "core/model.hpp"
 #include "core/plot.hpp"
+#include "core/render.hpp"
 
 using namespace anomaly;
 
@@ -432,3 +433,40 @@ TEST(Dashboard, ShowsStreams) {
     EXPECT_NE(html.find("points processed"), std::string_view::npos);
     EXPECT_NE(html.find("s.stream"), std::string_view::npos) << "the list says which series have a stream";
 }
+
+namespace anomaly {
+namespace {
+
+TEST(Dashboard, RecentAnomaliesPanel) {
+    DashboardData data;
+    const std::string empty = render_dashboard(data);
+    EXPECT_NE(empty.find("Recent anomalies"), std::string::npos);
+    EXPECT_NE(empty.find("No anomaly recorded yet."), std::string::npos);
+    EXPECT_EQ(empty.find("<!--anomalies-->"), std::string::npos) << "the marker is replaced";
+
+    data.points_scored = 400;
+    data.anomalies = 2;
+    data.recent.push_back(make_event("web<1>", 1700000000, 99.5, 88.25, 4.5, 1, 3, 1700000100000));
+    data.recent.push_back(make_event("db.2", 1700000060, -1.5, 71, -3.1, 6, 0, 1700000050000));
+    const std::string html = render_dashboard(data);
+    EXPECT_NE(html.find("400 points scored, 2 anomalies (anomaly rate 0.5%)"), std::string::npos);
+    const std::size_t first = html.find("<tr><td>2023-11-14 22:15:00</td><td>web&lt;1&gt;</td><td>2023-11-14 22:13:20</td>"
+                                        "<td class=\"num\">99.5</td><td class=\"num\">88.25</td><td>three_sigma v3</td></tr>");
+    const std::size_t second = html.find("<td>db.2</td>");
+    ASSERT_NE(first, std::string::npos) << "escaped, newest first";
+    ASSERT_NE(second, std::string::npos);
+    EXPECT_LT(first, second);
+    EXPECT_NE(html.find("<td>adaptive</td>"), std::string::npos) << "a stream's event has no version";
+    EXPECT_NE(html.find("s.anomaly_rate"), std::string::npos) << "the series list shows each series' anomaly rate";
+}
+
+TEST(Dashboard, SeriesListCarriesTheCounts) {
+    std::vector<SeriesEntry> entries{{"a", nullptr, nullptr, 200, 3}, {"b", nullptr, nullptr, 0, 0}};
+    EXPECT_EQ(render_series_list(entries, false),
+              "{\"series\":[{\"series_id\":\"a\",\"latest_version\":null,\"versions\":0,\"points_scored\":200,"
+              "\"anomalies\":3,\"anomaly_rate\":0.015},{\"series_id\":\"b\",\"latest_version\":null,\"versions\":0,"
+              "\"points_scored\":0,\"anomalies\":0,\"anomaly_rate\":0}],\"next_after\":null}");
+}
+
+}  // namespace
+}  // namespace anomaly

@@ -434,3 +434,73 @@ TEST(Store, StreamCheckpoints) {
     ASSERT_TRUE(store->for_each_model([&](std::string_view, const std::string &) { models++; }, &error));
     EXPECT_EQ(models, 0u);
 }
+
+namespace {
+
+HistoryEvent history_event(int i) {
+    return make_event("s" + std::to_string(i % 3), 1700000000 + i, i * 1.5, 80 + i % 20, 3.5 + i, 1,
+                      static_cast<std::uint32_t>(1 + i % 2), 1764000000000 + i);
+}
+
+std::vector<int> history_numbers(Store *store, std::uint64_t newest, std::uint64_t *damaged) {
+    std::vector<HistoryEvent> events;
+    std::string error;
+    EXPECT_TRUE(store->read_history(newest, &events, damaged, &error)) << error;
+    std::vector<int> out;
+    for (const HistoryEvent &e : events) out.push_back(static_cast<int>(e.timestamp - 1700000000));
+    return out;
+}
+
+}  // namespace
+
+// The anomaly history: appended oldest first, trimmed to the newest `keep`,
+// read back newest-n oldest first, across a reopen (which counts on from the
+// last record), with a damaged record skipped and counted.
+TEST(Store, AnomalyHistory) {
+    const std::string dir = temp_dir();
+    std::string error;
+    {
+        std::unique_ptr<Store> store;
+        ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+        std::uint64_t damaged = 0;
+        EXPECT_TRUE(history_numbers(store.get(), 100, &damaged).empty()) << "a store without a history has none";
+        std::vector<HistoryEvent> batch;
+        for (int i = 0; i < 6; i++) batch.push_back(history_event(i));
+        ASSERT_TRUE(store->write_history(batch, 10, &error)) << error;
+        batch.clear();
+        for (int i = 6; i < 13; i++) batch.push_back(history_event(i));
+        ASSERT_TRUE(store->write_history(batch, 10, &error)) << error;
+        EXPECT_EQ(history_numbers(store.get(), 100, &damaged), (std::vector<int>{3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+        EXPECT_EQ(history_numbers(store.get(), 4, &damaged), (std::vector<int>{9, 10, 11, 12}));
+        EXPECT_EQ(damaged, 0u);
+    }
+    {  // a record that does not decode
+        leveldb::DB *db = nullptr;
+        leveldb::Options o;
+        ASSERT_TRUE(leveldb::DB::Open(o, dir, &db).ok());
+        std::string value;
+        ASSERT_TRUE(db->Get(leveldb::ReadOptions(), history_key(11), &value).ok()) << "keys count from 0";
+        ASSERT_TRUE(db->Put(leveldb::WriteOptions(), history_key(11), "garbage").ok());
+        EXPECT_TRUE(db->Get(leveldb::ReadOptions(), history_key(2), &value).IsNotFound()) << "trimmed";
+        delete db;
+    }
+    std::unique_ptr<Store> store;
+    ASSERT_EQ(Store::open(dir, &store, &error), Store::OpenResult::opened) << error;
+    std::uint64_t damaged = 0;
+    EXPECT_EQ(history_numbers(store.get(), 3, &damaged), (std::vector<int>{10, 12}));
+    EXPECT_EQ(damaged, 1u);
+    // A new process counts on after the last record, and a smaller keep trims more.
+    ASSERT_TRUE(store->write_history({history_event(13)}, 2, &error)) << error;
+    damaged = 0;
+    EXPECT_EQ(history_numbers(store.get(), 100, &damaged), (std::vector<int>{12, 13}));
+    std::vector<HistoryEvent> events;
+    ASSERT_TRUE(store->read_history(1, &events, &damaged, &error));
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].series_id(), "s1");
+    EXPECT_EQ(events[0].value, 13 * 1.5);
+    EXPECT_EQ(events[0].version, 2u);
+    // Models and streams are not disturbed by history records.
+    std::size_t models = 0;
+    ASSERT_TRUE(store->for_each_model([&](std::string_view, const std::string &) { models++; }, &error));
+    EXPECT_EQ(models, 0u);
+}
