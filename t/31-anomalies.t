@@ -170,11 +170,14 @@ my $since_mark;
 {
     error_ok([ $t->request('GET', '/anomalies?series_id=bad%20id') ], 400, 'invalid_series_id',
              'a malformed series_id is 400 invalid_series_id');
-    for my $q ('limit=0', 'limit=1001', 'limit=abc', 'since=yesterday', 'since=2024-13-01', 'before=x') {
-        error_ok([ $t->request('GET', "/anomalies?$q") ], 400, 'invalid_argument', "?$q is 400 invalid_argument");
+    for my $q ('limit=0', 'limit=1001', 'limit=abc') {
+        error_ok([ $t->request('GET', "/anomalies?$q") ], 422, 'invalid_limit', "?$q is 422 invalid_limit, as for /series");
     }
-    error_ok([ $t->request('GET', '/anomalies/summary?limit=0') ], 400, 'invalid_argument',
-             'summary ?limit=0 is 400 invalid_argument');
+    for my $q ('since=yesterday', 'since=2024-13-01', 'before=x') {
+        error_ok([ $t->request('GET', "/anomalies?$q") ], 422, 'invalid_parameter', "?$q is 422 invalid_parameter");
+    }
+    error_ok([ $t->request('GET', '/anomalies/summary?limit=0') ], 422, 'invalid_limit',
+             'summary ?limit=0 is 422 invalid_limit');
     error_ok([ $t->request('POST', '/anomalies', {}) ], 405, 'method_not_allowed', 'POST /anomalies is 405');
     error_ok([ $t->request('DELETE', '/anomalies/summary') ], 405, 'method_not_allowed',
              'DELETE /anomalies/summary is 405');

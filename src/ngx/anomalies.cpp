@@ -121,17 +121,17 @@ ngx_int_t anomalies_handler(ngx_http_request_t *r) noexcept {
             query.series_id = view(arg);
         }
         if (query_arg(r, "since", &arg) && !parse_since(view(arg), &query.since_ms))
-            return send_error(r, 400, "invalid_argument",
+            return send_error(r, 422, "invalid_parameter",
                               "since must be Unix seconds or an ISO 8601 time such as 2024-01-02T03:04:05Z.");
         std::uint64_t n = 0;
         if (query_arg(r, "limit", &arg)) {
             if (!whole(arg, 1, kMaxLimit, &n))
-                return send_error(r, 400, "invalid_argument", "limit must be a whole number from 1 to 1000.");
+                return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
             query.limit = static_cast<std::size_t>(n);
         }
         if (query_arg(r, "before", &arg)) {
             if (!whole(arg, 0, UINT64_MAX / 4, &n))
-                return send_error(r, 400, "invalid_argument",
+                return send_error(r, 422, "invalid_parameter",
                                   "before must be the \"next\" of an earlier answer: a whole number.");
             query.before = n;
         }
@@ -152,7 +152,7 @@ ngx_int_t anomalies_summary_handler(ngx_http_request_t *r) noexcept {
         std::uint64_t n = 0;
         if (query_arg(r, "limit", &arg)) {
             if (!whole(arg, 1, kMaxLimit, &n))
-                return send_error(r, 400, "invalid_argument", "limit must be a whole number from 1 to 1000.");
+                return send_error(r, 422, "invalid_limit", "limit must be a whole number from 1 to 1000.");
             limit = static_cast<std::size_t>(n);
         }
         Zone *zone = zone_of(r);
