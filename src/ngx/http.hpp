@@ -92,7 +92,8 @@ struct RequestCtx {
     ngx_http_request_t *request = nullptr;
     ngx_str_t series_id{};
     std::uint64_t started_ns = 0;
-    ngx_event_t *load_wait = nullptr; // a predict waiting for the zone to be filled
+    ngx_event_t *load_wait = nullptr; // the timer of run_later
+    void (*rerun)(ngx_http_request_t *) = nullptr;  // what run_later runs
     std::uint64_t body_read_ns = 0;
     bool plot = false;
 
@@ -150,6 +151,23 @@ std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t l
 // in its temp file. Returns the total length; *in_file says whether any
 // piece is in the file.
 std::size_t body_pieces(const ngx_http_request_body_t *rb, std::vector<FitWork::Piece> *pieces, bool *in_file);
+
+// Posts task to the pool to work for r: thread runs there, done on the event
+// loop afterwards, both given data; r->main->blocked holds the request
+// until done runs (task_done_for). False when the pool's queue is full.
+bool post_task(ngx_http_request_t *r, ngx_thread_task_t *task, void *data, void (*thread)(void *, ngx_log_t *),
+               ngx_event_handler_pt done);
+
+// Runs run(r) again after delay, on the event loop; false when it cannot be
+// scheduled. The timer goes with the request.
+bool run_later(ngx_http_request_t *r, RequestCtx *ctx, ngx_msec_t delay, void (*run)(ngx_http_request_t *));
+// A request that arrives while the zone is being filled (a start, or a new
+// nginx generation in a binary upgrade) waits up to this long for it.
+constexpr ngx_msec_t kLoadWait = 3000;
+constexpr ngx_msec_t kLoadPoll = 10;
+// True when the zone is still being filled and the request, read kLoadWait
+// ago at most, will run again (run) once it may be.
+bool wait_for_load(ngx_http_request_t *r, RequestCtx *ctx, void (*run)(ngx_http_request_t *));
 
 // ---- process state (http_common.cpp, fit.cpp) ----
 extern ngx_queue_t owner_waits;          // fits and plots waiting on the owner

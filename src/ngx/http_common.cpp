@@ -473,6 +473,59 @@ std::string gather_body(const std::vector<FitWork::Piece> &pieces, std::size_t l
     return body;
 }
 
+bool post_task(ngx_http_request_t *r, ngx_thread_task_t *task, void *data, void (*thread)(void *, ngx_log_t *),
+               ngx_event_handler_pt done) {
+    task->ctx = data;
+    task->handler = thread;
+    task->event.handler = done;
+    task->event.data = data;
+    task->event.log = r->connection->log;
+    if (ngx_thread_task_post(process_pool, task) != NGX_OK) return false;
+    r->main->blocked++;
+    get_ctx(r)->wait = RequestCtx::Wait::task;
+    return true;
+}
+
+namespace {
+
+void run_later_handler(ngx_event_t *ev) noexcept {
+    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
+    ngx_connection_t *c = r->connection;
+    get_ctx(r)->rerun(r);
+    ngx_http_run_posted_requests(c);
+}
+
+void run_later_cleanup(void *data) noexcept {
+    ngx_event_t *ev = static_cast<ngx_event_t *>(data);
+    if (ev->timer_set) ngx_del_timer(ev);
+}
+
+}  // namespace
+
+bool run_later(ngx_http_request_t *r, RequestCtx *ctx, ngx_msec_t delay, void (*run)(ngx_http_request_t *)) {
+    if (ctx->load_wait == nullptr) {
+        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
+        ngx_event_t *ev = static_cast<ngx_event_t *>(ngx_pcalloc(r->pool, sizeof(ngx_event_t)));
+        if (cln == nullptr || ev == nullptr) return false;
+        ev->handler = run_later_handler;
+        ev->data = r;
+        ev->log = r->connection->log;
+        cln->handler = run_later_cleanup;
+        cln->data = ev;
+        ctx->load_wait = ev;
+    }
+    ctx->rerun = run;
+    ngx_add_timer(ctx->load_wait, delay);
+    return true;
+}
+
+bool wait_for_load(ngx_http_request_t *r, RequestCtx *ctx, void (*run)(ngx_http_request_t *)) {
+    const Shared *sh = zone_of(r)->shared();
+    if (__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE) || sh->store_state == StoreState::unavailable) return false;
+    if (monotonic_ns() - ctx->body_read_ns > kLoadWait * 1000000ull) return false;
+    return run_later(r, ctx, kLoadPoll, run);
+}
+
 void answered(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept {
     history_note(r, answer);
     alert_note(r, answer);

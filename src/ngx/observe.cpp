@@ -33,8 +33,6 @@ constexpr std::size_t kInlinePoints = 32;
 constexpr std::size_t kInlineAdaptivePoints = 4096;
 constexpr ngx_msec_t kBusyRetry = 1;             // a stream locked by another worker: try again after
 constexpr std::uint64_t kBusyGiveUpNs = 5000000000ull;  // 503 after this long
-constexpr ngx_msec_t kLoadWait = 3000;           // as predict: the zone is being filled at start
-constexpr ngx_msec_t kLoadPoll = 10;
 constexpr ngx_msec_t kStoreWaitPoll = 50;        // observes of a new generation waiting for the store
 
 std::int64_t now_ms() {
@@ -230,50 +228,7 @@ Error request_params(ngx_http_request_t *r, StreamParams *params, bool *detector
     return apply_observe_arguments(args, params);
 }
 
-bool post_work(ngx_http_request_t *r, ObserveWork *work) {
-    work->request = r;
-    work->task.ctx = work;
-    work->task.handler = observe_thread;
-    work->task.event.handler = observe_done;
-    work->task.event.data = work;
-    work->task.event.log = r->connection->log;
-    if (ngx_thread_task_post(process_pool, &work->task) != NGX_OK) return false;
-    r->main->blocked++;
-    get_ctx(r)->wait = RequestCtx::Wait::task;
-    return true;
-}
-
 void observe_run(ngx_http_request_t *r) noexcept;
-
-void observe_retry(ngx_event_t *ev) noexcept {
-    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
-    ngx_connection_t *c = r->connection;
-    observe_run(r);
-    ngx_http_run_posted_requests(c);
-}
-
-void retry_cleanup(void *data) noexcept {
-    ngx_event_t *ev = static_cast<ngx_event_t *>(data);
-    if (ev->timer_set) ngx_del_timer(ev);
-}
-
-// Runs the request again after delay (the zone is being filled, or the
-// stream is locked by another worker); false when it cannot be scheduled.
-bool run_again(ngx_http_request_t *r, RequestCtx *ctx, ngx_msec_t delay) {
-    if (ctx->load_wait == nullptr) {
-        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
-        ngx_event_t *ev = static_cast<ngx_event_t *>(ngx_pcalloc(r->pool, sizeof(ngx_event_t)));
-        if (cln == nullptr || ev == nullptr) return false;
-        ev->handler = observe_retry;
-        ev->data = r;
-        ev->log = r->connection->log;
-        cln->handler = retry_cleanup;
-        cln->data = ev;
-        ctx->load_wait = ev;
-    }
-    ngx_add_timer(ctx->load_wait, delay);
-    return true;
-}
 
 ngx_int_t observe_answer(ngx_http_request_t *r, RequestCtx *ctx, bool *pending) {
     Zone *zone = zone_of(r);
@@ -316,7 +271,8 @@ ngx_int_t observe_answer(ngx_http_request_t *r, RequestCtx *ctx, bool *pending) 
             Outcome outcome;
             if (observe_into(zone, work->series, params, detector_asked, work->input, lcf->threshold, false, &error,
                              &out, &outcome) == Step::busy) {
-                if (monotonic_ns() - ctx->body_read_ns < kBusyGiveUpNs && run_again(r, ctx, kBusyRetry)) {
+                if (monotonic_ns() - ctx->body_read_ns < kBusyGiveUpNs &&
+                    run_later(r, ctx, kBusyRetry, observe_run)) {
                     *pending = true;
                     return NGX_OK;
                 }
@@ -325,7 +281,9 @@ ngx_int_t observe_answer(ngx_http_request_t *r, RequestCtx *ctx, bool *pending) 
             return answer(r, error, out, outcome);
         }
     }
-    if (!post_work(r, work.get())) return send_busy(r, "The thread pool queue is full; try again.", false);
+    work->request = r;
+    if (!post_task(r, &work->task, work.get(), observe_thread, observe_done))
+        return send_busy(r, "The thread pool queue is full; try again.", false);
     work.release();  // observe_done frees it
     *pending = true;
     return NGX_OK;
@@ -339,10 +297,7 @@ void observe_run(ngx_http_request_t *r) noexcept {
         // Streams come from their checkpoints at start: one created before
         // would shadow its checkpoint.
         const Shared *sh = zone_of(r)->shared();
-        if (!__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE) && sh->store_state != StoreState::unavailable &&
-            monotonic_ns() - ctx->body_read_ns < kLoadWait * 1000000ull) {
-            if (run_again(r, ctx, kLoadPoll)) return;
-        }
+        if (wait_for_load(r, ctx, observe_run)) return;
         // A new nginx generation (a binary upgrade) read the streams from a
         // copy while the old one still serves them: what it learns meanwhile
         // is in its checkpoints at its exit, read here when the store comes
@@ -352,7 +307,7 @@ void observe_run(ngx_http_request_t *r) noexcept {
         const std::uint64_t wait_ns = static_cast<std::uint64_t>(loc_conf(r)->fit_timeout) * 1000000ull;
         const bool from_copy = __atomic_load_n(&sh->from_copy, __ATOMIC_ACQUIRE);
         if (from_copy && waited_ns < wait_ns) {
-            if (run_again(r, ctx, kStoreWaitPoll)) return;
+            if (run_later(r, ctx, kStoreWaitPoll, observe_run)) return;
         }
         if (from_copy) {
             rc = send_busy(r, "The streams are held by another nginx generation (a binary upgrade in progress); "

@@ -14,10 +14,6 @@ namespace anomaly {
 namespace {
 
 constexpr std::size_t kMaxPredictBody = 64 * 1024;
-// A predict that arrives while the zone is being filled (a start, or a new
-// nginx generation in a binary upgrade) waits this long before 503.
-constexpr ngx_msec_t kLoadWait = 3000;
-constexpr ngx_msec_t kLoadPoll = 10;
 
 // ---- predict ----
 
@@ -84,45 +80,11 @@ ngx_int_t predict_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     return send_body(r, NGX_HTTP_OK, out, n);
 }
 
-void predict_run(ngx_http_request_t *r) noexcept;
-
-void predict_load_waited(ngx_event_t *ev) noexcept {
-    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
-    ngx_connection_t *c = r->connection;
-    predict_run(r);
-    ngx_http_run_posted_requests(c);
-}
-
-void predict_wait_cleanup(void *data) noexcept {
-    ngx_event_t *ev = static_cast<ngx_event_t *>(data);
-    if (ev->timer_set) ngx_del_timer(ev);
-}
-
-// True when the request will be run again once the zone is filled.
-bool wait_for_load(ngx_http_request_t *r, RequestCtx *ctx) {
-    const Shared *sh = zone_of(r)->shared();
-    if (__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE) || sh->store_state == StoreState::unavailable) return false;
-    if (monotonic_ns() - ctx->body_read_ns > kLoadWait * 1000000ull) return false;
-    if (ctx->load_wait == nullptr) {
-        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
-        ngx_event_t *ev = static_cast<ngx_event_t *>(ngx_pcalloc(r->pool, sizeof(ngx_event_t)));
-        if (cln == nullptr || ev == nullptr) return false;
-        ev->handler = predict_load_waited;
-        ev->data = r;
-        ev->log = r->connection->log;
-        cln->handler = predict_wait_cleanup;
-        cln->data = ev;
-        ctx->load_wait = ev;
-    }
-    ngx_add_timer(ctx->load_wait, kLoadPoll);
-    return true;
-}
-
 void predict_run(ngx_http_request_t *r) noexcept {
     ngx_int_t rc;
     try {
         RequestCtx *ctx = get_ctx(r);
-        if (wait_for_load(r, ctx)) return;
+        if (wait_for_load(r, ctx, predict_run)) return;
         rc = predict_answer(r, ctx);
     } catch (const std::exception &e) {
         rc = internal_error(r, e.what());

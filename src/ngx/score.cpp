@@ -25,8 +25,6 @@ namespace {
 
 // As predict: a score that arrives while the zone is being filled waits
 // this long for its version before 503.
-constexpr ngx_msec_t kLoadWait = 3000;
-constexpr ngx_msec_t kLoadPoll = 10;
 
 enum class Mode : std::uint8_t {
     version,  // a stored version's image, in the zone
@@ -240,57 +238,12 @@ void score_done(ngx_event_t *ev) noexcept {
     finish(r, rc);
 }
 
-bool post_work(ngx_http_request_t *r, ScoreWork *work) {
-    work->request = r;
-    work->task.ctx = work;
-    work->task.handler = score_thread;
-    work->task.event.handler = score_done;
-    work->task.event.data = work;
-    work->task.event.log = r->connection->log;
-    if (ngx_thread_task_post(process_pool, &work->task) != NGX_OK) return false;
-    r->main->blocked++;
-    get_ctx(r)->wait = RequestCtx::Wait::task;
-    return true;
-}
-
 bool is_csv_request(ngx_http_request_t *r) {
     const ngx_table_elt_t *type = r->headers_in.content_type;
     return type != nullptr && is_csv_media_type(view(type->value));
 }
 
 void score_run(ngx_http_request_t *r) noexcept;
-
-void load_waited(ngx_event_t *ev) noexcept {
-    ngx_http_request_t *r = static_cast<ngx_http_request_t *>(ev->data);
-    ngx_connection_t *c = r->connection;
-    score_run(r);
-    ngx_http_run_posted_requests(c);
-}
-
-void wait_cleanup(void *data) noexcept {
-    ngx_event_t *ev = static_cast<ngx_event_t *>(data);
-    if (ev->timer_set) ngx_del_timer(ev);
-}
-
-// True when the request will run again once the zone is filled.
-bool wait_for_load(ngx_http_request_t *r, RequestCtx *ctx) {
-    const Shared *sh = zone_of(r)->shared();
-    if (__atomic_load_n(&sh->loaded, __ATOMIC_ACQUIRE) || sh->store_state == StoreState::unavailable) return false;
-    if (monotonic_ns() - ctx->body_read_ns > kLoadWait * 1000000ull) return false;
-    if (ctx->load_wait == nullptr) {
-        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
-        ngx_event_t *ev = static_cast<ngx_event_t *>(ngx_pcalloc(r->pool, sizeof(ngx_event_t)));
-        if (cln == nullptr || ev == nullptr) return false;
-        ev->handler = load_waited;
-        ev->data = r;
-        ev->log = r->connection->log;
-        cln->handler = wait_cleanup;
-        cln->data = ev;
-        ctx->load_wait = ev;
-    }
-    ngx_add_timer(ctx->load_wait, kLoadPoll);
-    return true;
-}
 
 // Returns NGX_DONE when a pool task answers.
 ngx_int_t score_answer(ngx_http_request_t *r, RequestCtx *ctx) {
@@ -300,7 +253,7 @@ ngx_int_t score_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     work->series.assign(view(ctx->series_id));
     if (work->query.mode == Mode::version) {
         const Lookup lookup = zone_of(r)->find_model(work->series, work->query.version, &work->image);
-        if (lookup == Lookup::not_loaded && wait_for_load(r, ctx)) return NGX_DONE;
+        if (lookup == Lookup::not_loaded && wait_for_load(r, ctx, score_run)) return NGX_DONE;
         if (lookup != Lookup::found) return lookup_error(r, lookup);
     }
     ngx_http_request_body_t *rb = r->request_body;
@@ -317,7 +270,9 @@ ngx_int_t score_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     work->defaults = JudgeDefaults{lcf->sigma, static_cast<Tail>(lcf->tail)};
     work->threshold = lcf->threshold;
     work->now_ms = static_cast<std::int64_t>(ngx_time()) * 1000;
-    if (!post_work(r, work.get())) return send_busy(r, "The thread pool queue is full; try again.", false);
+    work->request = r;
+    if (!post_task(r, &work->task, work.get(), score_thread, score_done))
+        return send_busy(r, "The thread pool queue is full; try again.", false);
     work.release();  // score_done frees it
     return NGX_DONE;
 }
