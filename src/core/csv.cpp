@@ -3,26 +3,12 @@
 #include <charconv>
 #include <cmath>
 
+#include "core/text.hpp"
+
 namespace anomaly {
 namespace {
 
 constexpr std::string_view kBom = "\xEF\xBB\xBF";
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-bool lower_equal(std::string_view a, std::string_view lower) {
-    if (a.size() != lower.size()) return false;
-    for (std::size_t i = 0; i < a.size(); i++) {
-        char c = a[i];
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        if (c != lower[i]) return false;
-    }
-    return true;
-}
 
 // A field as a detail quotes it: short, printable ASCII only (the detail is
 // JSON, and a stray byte of a broken UTF-8 sequence must not break it).
@@ -223,7 +209,7 @@ bool parse_iso(std::string_view s, std::int64_t *out) {
 }  // namespace
 
 bool parse_csv_timestamp(std::string_view field, std::int64_t *out) noexcept {
-    const std::string_view s = trim(field);
+    const std::string_view s = trim_blanks(field);
     if (s.empty()) return false;
     bool all_digits = s.size() <= 12;
     for (char c : s) all_digits = all_digits && c >= '0' && c <= '9';
@@ -238,7 +224,7 @@ bool parse_csv_timestamp(std::string_view field, std::int64_t *out) noexcept {
 }
 
 bool parse_csv_value(std::string_view field, double *out) noexcept {
-    std::string_view s = trim(field);
+    std::string_view s = trim_blanks(field);
     if (!s.empty() && s.front() == '+') s.remove_prefix(1);
     if (s.empty() || s.front() == '+' || s.front() == ' ') return false;
     // from_chars reads nan and inf too; those are refused by the check below.
@@ -280,8 +266,8 @@ Error parse_csv_body(std::string_view body, const FitLimits &limits, bool keep_f
     const std::size_t columns = table->header.size();
     std::size_t ts = SIZE_MAX, val = SIZE_MAX;
     for (std::size_t i = 0; i < columns; i++) {
-        const std::string_view name = trim(table->header[i]);
-        std::size_t *slot = lower_equal(name, "timestamp") ? &ts : lower_equal(name, "value") ? &val : nullptr;
+        const std::string_view name = trim_blanks(table->header[i]);
+        std::size_t *slot = equals_lower(name, "timestamp") ? &ts : equals_lower(name, "value") ? &val : nullptr;
         if (slot == nullptr) continue;
         if (*slot != SIZE_MAX)
             return make_error(400, "malformed_csv",

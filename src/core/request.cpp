@@ -9,6 +9,8 @@
 
 #include <simdjson.h>
 
+#include "core/text.hpp"
+
 namespace anomaly {
 
 static_assert(kJsonPadding == simdjson::SIMDJSON_PADDING, "callers pad for simdjson");
@@ -614,24 +616,13 @@ Error parse_observe_body(const char *body, std::size_t length, std::size_t max_p
 }
 
 bool is_json_media_type(std::string_view content_type) noexcept {
-    std::string_view type = content_type.substr(0, content_type.find(';'));
-    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
-    while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
-    auto lower_equal = [](std::string_view a, std::string_view b) {
-        if (a.size() != b.size()) return false;
-        for (std::size_t i = 0; i < a.size(); i++) {
-            char c = a[i];
-            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-            if (c != b[i]) return false;
-        }
-        return true;
-    };
+    const std::string_view type = trim_blanks(content_type.substr(0, content_type.find(';')));
     constexpr std::string_view kApplication = "application/";
-    if (type.size() <= kApplication.size() || !lower_equal(type.substr(0, kApplication.size()), kApplication))
+    if (type.size() <= kApplication.size() || !equals_lower(type.substr(0, kApplication.size()), kApplication))
         return false;
     const std::string_view subtype = type.substr(kApplication.size());
-    if (lower_equal(subtype, "json")) return true;
-    return subtype.size() > 5 && lower_equal(subtype.substr(subtype.size() - 5), "+json") &&
+    if (equals_lower(subtype, "json")) return true;
+    return subtype.size() > 5 && equals_lower(subtype.substr(subtype.size() - 5), "+json") &&
            subtype.find('/') == std::string_view::npos;
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "core/render.hpp"
+#include "core/text.hpp"
 
 namespace anomaly {
 
@@ -237,31 +238,15 @@ void render_score_csv(std::string *out, const ScoreSummary &summary, const CsvTa
 
 namespace {
 
-std::string_view trim_ows(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-bool lower_equal(std::string_view a, std::string_view lower) {
-    if (a.size() != lower.size()) return false;
-    for (std::size_t i = 0; i < a.size(); i++) {
-        char c = a[i];
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        if (c != lower[i]) return false;
-    }
-    return true;
-}
-
 // The q parameter of a media range (1 when absent, 0 when unreadable).
 double quality(std::string_view params) {
     while (!params.empty()) {
         const std::size_t semi = params.find(';');
-        const std::string_view param = trim_ows(params.substr(0, semi));
+        const std::string_view param = trim_blanks(params.substr(0, semi));
         params = semi == std::string_view::npos ? std::string_view() : params.substr(semi + 1);
         const std::size_t eq = param.find('=');
-        if (eq == std::string_view::npos || !lower_equal(trim_ows(param.substr(0, eq)), "q")) continue;
-        const std::string_view v = trim_ows(param.substr(eq + 1));
+        if (eq == std::string_view::npos || !equals_lower(trim_blanks(param.substr(0, eq)), "q")) continue;
+        const std::string_view v = trim_blanks(param.substr(eq + 1));
         // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
         if (v.empty() || (v[0] != '0' && v[0] != '1')) return 0;
         double q = v[0] - '0';
@@ -278,7 +263,7 @@ double quality(std::string_view params) {
 }  // namespace
 
 bool is_csv_media_type(std::string_view content_type) noexcept {
-    return lower_equal(trim_ows(content_type.substr(0, content_type.find(';'))), "text/csv");
+    return equals_lower(trim_blanks(content_type.substr(0, content_type.find(';'))), "text/csv");
 }
 
 bool accepts_csv(std::string_view accept) noexcept {
@@ -288,11 +273,11 @@ bool accepts_csv(std::string_view accept) noexcept {
         const std::string_view range = accept.substr(0, comma);
         accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
         const std::size_t semi = range.find(';');
-        const std::string_view type = trim_ows(range.substr(0, semi));
+        const std::string_view type = trim_blanks(range.substr(0, semi));
         const double q = semi == std::string_view::npos ? 1 : quality(range.substr(semi + 1));
-        if (lower_equal(type, "text/csv")) {
+        if (equals_lower(type, "text/csv")) {
             if (q > csv) csv = q;
-        } else if (lower_equal(type, "application/json") || lower_equal(type, "application/*") ||
+        } else if (equals_lower(type, "application/json") || equals_lower(type, "application/*") ||
                    type == "*/*") {
             if (q > json) json = q;
         }
