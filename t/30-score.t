@@ -42,6 +42,9 @@ my $LOCATIONS = <<'EOF';
         location /observe/ {
             anomaly_observe;
         }
+        location = /metrics {
+            anomaly_metrics;
+        }
 EOF
 
 my $t = AnomalyTest->new(workers => 2, locations => $LOCATIONS);
@@ -253,6 +256,17 @@ my (undef, $list) = $t->request('GET', '/series');
 my @made = grep { $_ ne 'cmp-rcf' } sort map { $_->{series_id} } @{ $list->{series} };
 is_deeply(\@made, [qw(compare-adaptive s1)],
           '/series lists only what fit and observe made');
+
+# Scoring has figures of its own, apart from predictions and fits.
+{
+    my (undef, $h) = $t->healthcheck;
+    ok(ref $h->{score_latency_ms} eq 'HASH' && $h->{score_latency_ms}{count} > 0,
+       "/healthcheck: score_latency_ms counts scores ($h->{score_latency_ms}{count})");
+    ok(ref $h->{load}{score} eq 'HASH' && exists $h->{load}{score}{in_flight}, '/healthcheck: load.score');
+    my (undef, undef, $m) = $t->request('GET', '/metrics', undef, quiet => 1);
+    like($m, qr/^anomaly_request_duration_seconds_count\{endpoint="score"\} [1-9]\d*$/m, '/metrics: a score latency histogram');
+    like($m, qr/^anomaly_requests_total\{endpoint="score",status="200"\} [1-9]\d*$/m, '/metrics: score requests by status');
+}
 
 # --- errors ---------------------------------------------------------------------------
 error_ok([post('/score/s1?version=v1&detector=robust', $points)], 422, 'invalid_parameter', '?version with ?detector');

@@ -10,6 +10,7 @@
 use strict;
 use warnings;
 use Test::More;
+use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
@@ -233,6 +234,25 @@ my $since_mark;
     my ($o1) = grep { $_->{series_id} eq 'o1' } @{ $list->{series} };
     is_deeply([ @$o1{qw(points_scored anomalies)} ], [ 40, $per{o1}{anomalies} ], '/series lists each series\' counts');
     like($html, qr/anomaly rate/, 'the series table shows the anomaly rate');
+
+    # In a real browser: the page's script lists each series with its rate.
+    my $chromium = -x '/usr/bin/chromium' ? '/usr/bin/chromium' : undef;
+    ok($chromium, 'Debian chromium is installed (make test installs it)');
+    SKIP: {
+        skip 'no chromium', 2 unless $chromium;
+        my $dir = tempdir(CLEANUP => 1);
+        my @flags = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                     '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                     "--user-data-dir=$dir/profile", '--virtual-time-budget=8000');
+        my $url = 'http://127.0.0.1:' . $t->port . '/dashboard';
+        my $dom = `timeout 60 $chromium @flags --dump-dom $url 2>/dev/null`;
+        my $a = $per{o1}{anomalies};
+        my $rate = sprintf('%.1f', 100 * $a / 40);
+        like($dom, qr{<li data-id="o1"[^>]*>.*?title="anomaly rate: $a anomalies in 40 points scored"}s,
+             "the browser lists o1 with its counts ($a anomalies in 40 points)");
+        like($dom, qr{<li data-id="o1"[^>]*><span>o1</span><small[^>]*>[^<]* \Q$rate\E%</small>},
+             "and its anomaly rate, $rate%");
+    }
 }
 
 # --- persisted with the checkpoints, read back at a clean restart ---------------------

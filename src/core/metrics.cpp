@@ -118,7 +118,7 @@ std::string render_prometheus(const Metrics &m) {
     sample(&out, "anomaly_store_last_write_age_seconds", m.last_write_age_seconds);
     family(&out, "anomaly_anomalies_total", "counter", "Predictions and observed points answered with anomaly true.");
     sample(&out, "anomaly_anomalies_total", static_cast<double>(m.anomalies));
-    family(&out, "anomaly_requests_in_flight", "gauge", "Fit, predict and observe requests being handled now.");
+    family(&out, "anomaly_requests_in_flight", "gauge", "Fit, predict, observe and score requests being handled now.");
     sample(&out, "anomaly_requests_in_flight", static_cast<double>(m.in_flight));
     // Detector names are ours too: no escaping.
     family(&out, "anomaly_predictions_total", "counter", "Predictions answered, by the detector of the version.");

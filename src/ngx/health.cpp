@@ -33,6 +33,7 @@ const Figures &figures(Zone *zone) {
             merged.predict.add(w.predict, now);
             merged.fit.add(w.fit, now);
             merged.observe.add(w.observe, now);
+            merged.score.add(w.score, now);
             merged.points_observed += __atomic_load_n(&w.points_observed, __ATOMIC_RELAXED);
             merged.anomalies += __atomic_load_n(&w.anomalies, __ATOMIC_RELAXED);
             for (std::size_t k = 0; k < kDetectorSlots; k++)
@@ -116,12 +117,16 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         append_latency(&out, "training_latency_ms", fig.fit.latency);
         out += ",";
         append_latency(&out, "observe_latency_ms", fig.observe.latency);
+        out += ",";
+        append_latency(&out, "score_latency_ms", fig.score.latency);
         out += ",\"load\":{";
         append_load(&out, "predict", fig.predict);
         out += ",";
         append_load(&out, "fit", fig.fit);
         out += ",";
         append_load(&out, "observe", fig.observe);
+        out += ",";
+        append_load(&out, "score", fig.score);
         out += "}";
         out += ",\"streams\":{\"count\":" + std::to_string(sh->stream_count) +
                ",\"points_observed\":" + std::to_string(fig.points_observed) +
@@ -230,11 +235,13 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
         const Figures &fig = figures(zone);
         m.anomalies = fig.anomalies;
         m.in_flight = static_cast<std::uint64_t>(
-            std::max<std::int64_t>(0, fig.predict.in_flight + fig.fit.in_flight + fig.observe.in_flight));
-        m.endpoints.resize(3);
+            std::max<std::int64_t>(0, fig.predict.in_flight + fig.fit.in_flight + fig.observe.in_flight +
+                                       fig.score.in_flight));
+        m.endpoints.resize(4);
         fill_endpoint(&m.endpoints[0], "predict", fig.predict);
         fill_endpoint(&m.endpoints[1], "fit", fig.fit);
         fill_endpoint(&m.endpoints[2], "observe", fig.observe);
+        fill_endpoint(&m.endpoints[3], "score", fig.score);
         m.streams = sh->stream_count;
         m.checkpoints_written = sh->checkpoints_written;
         if (const std::int64_t last = __atomic_load_n(&sh->last_checkpoint_ms, __ATOMIC_RELAXED)) {

@@ -308,6 +308,7 @@ struct Figures {
     EndpointFigures predict;
     EndpointFigures fit;
     EndpointFigures observe;
+    EndpointFigures score;
     std::uint64_t points_observed = 0;
     std::uint64_t anomalies = 0;
     std::uint64_t by_detector[kDetectorSlots] = {};  // predictions answered

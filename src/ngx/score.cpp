@@ -192,6 +192,7 @@ void score_thread(void *data, ngx_log_t *) {
 }
 
 void finish(ngx_http_request_t *r, ngx_int_t rc) {
+    record(zone_of(r)->my_stats().score, get_ctx(r)->body_read_ns, r->headers_out.status);
     ngx_connection_t *c = r->connection;
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
@@ -303,6 +304,7 @@ ngx_int_t score_start(ngx_http_request_t *r) noexcept {
             return reject(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Use POST for /score.");
         RequestCtx *ctx = create_ctx(r);
         if (ctx == nullptr || !watch_end(r, ctx)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        count_in_flight(r, zone_of(r)->my_stats().score);
         if (!series_id_of(r, &ctx->series_id)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         if (!valid_series_id(ctx->series_id)) return reject(r, 400, "invalid_series_id", kBadSeriesId);
         // A bad query is refused before the body is read.
@@ -321,6 +323,8 @@ ngx_int_t score_start(ngx_http_request_t *r) noexcept {
 
 }  // namespace
 
-ngx_int_t score_handler(ngx_http_request_t *r) noexcept { return score_start(r); }
+ngx_int_t score_handler(ngx_http_request_t *r) noexcept {
+    return counted(r, zone_of(r)->my_stats().score, score_start(r));
+}
 
 }  // namespace anomaly

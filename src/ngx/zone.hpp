@@ -85,6 +85,7 @@ struct WorkerStats {
     EndpointStats predict;
     EndpointStats fit;
     EndpointStats observe;
+    EndpointStats score;
     std::uint64_t anomalies;   // predictions and observed points that answered true
     // Predictions answered (batch detectors) and points observed (stream
     // detectors), by DetectorKind.
