@@ -179,11 +179,11 @@ bool issue(ngx_http_request_t *r, Alert *alert) {
     ctx->alert = alert;
     ctx->series_id.data = reinterpret_cast<u_char *>(alert->series_id.data());
     ctx->series_id.len = alert->series_id.size();
-    ctx->version = alert->version;
+    ctx->version = alert->event.version;
     ctx->result = 1;
-    ctx->score = alert->score;
-    ctx->anomaly_score = alert->anomaly_score;
-    ctx->detector = alert->detector;
+    ctx->score = alert->event.score;
+    ctx->anomaly_score = alert->event.anomaly_score;
+    ctx->detector = alert->event.detector;
     ngx_http_set_ctx(sr, ctx, ngx_http_anomaly_module);
     return true;
 }
@@ -238,25 +238,17 @@ void alert_note(ngx_http_request_t *r, const ScoredAnswer &answer) noexcept {
         cln->handler = alert_cleanup;  // set once the Alert exists
         cln->data = alert;
         alert->series_id.assign(answer.series_id);
-        alert->timestamp = point.timestamp;
-        alert->value = point.value;
-        alert->anomaly_score = point.anomaly_score;
-        alert->score = point.score;
-        alert->detector = answer.detector;
-        alert->version = answer.version;
-        alert->anomalies = answer.anomaly_count;
-        alert->suppressed = d.suppressed;
-        alert->location = lcf->alert;
-        AlertEvent event;
+        AlertEvent &event = alert->event;
         event.series_id = alert->series_id;
-        event.timestamp = alert->timestamp;
-        event.value = alert->value;
-        event.anomaly_score = alert->anomaly_score;
-        event.score = alert->score;
-        event.detector = alert->detector;
-        event.version = alert->version;
-        event.anomalies = alert->anomalies;
-        event.suppressed = alert->suppressed;
+        event.timestamp = point.timestamp;
+        event.value = point.value;
+        event.anomaly_score = point.anomaly_score;
+        event.score = point.score;
+        event.detector = answer.detector;
+        event.version = answer.version;
+        event.anomalies = answer.anomaly_count;
+        event.suppressed = d.suppressed;
+        alert->location = lcf->alert;
         alert->body = render_alert_body(event);
 
         if (!issue(r, alert)) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "core/alert.hpp"
 #include "core/detector.hpp"
 #include "core/error.hpp"
 #include "core/histogram.hpp"
@@ -269,15 +270,8 @@ ngx_int_t alert_postconfiguration(ngx_conf_t *cf) noexcept;
 // An alert on its way: what its subrequest's $anomaly_alert_* variables show.
 struct Alert {
     std::string body;                 // $anomaly_alert_body
-    std::string series_id;
-    std::int64_t timestamp = 0;
-    double value = 0;
-    double anomaly_score = 0;
-    double score = 0;
-    DetectorKind detector = DetectorKind::three_sigma;
-    std::uint32_t version = 0;
-    std::uint64_t anomalies = 0;
-    std::uint64_t suppressed = 0;
+    std::string series_id;            // what event.series_id views (an Alert never moves)
+    AlertEvent event;                 // the other $anomaly_alert_* variables
     ngx_str_t location{};             // anomaly_alert's, for the log
     bool ended = false;               // its outcome is counted
 };

@@ -59,12 +59,13 @@ size_t print_whole(char *buf, std::uint64_t n) {
 }
 
 // $anomaly_alert_*: found in an alert's subrequest only.
-ngx_int_t alert_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, Var var, const Alert &a) {
+ngx_int_t alert_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, Var var, const Alert &alert) {
+    const AlertEvent &a = alert.event;
     char buf[64];
     size_t len = 0;
     switch (var) {
-    case Var::alert_series: return set_var(r, v, a.series_id.data(), a.series_id.size());
-    case Var::alert_body: return set_var(r, v, a.body.data(), a.body.size());
+    case Var::alert_series: return set_var(r, v, alert.series_id.data(), alert.series_id.size());
+    case Var::alert_body: return set_var(r, v, alert.body.data(), alert.body.size());
     case Var::alert_timestamp:
         len = static_cast<size_t>(ngx_sprintf(reinterpret_cast<u_char *>(buf), "%L", a.timestamp) -
                                   reinterpret_cast<u_char *>(buf));
