@@ -19,6 +19,7 @@
 #include "core/request.hpp"
 #include "core/score.hpp"
 #include "core/series.hpp"
+#include "ngx/owner.hpp"
 
 namespace anomaly {
 namespace {
@@ -136,6 +137,7 @@ bool wants_csv(ngx_http_request_t *r) {
 }
 
 void score_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;  // batch work, as a fit is: the event loops come first
     ScoreWork *work = static_cast<ScoreWork *>(data);
     try {
         std::string body = gather_body(work->pieces, work->length);
