@@ -766,11 +766,11 @@ my @ALL = ('shape', 'learn', 'learn5', 'err', 'shared', 'big', 'bigshared', map 
 
 # --- 11. a full zone ------------------------------------------------------------------------
 {
-    my $z = AnomalyTest->new(workers => 2, zone_size => '1m', http_extra => $DEFAULT_DETECTOR,
+    my $z = AnomalyTest->new(workers => 2, zone_size => '2m', http_extra => $DEFAULT_DETECTOR,
                              locations => "location /observe/ { anomaly_observe; }");
     my ($made, $full, $other, @res) = (0, 0, 0);
     for my $i (1 .. 200) {
-        # 4096 recent points (64 KB) per stream: a 1m zone holds few
+        # 4096 recent points (64 KB) per stream: a 2m zone holds few
         @res = observe("z$i", { timestamp => $T0, value => 1 }, '?detector=adaptive&recent=4096', $z);
         if ($res[0] == 200) { $made++; next }
         if ($res[0] == 507) { $full++; last }
