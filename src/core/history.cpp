@@ -98,27 +98,6 @@ double get_f64(const unsigned char *p) {
 
 constexpr std::size_t kEventFixedBytes = 8 + 8 * 5;
 
-// Days since 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
-std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
-    y -= m <= 2;
-    const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = static_cast<unsigned>(y - era * 400);
-    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
-}
-
-bool digits(std::string_view s, std::size_t at, std::size_t n, int *out) noexcept {
-    if (at + n > s.size()) return false;
-    int v = 0;
-    for (std::size_t i = at; i < at + n; i++) {
-        if (s[i] < '0' || s[i] > '9') return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
 }  // namespace
 
 void history_init(HistoryRing *ring, std::uint64_t capacity) noexcept {
@@ -387,52 +366,8 @@ bool parse_since(std::string_view t, std::int64_t *unix_ms) noexcept {
         *unix_ms = v * 1000;
         return true;
     }
-    int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
-    if (!digits(t, 0, 4, &y) || t.size() < 10 || t[4] != '-' || !digits(t, 5, 2, &mo) || t[7] != '-' ||
-        !digits(t, 8, 2, &d))
-        return false;
-    std::size_t i = 10;
-    std::int64_t offset_s = 0;
-    if (i < t.size() && (t[i] == 'T' || t[i] == 't' || t[i] == ' ')) {
-        if (!digits(t, i + 1, 2, &h) || i + 3 >= t.size() || t[i + 3] != ':' || !digits(t, i + 4, 2, &mi)) return false;
-        i += 6;
-        if (i < t.size() && t[i] == ':') {
-            if (!digits(t, i + 1, 2, &sec)) return false;
-            i += 3;
-            if (i < t.size() && (t[i] == '.' || t[i] == ',')) {
-                std::size_t j = i + 1;
-                int scale = 100;
-                while (j < t.size() && t[j] >= '0' && t[j] <= '9') {
-                    ms += (t[j] - '0') * scale;
-                    scale /= 10;
-                    j++;
-                }
-                if (j == i + 1) return false;
-                i = j;
-            }
-        }
-        if (i < t.size()) {
-            if ((t[i] == 'Z' || t[i] == 'z') && i + 1 == t.size()) {
-                i++;
-            } else if (t[i] == '+' || t[i] == '-') {
-                int oh, om = 0;
-                if (!digits(t, i + 1, 2, &oh)) return false;
-                std::size_t j = i + 3;
-                if (j < t.size() && t[j] == ':') j++;
-                if (j < t.size() && !digits(t, j, 2, &om)) return false;
-                if (j < t.size()) j += 2;
-                if (j != t.size() || oh > 23 || om > 59) return false;
-                offset_s = (oh * 3600 + om * 60) * (t[i] == '-' ? -1 : 1);
-                i = j;
-            }
-        }
-    }
-    if (i != t.size() || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return false;
-    const std::int64_t secs = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 +
-                              h * 3600 + mi * 60 + sec - offset_s;
-    if (secs < 0 || secs > kMaxTimestamp) return false;
-    *unix_ms = secs * 1000 + ms;
-    return true;
+    bool whole_second = false;
+    return parse_iso8601(t, unix_ms, &whole_second);
 }
 
 }  // namespace anomaly

@@ -95,6 +95,31 @@ void append_json_string(std::string *out, std::string_view s) {
     out->push_back('"');
 }
 
+namespace {
+
+// Days since 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
+    y -= m <= 2;
+    const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = static_cast<unsigned>(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+bool digits(std::string_view s, std::size_t at, std::size_t n, unsigned *out) noexcept {
+    if (at + n > s.size()) return false;
+    unsigned v = 0;
+    for (std::size_t i = at; i < at + n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        v = v * 10 + static_cast<unsigned>(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+}  // namespace
+
 std::string iso8601_ms(std::int64_t unix_ms) {
     const time_t secs = static_cast<time_t>(unix_ms / 1000);
     struct tm tm;
@@ -103,6 +128,70 @@ std::string iso8601_ms(std::int64_t unix_ms) {
     const std::size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
     std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ", static_cast<int>(unix_ms % 1000));
     return buf;
+}
+
+bool parse_iso8601(std::string_view s, std::int64_t *unix_ms, bool *whole_second) noexcept {
+    *whole_second = true;
+    unsigned millis = 0;
+    unsigned year, month, day, hour = 0, minute = 0, second = 0;
+    if (!digits(s, 0, 4, &year) || s.size() < 10 || s[4] != '-' || !digits(s, 5, 2, &month) || s[7] != '-' ||
+        !digits(s, 8, 2, &day))
+        return false;
+    if (month < 1 || month > 12 || day < 1) return false;
+    static const unsigned kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > kDays[month - 1] + (month == 2 && leap ? 1 : 0)) return false;
+    std::size_t i = 10;
+    std::int64_t offset = 0;
+    if (i < s.size()) {
+        if (s[i] != 'T' && s[i] != 't' && s[i] != ' ') return false;
+        if (!digits(s, i + 1, 2, &hour) || i + 3 >= s.size() || s[i + 3] != ':' || !digits(s, i + 4, 2, &minute))
+            return false;
+        i += 6;
+        if (i < s.size() && s[i] == ':') {
+            if (!digits(s, i + 1, 2, &second)) return false;
+            i += 3;
+            if (i < s.size() && (s[i] == '.' || s[i] == ',')) {
+                std::size_t j = i + 1;
+                unsigned scale = 100;
+                for (; j < s.size() && s[j] >= '0' && s[j] <= '9'; j++) {
+                    if (s[j] != '0') *whole_second = false;
+                    millis += static_cast<unsigned>(s[j] - '0') * scale;
+                    scale /= 10;
+                }
+                if (j == i + 1) return false;
+                i = j;
+            }
+        }
+        if (hour > 23 || minute > 59 || second > 59) return false;
+        if (i < s.size()) {
+            if ((s[i] == 'Z' || s[i] == 'z') && i + 1 == s.size()) {
+                i++;
+            } else if (s[i] == '+' || s[i] == '-') {
+                unsigned oh = 0, om = 0;
+                const std::size_t rest = s.size() - i - 1;
+                if (rest == 2) {
+                    if (!digits(s, i + 1, 2, &oh)) return false;
+                } else if (rest == 4) {
+                    if (!digits(s, i + 1, 2, &oh) || !digits(s, i + 3, 2, &om)) return false;
+                } else if (rest == 5) {
+                    if (!digits(s, i + 1, 2, &oh) || s[i + 3] != ':' || !digits(s, i + 4, 2, &om)) return false;
+                } else {
+                    return false;
+                }
+                if (oh > 23 || om > 59) return false;
+                offset = (s[i] == '+' ? 1 : -1) * static_cast<std::int64_t>(oh * 3600 + om * 60);
+                i = s.size();
+            } else {
+                return false;
+            }
+        }
+    }
+    if (i != s.size()) return false;
+    const std::int64_t t = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
+    if (t < 0 || t > kMaxTimestamp) return false;
+    *unix_ms = t * 1000 + millis;
+    return true;
 }
 
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more) {

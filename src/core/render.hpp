@@ -42,6 +42,12 @@ void append_json_string(std::string *out, std::string_view s);
 
 // 2023-11-14T22:13:20.000Z
 std::string iso8601_ms(std::int64_t unix_ms);
+// An ISO 8601 time, read: a date (YYYY-MM-DD), then optionally T (t, or a
+// space) HH:MM[:SS[.fraction]] and Z or an offset (+HH, +HHMM, +HH:MM); no
+// zone means UTC. *unix_ms gets it to the millisecond, *whole_second whether
+// its fraction (if any) was all zeros. False for anything else, a date or
+// time that does not exist, or a time outside 0..kMaxTimestamp.
+bool parse_iso8601(std::string_view s, std::int64_t *unix_ms, bool *whole_second) noexcept;
 
 // GET /series:
 // {"series":[{"series_id":"s1","latest_version":"v3","versions":3,"points":1000,
