@@ -74,6 +74,8 @@ void open_svg(std::string *svg, int height) {
 void append_value_ticks(std::string *svg, double vmin, double vmax, double top, double bottom) {
     auto y_of = [&](double v) { return bottom - (v - vmin) / (vmax - vmin) * (bottom - top); };
     const double vstep = nice_step(vmax - vmin, 6);
+    // A spread of a few subnormals has no step to label by (it rounds to 0).
+    if (!(vstep > 0) || !std::isfinite(vstep)) return;
     *svg += "<g fill=\"#333\" text-anchor=\"end\">";
     // Ticks counted, not stepped: at 1e9 a step below half an ulp would never
     // move `v += vstep`. Labels that print alike (the spread is below what
