@@ -203,7 +203,7 @@ std::string render_series_list(const std::vector<SeriesEntry> &series, bool more
         if (series[i].latest != nullptr) {
             const ModelHeader &m = series[i].latest->header;
             out += ",\"latest_version\":\"v" + std::to_string(m.version) + "\",\"versions\":" +
-                   std::to_string(m.version) + ",\"points\":" + std::to_string(m.points) + ",\"detector\":\"" +
+                   std::to_string(series[i].versions) + ",\"points\":" + std::to_string(m.points) + ",\"detector\":\"" +
                    detector_name(m.kind) + "\",\"trained_at\":\"" + iso8601_ms(m.trained_at_ms) + "\"";
         } else {
             out += ",\"latest_version\":null,\"versions\":0";

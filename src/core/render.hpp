@@ -73,6 +73,9 @@ struct SeriesEntry {
     // The anomaly history's counts: ,"points_scored":..,"anomalies":..,"anomaly_rate":..
     std::uint64_t points_scored = 0;
     std::uint64_t anomalies = 0;
+    // How many versions it has: fewer than the latest's number once some
+    // were deleted or fell out of anomaly_keep_versions.
+    std::uint32_t versions = 0;
 };
 std::string render_series_list(const std::vector<SeriesEntry> &series, bool more);
 

@@ -64,7 +64,8 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
         entries.reserve(found.size());
         for (const Zone::SeriesSummary &s : found)
             entries.push_back(SeriesEntry{s.series_id(), s.has_versions ? &s.latest : nullptr,
-                                          s.has_stream ? &s.stream : nullptr, s.points_scored, s.anomalies});
+                                          s.has_stream ? &s.stream : nullptr, s.points_scored, s.anomalies,
+                                          s.versions});
         std::string out = render_series_list(entries, more);
         return send_body(r, NGX_HTTP_OK, out.data(), out.size());
     } catch (const std::exception &e) {

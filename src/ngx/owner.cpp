@@ -1070,6 +1070,7 @@ void import_thread(void *data, ngx_log_t *) {
                 c.fail_status = 400;
                 code = "malformed_export";
                 detail = "The body is not a whole export: " + reader.error() +
+                         (reader.error().empty() || reader.error().back() == '.' ? "" : ".") +
                          " What came before it was imported.";
                 stop = true;
                 break;

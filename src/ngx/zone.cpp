@@ -493,6 +493,7 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
         if (s->latest != 0) {
             summary.has_versions = true;
             summary.latest = summary_of(*image_at(s, s->latest));
+            summary.versions = s->count;
         }
         if (stream != nullptr) {
             summary.has_stream = true;
@@ -805,6 +806,7 @@ void Zone::finish_commit(const std::vector<Claim> &claims, const char *commit_er
         const bool published = c.fail_status == 0 && commit_error == nullptr && c.slot != nullptr;
         if (published) {
             c.node->versions[c.version - c.node->first] = c.slot;  // ensure_slot made room
+            c.node->count++;
             if (c.version > c.node->latest) {
                 if (c.node->latest == 0) sh_->series_trained++;
                 c.node->latest = c.version;
@@ -1022,6 +1024,7 @@ bool Zone::load_version(std::string_view series_id, const std::string &image) {
         return true;
     }
     node->versions[version - node->first] = static_cast<const ModelHeader *>(slot);
+    node->count++;
     count_version(sh_, *static_cast<const ModelHeader *>(slot));
     if (version > node->latest) {
         if (node->latest == 0) sh_->series_trained++;
@@ -1100,6 +1103,7 @@ void Zone::unlink_version_locked(SeriesNode *node, std::uint32_t v, std::vector<
     const ModelHeader *image = image_at(node, v);
     if (image == nullptr) return;
     node->versions[v - node->first] = nullptr;
+    node->count--;
     uncount_version(sh_, *image);
     retired->push_back(Retired{const_cast<ModelHeader *>(image), retire_epoch_locked()});
 }

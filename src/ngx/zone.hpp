@@ -111,6 +111,7 @@ struct SeriesNode {
     std::uint32_t reserved;    // versions claimed by the commit in flight
     std::uint32_t capacity;    // slots in versions
     std::uint32_t first;       // the version in versions[0] (old ones deleted or past retention)
+    std::uint32_t count;       // versions it has (not null in versions)
     // versions[v - first] is version v's image, nullptr while there is none
     // (read under the lock only). Images are immutable once published: a
     // worker finds one under the lock and judges with it after letting go,
@@ -340,6 +341,7 @@ public:
         std::uint8_t id_len = 0;
         char id[kMaxSeriesIdLength];  // fixed: copied under the lock without allocating
         VersionSummary latest;         // when has_versions
+        std::uint32_t versions = 0;    // how many
         bool has_versions = false;
         bool has_stream = false;
         StreamSummary stream;          // when has_stream
