@@ -838,6 +838,13 @@ void export_thread(void *data, ngx_log_t *) {
         scope.prefix = prefix;
         scope.since = c.since;
         if (ring) scope.filter = [&](std::string_view id) { return ring->owner(id) == node; };
+        {
+            // The streams' states as of now, not of their last checkpoint.
+            std::lock_guard<std::mutex> streams(rt->stream_writes);
+            CheckpointCtx checkpoint;
+            write_checkpoints(rt->store.get(), &checkpoint);
+            if (!checkpoint.error.empty()) throw std::runtime_error("stream checkpoints: " + checkpoint.error);
+        }
         std::unique_ptr<Store::Snapshot> snapshot = rt->store->snapshot();
         const std::uint64_t commits = snapshot->commits();
 
@@ -1203,12 +1210,17 @@ void commit_thread(void *data, ngx_log_t *) {
                 std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
                 commits = rt->store->commits();
             }
-            if (!past.empty()) {
+            zone->finish_commit(claims, nullptr);
+            if (!removals.empty()) {
+                // After the new versions are in place (their slots were
+                // reserved), and named by the removals' own strings: an
+                // abandoned job is gone once finish_commit returns.
+                past.clear();
+                for (const Store::Removal &v : removals) past.emplace_back(v.series_id, v.version);
                 std::lock_guard<std::mutex> guard(rt->retired_mutex);
                 rt->retired.reserve(rt->retired.size() + past.size());
                 zone->drop_versions(past, &rt->retired);
             }
-            zone->finish_commit(claims, nullptr);
             ZoneLock guard(zone);
             sh()->store_commits = commits;
         }

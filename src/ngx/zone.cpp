@@ -752,7 +752,7 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
             break;
         ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
         job->state = JobState::committing;
-        job->version = 0;
+        if (job->kind == JobKind::fit) job->version = 0;  // a delete's is the version it deletes
         points += job->points;
         Claim c;
         c.job = job;
