@@ -3,7 +3,7 @@
 # fits of 10 to 1M points, fits per second, observe batches, and predict and
 # observe latency under concurrent large fits, in two setups. Prints a markdown table and writes RESULTS.md.
 # BENCH_PARTS=a,b runs only those parts (predict, iforest, observe, fit, mixed,
-# score, alerts) and writes the table to build/bench/RESULTS-parts.md instead.
+# score, alerts, lifecycle) and writes the table to build/bench/RESULTS-parts.md instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -23,11 +23,12 @@ part() { [ "$parts" = all ] || [[ ",$parts," == *",$1,"* ]]; }
 healthcheck() { curl -sf "http://127.0.0.1:$port/healthcheck"; }
 field() { perl -MJSON::PP -e 'my $j = decode_json(<STDIN>); my $v = $j; $v = $v->{$_} for split /\./, $ARGV[0]; print $v' "$1"; }
 
-start_nginx() {  # $1 workers, $2 affinity line
+start_nginx() {  # $1 workers, $2 affinity line; $store and $keep choose the store and anomaly_keep_versions
     local run=$work/run
     mkdir -p "$run"
-    MODULE=$top/build/ngx_http_anomaly_module.so WORKERS=$1 AFFINITY=$2 RUN=$run STORE=$work/store PORT=$port \
-        envsubst '${MODULE} ${WORKERS} ${AFFINITY} ${RUN} ${STORE} ${PORT}' < bench/nginx.conf > "$run/nginx.conf"
+    MODULE=$top/build/ngx_http_anomaly_module.so WORKERS=$1 AFFINITY=$2 RUN=$run STORE=${store:-$work/store} \
+        KEEP=${keep:-all} PORT=$port \
+        envsubst '${MODULE} ${WORKERS} ${AFFINITY} ${RUN} ${STORE} ${KEEP} ${PORT}' < bench/nginx.conf > "$run/nginx.conf"
     "$nginx" -p "$run/" -c "$run/nginx.conf"
     local t0=$SECONDS
     until [ "$(healthcheck 2>/dev/null | field store.state 2>/dev/null)" = ready ]; do
@@ -89,6 +90,15 @@ note "seeded $series_max series in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN
 parse_ms=$("$tools" parse "$work/body-1000000.json")
 
 declare -A predict_p99 observe_p99 fit_1m_server fit_1m_client
+if part lifecycle; then
+    # 1000 series of 100 versions each, 1000 points a version, written to a
+    # store of their own (the export and import measure moves them).
+    lifecycle_versions=${BENCH_LIFECYCLE_VERSIONS:-100}
+    rm -rf "$work/store-lifecycle"
+    t0=$(date +%s.%N)
+    "$tools" seed "$work/store-lifecycle" 1000 1000 "$lifecycle_versions"
+    note "seeded 1000 series x $lifecycle_versions versions in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+fi
 for setup in pinned auto; do
     if [ $setup = pinned ]; then
         start_nginx 1 "worker_cpu_affinity 01;"
@@ -251,6 +261,80 @@ for setup in pinned auto; do
         row "$setup" "predict with anomaly_alert over predict, 3 rounds" "-" "-" "-" "$(ratio "$a_sum" "$p_sum") (target 0.95)"
         alerts_sent=$(healthcheck | field alerts.sent)
         [ "$alerts_sent" = 0 ] || note "alerts: $alerts_sent alerts were sent for a series meant never to be anomalous"
+    fi
+
+    if part lifecycle; then
+        # Export and import of the seeded store, predict p99 with and
+        # without an export running, and the zone's free bytes around a
+        # delete and a retention pass.
+        stop_nginx
+        store=$work/store-lifecycle start_nginx "$( [ $setup = pinned ] && echo 1 || echo auto )" \
+            "$( [ $setup = pinned ] && echo 'worker_cpu_affinity 01;' )"
+        stored=$(healthcheck | field versions_stored)
+        wrk_run 100 predict.lua SERIES=1000
+        quiet_p99=$p99; quiet_rps=$rps
+        t0=$(date +%s.%N)
+        curl -sf -D "$work/export.headers" -o "$work/export.bin" "http://127.0.0.1:$port/export" ||
+            { note "export failed"; exit 1; }
+        export_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+        export_mb=$(awk -v n="$(stat -c %s "$work/export.bin")" 'BEGIN { printf "%.0f", n / 1e6 }')
+        row "$setup" "export of $stored versions of 1000 points ($export_mb MB, $export_s s)" \
+            "$(awk -v n="$stored" -v s="$export_s" 'BEGIN { printf "%.0f versions/s", n / s }')" "-" "-" "-"
+        # predict while exports run back to back (to /dev/null: the disk
+        # is the export's own spool file)
+        ( end=$((SECONDS + duration + 1)); while [ $SECONDS -lt $end ]; do
+            curl -sf -o /dev/null "http://127.0.0.1:$port/export" || break; done ) &
+        export_pid=$!
+        sleep 0.5
+        wrk_run 100 predict.lua SERIES=1000
+        wait $export_pid || true
+        row "$setup" "predict, 1000 series, quiet (p99 ms)" "$quiet_rps" "-" "$quiet_p99" "1.00"
+        row "$setup" "predict, 1000 series, during exports (p99 ratio, target <= 2)" "$rps" "$p50" "$p99" \
+            "$(ratio "$p99" "$quiet_p99")"
+        stop_nginx
+        rm -rf "$work/store-import"
+        store=$work/store-import start_nginx "$( [ $setup = pinned ] && echo 1 || echo auto )" \
+            "$( [ $setup = pinned ] && echo 'worker_cpu_affinity 01;' )"
+        t0=$(date +%s.%N)
+        imported=$(curl -sf -H 'Content-Type: application/octet-stream' --data-binary "@$work/export.bin" \
+            "http://127.0.0.1:$port/import" | field versions_imported) || { note "import failed"; exit 1; }
+        import_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+        row "$setup" "import of $imported versions into an empty node ($import_s s)" \
+            "$(awk -v n="$imported" -v s="$import_s" 'BEGIN { printf "%.0f versions/s", n / s }')" "-" "-" "-"
+        # Delete: 200 versions of one 1000-point series fitted, then deleted.
+        free0=$(healthcheck | field zone.bytes_free)
+        for v in $(seq 200); do
+            curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
+                "http://127.0.0.1:$port/fit/zone_probe?detector=iforest" || { note "fit failed"; exit 1; }
+        done
+        free1=$(healthcheck | field zone.bytes_free)
+        curl -sf -o /dev/null -X DELETE "http://127.0.0.1:$port/series/zone_probe" || { note "delete failed"; exit 1; }
+        sleep 1
+        free2=$(healthcheck | field zone.bytes_free)
+        row "$setup" "zone free bytes: before $free0, 200 iforest versions $free1, deleted $free2" "-" "-" "-" \
+            "$(awk -v a="$free0" -v b="$free1" -v c="$free2" 'BEGIN { printf "%.3f%% of free, %.2f%% of what they took", (a - c) * 100 / a, (a - c) * 100 / (a - b) }')"
+        stop_nginx
+        # Retention: anomaly_keep_versions 3, 200 fits of one series.
+        rm -rf "$work/store-import"
+        keep=3 store=$work/store-import start_nginx "$( [ $setup = pinned ] && echo 1 || echo auto )" \
+            "$( [ $setup = pinned ] && echo 'worker_cpu_affinity 01;' )"
+        for v in 1 2 3; do
+            curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
+                "http://127.0.0.1:$port/fit/kept?detector=iforest" || { note "fit failed"; exit 1; }
+        done
+        sleep 1
+        free3=$(healthcheck | field zone.bytes_free)
+        for v in $(seq 197); do
+            curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$work/body-1000.json" \
+                "http://127.0.0.1:$port/fit/kept?detector=iforest" || { note "fit failed"; exit 1; }
+        done
+        sleep 1
+        free4=$(healthcheck | field zone.bytes_free)
+        row "$setup" "zone free bytes, anomaly_keep_versions 3: 3 iforest versions $free3, after 200 fits $free4" "-" "-" "-" \
+            "$(awk -v a="$free3" -v b="$free4" 'BEGIN { printf "%.3f%% of free", (a - b) * 100 / a }')"
+        stop_nginx
+        unset store keep
+        start_nginx "$( [ $setup = pinned ] && echo 1 || echo auto )" "$( [ $setup = pinned ] && echo 'worker_cpu_affinity 01;' )"
     fi
 
     if part mixed; then

@@ -1,7 +1,7 @@
 // Helpers for bench/run.sh, built on the same core and store as the module:
 //   tools body N FILE        writes a fit body of N points
 //   tools parse FILE         times simdjson alone on FILE (best of 5), in ms
-//   tools seed DIR N POINTS  stores series s0..s<N-1>, one version each
+//   tools seed DIR N POINTS [VERSIONS]  stores series s0..s<N-1>, one version each (or VERSIONS)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -69,7 +69,7 @@ int time_parse(const char *path) {
     return 0;
 }
 
-int seed(const char *dir, long n, long points) {
+int seed(const char *dir, long n, long points, long versions) {
     std::unique_ptr<Store> store;
     std::string error;
     if (Store::open(dir, &store, &error) != Store::OpenResult::opened) {
@@ -80,7 +80,8 @@ int seed(const char *dir, long n, long points) {
     std::normal_distribution<double> noise(55.0, 3.0);
     std::vector<Store::NewVersion> batch;
     TrainingData data;
-    for (long i = 0; i < n; i++) {
+    for (long k = 0; k < n * versions; k++) {
+        const long i = k % n;
         data.timestamps.clear();
         data.values.clear();
         for (long p = 0; p < points; p++) {
@@ -93,10 +94,10 @@ int seed(const char *dir, long n, long points) {
             std::cerr << "seed: " << e.detail << "\n";
             return 1;
         }
-        set_image_version(&v.model, 1, 1700000000000LL);
+        set_image_version(&v.model, static_cast<std::uint32_t>(k / n + 1), 1700000000000LL);
         v.training_data = encode_training_data(data);
         batch.push_back(std::move(v));
-        if (batch.size() == 10000 || i == n - 1) {
+        if (batch.size() == (points > 100 ? 1000u : 10000u) || k == n * versions - 1) {
             if (!store->commit(batch, &error)) {
                 std::cerr << "seed: " << error << "\n";
                 return 1;
@@ -113,7 +114,8 @@ int main(int argc, char **argv) {
     std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "body" && argc == 4) return write_body(std::atol(argv[2]), argv[3]);
     if (cmd == "parse" && argc == 3) return time_parse(argv[2]);
-    if (cmd == "seed" && argc == 5) return seed(argv[2], std::atol(argv[3]), std::atol(argv[4]));
-    std::cerr << "usage: tools body N FILE | parse FILE | seed DIR N POINTS\n";
+    if (cmd == "seed" && (argc == 5 || argc == 6))
+        return seed(argv[2], std::atol(argv[3]), std::atol(argv[4]), argc == 6 ? std::atol(argv[5]) : 1);
+    std::cerr << "usage: tools body N FILE | parse FILE | seed DIR N POINTS [VERSIONS]\n";
     return 2;
 }

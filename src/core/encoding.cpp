@@ -92,6 +92,33 @@ std::string plot_envelope_key(std::string_view series_id, std::uint32_t version)
     return key('p', series_id, version);
 }
 
+std::string version_commit_key(std::string_view series_id, std::uint32_t version) {
+    return key('y', series_id, version);
+}
+
+std::string commit_index_key(std::uint64_t commit, std::string_view series_id, std::uint32_t version) {
+    std::string k(kCommitIndexPrefix);
+    k.reserve(2 + 8 + series_id.size() + 5);
+    for (int i = 7; i >= 0; i--) k.push_back(static_cast<char>((commit >> (8 * i)) & 0xff));
+    k.append(series_id);
+    k.push_back('/');
+    for (int i = 3; i >= 0; i--) k.push_back(static_cast<char>((version >> (8 * i)) & 0xff));
+    return k;
+}
+
+bool parse_commit_index_key(std::string_view k, std::uint64_t *commit, std::string_view *series_id,
+                            std::uint32_t *version) noexcept {
+    if (k.size() < 2 + 8 + 1 + 1 + 4 || k.substr(0, 2) != kCommitIndexPrefix || k[k.size() - 5] != '/') return false;
+    std::uint64_t c = 0;
+    for (std::size_t i = 2; i < 10; i++) c = (c << 8) | static_cast<unsigned char>(k[i]);
+    std::uint32_t v = 0;
+    for (std::size_t i = k.size() - 4; i < k.size(); i++) v = (v << 8) | static_cast<unsigned char>(k[i]);
+    *commit = c;
+    *series_id = k.substr(10, k.size() - 10 - 5);
+    *version = v;
+    return series_id->find('/') == std::string_view::npos;
+}
+
 bool parse_model_key(std::string_view k, std::string_view *series_id, std::uint32_t *version) noexcept {
     if (k.size() < 2 + 1 + 1 + 4 || k.substr(0, 2) != kModelKeyPrefix) return false;
     if (k[k.size() - 5] != '/') return false;

@@ -9,6 +9,13 @@
 //        (absent for versions fitted before plots were summarised)
 //   "c/commits"                                    -> u64 little-endian: batches written
 //   "s/<series_id>"                                -> encode_checkpoint(): a stream's state
+//   "x/" + 8-byte big-endian commit + "<series_id>/" + 4-byte big-endian version
+//                                                  -> empty: the commit index, so that an
+//        export ?since=N reads the versions committed after commit N, in commit order,
+//        without reading every model (absent for versions committed before it was kept)
+//   "y/<series_id>/" + 4-byte big-endian version   -> u64 little-endian: the commit that
+//        wrote the version, written with its "x/" key, so that removing the version
+//        finds that key
 // Big-endian versions make LevelDB iterate a series' versions in order.
 #pragma once
 
@@ -36,6 +43,13 @@ constexpr std::string_view kModelKeyPrefix = "m/";
 // How many batches the store has committed, written with each batch: a zone
 // that kept its models across owners compares it with its own count.
 constexpr std::string_view kCommitCountKey = "c/commits";
+// The commit index ("x/" and "y/" keys above).
+constexpr std::string_view kCommitIndexPrefix = "x/";
+std::string commit_index_key(std::uint64_t commit, std::string_view series_id, std::uint32_t version);
+// Splits a commit index key; false when key is not one.
+bool parse_commit_index_key(std::string_view key, std::uint64_t *commit, std::string_view *series_id,
+                            std::uint32_t *version) noexcept;
+std::string version_commit_key(std::string_view series_id, std::uint32_t version);
 std::string encode_u64(std::uint64_t v);
 // False unless bytes is exactly 8 bytes.
 bool decode_u64(std::string_view bytes, std::uint64_t *v) noexcept;

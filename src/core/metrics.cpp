@@ -105,6 +105,11 @@ std::string render_prometheus(const Metrics &m) {
     sample(&out, "anomaly_series", static_cast<double>(m.series));
     family(&out, "anomaly_versions", "gauge", "Trained versions held in the shared zone.");
     sample(&out, "anomaly_versions", static_cast<double>(m.versions));
+    family(&out, "anomaly_versions_deleted_total", "counter",
+           "Versions deleted (DELETE /series, anomaly_keep_versions) since the zone was created.");
+    sample_u(&out, "anomaly_versions_deleted_total", m.versions_deleted);
+    family(&out, "anomaly_series_deleted_total", "counter", "Series deleted whole since the zone was created.");
+    sample_u(&out, "anomaly_series_deleted_total", m.series_deleted);
     family(&out, "anomaly_zone_bytes", "gauge", "Size of the anomaly_zone shared memory.");
     sample(&out, "anomaly_zone_bytes", static_cast<double>(m.zone_bytes_total));
     family(&out, "anomaly_zone_free_bytes", "gauge", "Free pages of the anomaly_zone shared memory.");

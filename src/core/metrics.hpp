@@ -59,6 +59,8 @@ struct Metrics {
     std::vector<DetectorMetrics> detectors;
     std::uint64_t series = 0;
     std::uint64_t versions = 0;
+    std::uint64_t versions_deleted = 0;  // by DELETE and anomaly_keep_versions, since the zone began
+    std::uint64_t series_deleted = 0;
     std::uint64_t zone_bytes_total = 0;
     std::uint64_t zone_bytes_free = 0;
     std::uint64_t store_queue = 0;

@@ -78,6 +78,7 @@ ngx_int_t series_handler(ngx_http_request_t *r) noexcept {
 // many versions the series has.
 ngx_int_t versions_handler(ngx_http_request_t *r) noexcept {
     try {
+        if (r->method == NGX_HTTP_DELETE) return delete_series(r);  // lifecycle.cpp
         ngx_int_t rc = get_only(r, "Use GET for /series/{series_id}.");
         if (rc != NGX_DECLINED) return rc;
         ngx_str_t id;

@@ -41,6 +41,7 @@ void *create_main_conf(ngx_conf_t *cf) noexcept {
     mcf->fit_memory = NGX_CONF_UNSET_SIZE;
     mcf->checkpoint = NGX_CONF_UNSET_MSEC;
     mcf->history = NGX_CONF_UNSET_UINT;
+    mcf->keep_versions = NGX_CONF_UNSET_UINT;
     return mcf;
 }
 
@@ -51,6 +52,7 @@ char *init_main_conf(ngx_conf_t *cf, void *conf) noexcept {
     }
     ngx_conf_init_size_value(mcf->fit_memory, kDefaultFitMemory);
     ngx_conf_init_msec_value(mcf->checkpoint, kDefaultCheckpoint);
+    ngx_conf_init_uint_value(mcf->keep_versions, 0);
     if (mcf->endpoints_used == 1 && (mcf->shm_zone == nullptr || mcf->store.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "anomaly endpoints need \"anomaly_zone\" and \"anomaly_store\" in the http block");
@@ -87,6 +89,7 @@ void *create_loc_conf(ngx_conf_t *cf) noexcept {
     lcf->stream.hourly = 0xff;
     lcf->threshold = kUnsetSigma;
     lcf->alert_interval = NGX_CONF_UNSET_MSEC;
+    lcf->delete_series = NGX_CONF_UNSET;
     // lcf->alert: {0, nullptr} unset, {0, ""} anomaly_alert off
     return lcf;
 }
@@ -129,6 +132,7 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     if (conf->threshold == kUnsetSigma) conf->threshold = prev->threshold == kUnsetSigma ? kDefaultThreshold : prev->threshold;
     if (conf->alert.data == nullptr) conf->alert = prev->alert;
     ngx_conf_merge_msec_value(conf->alert_interval, prev->alert_interval, kDefaultAlertInterval);
+    ngx_conf_merge_value(conf->delete_series, prev->delete_series, 0);
     {
         // What is still unset takes the detector's default (0), and the
         // whole set is checked as a first observe's would be.
@@ -256,6 +260,8 @@ char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     case Endpoint::score: clcf->handler = score_handler; break;
     case Endpoint::anomalies: clcf->handler = anomalies_handler; break;
     case Endpoint::anomalies_summary: clcf->handler = anomalies_summary_handler; break;
+    case Endpoint::exporting: clcf->handler = export_handler; break;
+    case Endpoint::importing: clcf->handler = import_handler; break;
     default: clcf->handler = healthcheck_handler; break;
     }
     if (cf->args->nelts == 2) {
@@ -487,6 +493,27 @@ char *set_history(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
     return NGX_CONF_OK;
 }
 
+// anomaly_keep_versions N | all: at most N versions a series, the newest.
+char *set_keep_versions(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
+    MainConf *mcf = static_cast<MainConf *>(conf);
+    if (mcf->keep_versions != NGX_CONF_UNSET_UINT) return const_cast<char *>("is duplicate");
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "all", 3) == 0) {
+        mcf->keep_versions = 0;
+        return NGX_CONF_OK;
+    }
+    const ngx_int_t n = ngx_atoi(value[1].data, value[1].len);
+    if (n < 1 || n > 1000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"anomaly_keep_versions\" takes a number of versions from 1 to 1000000, or all (the "
+                           "default), not \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    mcf->keep_versions = static_cast<ngx_uint_t>(n);
+    return NGX_CONF_OK;
+}
+
 ngx_conf_enum_t tails[] = {
     {ngx_string("both"), static_cast<ngx_uint_t>(Tail::both)},
     {ngx_string("upper"), static_cast<ngx_uint_t>(Tail::upper)},
@@ -519,6 +546,14 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, reinterpret_cast<void *>(Endpoint::score)},
     {ngx_string("anomaly_checkpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_checkpoint,
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, checkpoint), nullptr},
+    {ngx_string("anomaly_keep_versions"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_keep_versions,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("anomaly_delete"), NGX_HTTP_LOC_CONF | NGX_CONF_FLAG, ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(LocConf, delete_series), nullptr},
+    {ngx_string("anomaly_export"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     reinterpret_cast<void *>(Endpoint::exporting)},
+    {ngx_string("anomaly_import"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_endpoint, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     reinterpret_cast<void *>(Endpoint::importing)},
     {ngx_string("anomaly_history"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_history, NGX_HTTP_MAIN_CONF_OFFSET, 0,
      nullptr},
     {ngx_string("anomaly_threshold"), ANOMALY_LOC | NGX_CONF_TAKE1, set_threshold, NGX_HTTP_LOC_CONF_OFFSET, 0,

@@ -97,6 +97,7 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         zone->lock();
         std::uint64_t series = sh->series_trained;
         std::uint64_t versions = sh->versions_stored;
+        std::uint64_t versions_deleted = sh->versions_deleted, series_deleted = sh->series_deleted;
         ngx_pid_t owner = sh->owner_pid;
         StoreState state = sh->store_state;
         std::string store_error = sh->store_error;
@@ -143,6 +144,11 @@ ngx_int_t healthcheck_handler(ngx_http_request_t *r) noexcept {
         out += store_state_name(state);
         out += "\",\"owner_pid\":" + std::to_string(owner);
         out += ",\"fits_waiting\":" + std::to_string(sh->jobs_pending);
+        out += ",\"versions_deleted\":" + std::to_string(versions_deleted);
+        out += ",\"series_deleted\":" + std::to_string(series_deleted);
+        out += ",\"keep_versions\":";
+        if (main_conf(r)->keep_versions == 0) out += "null";
+        else out += std::to_string(main_conf(r)->keep_versions);
         out += ",\"error\":";
         if (store_error.empty()) out += "null";
         else append_json_string(&out, store_error);
@@ -220,6 +226,8 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) noexcept {
         zone->lock();
         m.series = sh->series_trained;
         m.versions = sh->versions_stored;
+        m.versions_deleted = sh->versions_deleted;
+        m.series_deleted = sh->series_deleted;
         m.zone_bytes_free = zone->pool()->pfree << ngx_pagesize_shift;
         m.store_ready = sh->store_state == StoreState::ready && sh->owner_pid != 0;
         const std::int64_t last_write = sh->last_write_ms;

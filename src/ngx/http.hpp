@@ -11,6 +11,7 @@
 //   alert.cpp        alerts: background subrequests to anomaly_alert's location
 //   plot.cpp         /plot
 //   catalogue.cpp    /series, /series/{id}, /dashboard
+//   lifecycle.cpp    DELETE /series/{id}, /export, /import
 //   health.cpp       /healthcheck, /metrics and the figures they share
 //   variables.cpp    $anomaly_* variables
 //   conf.cpp         directives, configuration, the zone and the store
@@ -41,7 +42,7 @@ namespace anomaly {
 
 enum class Endpoint : ngx_uint_t {
     none = 0, fit, predict, healthcheck, metrics, error, plot, series, versions, dashboard, observe, score,
-    anomalies, anomalies_summary
+    anomalies, anomalies_summary, exporting, importing
 };
 
 struct MainConf {
@@ -53,6 +54,7 @@ struct MainConf {
     size_t fit_memory;                    // anomaly_fit_memory: body bytes of fits per worker
     ngx_msec_t checkpoint;                // anomaly_checkpoint: streams written at most this often
     ngx_uint_t history;                   // anomaly_history: events the history holds; unset: the default
+    ngx_uint_t keep_versions;             // anomaly_keep_versions: newest versions kept a series, 0 all
 };
 
 struct LocConf {
@@ -77,6 +79,7 @@ struct LocConf {
     double threshold;                     // anomaly_threshold: an observed point is anomalous from this score
     ngx_str_t alert;                      // anomaly_alert: the location alerts go to, empty for none
     ngx_msec_t alert_interval;            // anomaly_alert_interval: one alert per series per interval
+    ngx_flag_t delete_series;             // anomaly_delete: DELETE /series/{id} allowed here
 };
 
 struct FitWork;
@@ -97,6 +100,10 @@ struct RequestCtx {
     void (*rerun)(ngx_http_request_t *) = nullptr;  // what run_later runs
     std::uint64_t body_read_ns = 0;
     bool plot = false;
+    // A delete or an import waiting for the owner: answers its outcome
+    // (the job's data is the body) when the owner is done.
+    ngx_int_t (*owner_answer)(ngx_http_request_t *r, RequestCtx *ctx, const Job &outcome) = nullptr;
+    bool is_fit() const { return !plot && owner_answer == nullptr; }
 
     // A fit or a plot waits in one place at a time. nginx may end the
     // request anywhere (a closed connection, worker_shutdown_timeout): a
@@ -325,6 +332,11 @@ ngx_int_t error_handler(ngx_http_request_t *r) noexcept;     // http_common.cpp
 ngx_int_t score_handler(ngx_http_request_t *r) noexcept;     // score.cpp
 ngx_int_t anomalies_handler(ngx_http_request_t *r) noexcept; // anomalies.cpp
 ngx_int_t anomalies_summary_handler(ngx_http_request_t *r) noexcept;
+ngx_int_t delete_series(ngx_http_request_t *r) noexcept;    // lifecycle.cpp
+ngx_int_t export_handler(ngx_http_request_t *r) noexcept;
+ngx_int_t import_handler(ngx_http_request_t *r) noexcept;
+// An owner's answer of a delete or an import: its status and JSON body.
+ngx_int_t send_owner_answer(ngx_http_request_t *r, RequestCtx *ctx, const Job &outcome);
 
 // ---- variables.cpp, conf.cpp: what the module definition ties together ----
 

@@ -99,7 +99,16 @@ ngx_int_t send_error(ngx_http_request_t *r, const Error &error) {
             case Endpoint::fit:
             case Endpoint::predict:
             case Endpoint::observe:
+            case Endpoint::importing:
             case Endpoint::score: ngx_str_set(&allow->value, "POST"); break;
+            case Endpoint::exporting: ngx_str_set(&allow->value, "GET"); break;
+            case Endpoint::versions:
+                if (loc_conf(r)->delete_series == 1) {
+                    ngx_str_set(&allow->value, "GET, HEAD, DELETE");
+                } else {
+                    ngx_str_set(&allow->value, "GET, HEAD");
+                }
+                break;
             default: ngx_str_set(&allow->value, "GET, HEAD"); break;
             }
         }
@@ -246,7 +255,7 @@ void stop_waiting(RequestCtx *ctx) {
         break;
     case RequestCtx::Wait::owner:
         ngx_queue_remove(&ctx->link);
-        if (process_zone->abandon(ctx->job) == Abandoned::withdrawn && !ctx->plot)
+        if (process_zone->abandon(ctx->job) == Abandoned::withdrawn && ctx->is_fit())
             discard_handed_over(ctx->spool_seq, ctx->in_memory);
         ctx->job = nullptr;
         break;
@@ -296,7 +305,7 @@ void wait_for_owner(ngx_http_request_t *r, RequestCtx *ctx, Job *job) {
 void fit_finish(ngx_http_request_t *r, RequestCtx *ctx, ngx_int_t rc) {
     leave_progress(ctx);
     Zone *zone = zone_of(r);
-    if (zone != nullptr && !ctx->plot) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
+    if (zone != nullptr && ctx->is_fit()) record(zone->my_stats().fit, ctx->started_ns, r->headers_out.status);
     ngx_connection_t *c = r->connection;
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
@@ -333,6 +342,7 @@ void fits_check() noexcept {
             const char *withdraw = nullptr;
             if (store_down) withdraw = "The store is unavailable; /healthcheck and the error log say why.";
             else if (late && ctx->plot) withdraw = "The store did not read the plot's data in time; try again.";
+            else if (late && ctx->owner_answer) withdraw = "The store did not take the request in time; try again.";
             else if (late) withdraw = "The store did not make the fit durable in time; it was not stored.";
             Job outcome;
             if (!process_zone->take_result(ctx->job, withdraw, &outcome)) {
@@ -341,9 +351,11 @@ void fits_check() noexcept {
                 // owner stopped. The fit may still become durable.
                 stop_waiting(ctx);
                 rc = send_error(r, 503, "store_timeout",
-                                ctx->plot ? "The store did not read the plot's data in time; try again."
-                                          : "The store did not confirm the fit in time. It may still be stored: "
-                                            "GET /series/{series_id} lists the versions.");
+                                ctx->plot           ? "The store did not read the plot's data in time; try again."
+                                : ctx->owner_answer ? "The store did not finish in time. It may still finish: "
+                                                      "GET /series/{series_id} shows what is stored."
+                                                    : "The store did not confirm the fit in time. It may still be stored: "
+                                                      "GET /series/{series_id} lists the versions.");
                 fit_finish(r, ctx, rc);
                 continue;
             }
@@ -360,6 +372,12 @@ void fits_check() noexcept {
                 }
                 process_zone->free_data(outcome.data);
                 draw_plot(r, ctx, std::move(data));
+                continue;
+            }
+            if (ctx->owner_answer) {
+                rc = ctx->owner_answer(r, ctx, outcome);
+                process_zone->free_data(outcome.data);
+                fit_finish(r, ctx, rc);
                 continue;
             }
             if (outcome.state != JobState::done && !ctx->plot) discard_handed_over(ctx->spool_seq, ctx->in_memory);

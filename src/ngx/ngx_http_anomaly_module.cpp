@@ -58,6 +58,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept {
         settings.dir.assign(reinterpret_cast<char *>(mcf->store.data), mcf->store.len);
         settings.pool = mcf->thread_pool;
         settings.checkpoint = mcf->checkpoint;
+        settings.keep_versions = static_cast<std::uint32_t>(mcf->keep_versions);
         return store_start(cycle, settings, fits_check);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "anomaly: %s", e.what());

@@ -198,6 +198,9 @@ ngx_int_t answer(ngx_http_request_t *r, const Error &error, const std::string &b
 void observe_done(ngx_event_t *ev) noexcept {
     ObserveWork *work = static_cast<ObserveWork *>(ev->data);
     ngx_http_request_t *r = work->request;
+    // Still on the event loop until this handler returns: the series' node
+    // the outcome names is read below.
+    release_zone();
     if (!task_done_for(r, get_ctx(r))) {
         delete work;
         return;
@@ -284,6 +287,7 @@ ngx_int_t observe_answer(ngx_http_request_t *r, RequestCtx *ctx, bool *pending) 
     work->request = r;
     if (!post_task(r, &work->task, work.get(), observe_thread, observe_done))
         return send_busy(r, "The thread pool queue is full; try again.", false);
+    hold_zone();  // the task finds and updates the stream in place: released by observe_done
     work.release();  // observe_done frees it
     *pending = true;
     return NGX_OK;

@@ -6,8 +6,10 @@
 #include <csignal>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <unordered_map>
 #include <sys/resource.h>
@@ -21,6 +23,9 @@
 
 #include "core/encoding.hpp"
 #include "core/error.hpp"
+#include "core/lifecycle.hpp"
+#include "core/ring.hpp"
+#include "core/transfer.hpp"
 #include "store/store.hpp"
 
 namespace anomaly {
@@ -55,6 +60,12 @@ struct CommitCtx {
 
 struct ReadCtx {
     std::string error;         // a failure of the task itself, for the log
+};
+
+// An export or an import in its pool task.
+struct TransferCtx {
+    std::string error;         // for the log
+    bool store_lost = false;   // the store failed a write and was closed
 };
 
 struct CheckpointCtx {
@@ -108,7 +119,27 @@ struct Runtime {
     CheckpointCtx checkpoint;
     bool checkpoint_running = false;
     ngx_msec_t next_checkpoint = 0;
+
+    // Fits and imports assign and publish versions one at a time.
+    std::mutex version_writes;
+    // A delete and the stream checkpoints never interleave: a checkpoint
+    // taken before a delete must not be written after it.
+    std::mutex stream_writes;
+    // What deletes unlinked from the zone, freed by the timer once every
+    // process has passed it (Zone::reclaim).
+    std::mutex retired_mutex;
+    std::vector<Zone::Retired> retired;
+
+    ngx_thread_task_t export_task{};
+    TransferCtx exporting;
+    bool export_running = false;
+    ngx_thread_task_t import_task{};
+    TransferCtx importing;
+    bool import_running = false;
 };
+
+// Pool tasks and waits of this process that hold zone pointers (hold_zone).
+int zone_holds = 0;
 
 Runtime *rt = nullptr;
 
@@ -157,8 +188,16 @@ void remove_orphan_spools() {
     while (dirent *e = readdir(dir)) {
         long pid = 0;
         unsigned long long seq = 0;
-        if (std::sscanf(e->d_name, "%ld.%llu", &pid, &seq) != 2) continue;
         std::string path = rt->spool_dir + "/" + e->d_name;
+        // An export whose sender died before it opened the file.
+        if (std::sscanf(e->d_name, "export.%ld.%llu", &pid, &seq) == 2) {
+            struct stat st;
+            if (stat(path.c_str(), &st) == 0 && now - st.st_mtime >= kOrphanSpoolSeconds &&
+                !ProcessId{static_cast<ngx_pid_t>(pid), 0}.alive())
+                unlink(path.c_str());
+            continue;
+        }
+        if (std::sscanf(e->d_name, "%ld.%llu", &pid, &seq) != 2) continue;
         struct stat st;
         if (stat(path.c_str(), &st) != 0 || now - st.st_mtime < kOrphanSpoolSeconds) continue;
         if (!rt->settings.zone->spool_in_use(static_cast<ngx_pid_t>(pid), seq))
@@ -509,6 +548,7 @@ void write_checkpoints(Store *store, CheckpointCtx *ctx) {
         return true;
     };
     for (StreamSlot *s = zone->first_stream(); s != nullptr; s = s->next) {
+        if (__atomic_load_n(&s->removed, __ATOMIC_ACQUIRE)) continue;
         if (__atomic_load_n(&s->broken, __ATOMIC_ACQUIRE)) {
             restore_stream(store, s, ctx);
             continue;
@@ -581,6 +621,7 @@ void checkpoint_thread(void *data, ngx_log_t *) {
         ctx->error.clear();
         ctx->restored = ctx->restarted = 0;
         std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+        std::lock_guard<std::mutex> streams(rt->stream_writes);
         if (rt->store) write_checkpoints(rt->store.get(), ctx);
     } catch (const std::exception &e) {
         ctx->error = e.what();
@@ -678,6 +719,389 @@ void read_thread(void *data, ngx_log_t *) {
     for (const Zone::Claim &c : reads) send_wakeup(c.submitter.pid, 'd');
 }
 
+// ---- deletes: run in the commit task, in order with the fits ----
+
+std::int64_t now_ms();
+
+// Removes a version (or a whole series) from the store, durably, then from
+// the zone; the answer goes in claim->data.
+void remove_series(Zone::Claim *c, CommitCtx *ctx) {
+    Zone *zone = rt->settings.zone;
+    std::size_t bound = 0;
+    switch (zone->removable(c->series_id, c->version, &bound)) {
+    case Lookup::found:
+        break;
+    case Lookup::not_loaded:
+        c->fail_status = 503;
+        c->data = render_error(make_error(0, "store_loading", "The models are still being read from the store; try again shortly."));
+        return;
+    case Lookup::series_not_found:
+        c->fail_status = 404;
+        c->data = render_error(make_error(0, "series_not_found", "No series with this id has been fitted or observed."));
+        return;
+    case Lookup::version_not_found:
+        c->fail_status = 404;
+        c->data = render_error(make_error(0, "version_not_found", "This series has no such version."));
+        return;
+    }
+    std::string error;
+    bool ok;
+    std::uint64_t commits = 0;
+    std::uint32_t versions = 0;
+    bool stream = false;
+    {
+        // The order the checkpoints take them in: a checkpoint taken before
+        // the delete is written before it, and none after it.
+        std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+        std::lock_guard<std::mutex> streams(rt->stream_writes);
+        ok = rt->store && rt->store->remove({Store::Removal{std::string(c->series_id), c->version}}, &error);
+        if (ok) {
+            commits = rt->store->commits();
+            std::lock_guard<std::mutex> guard(rt->retired_mutex);
+            rt->retired.reserve(rt->retired.size() + bound);
+            zone->remove(c->series_id, c->version, &rt->retired, &versions, &stream);
+        } else if (error.empty()) {
+            error = "the store was closed";
+        }
+    }
+    if (!ok) {
+        ctx->store_lost = true;
+        ctx->error = error;
+        c->fail_status = 503;
+        const std::string_view reason = public_reason(error);
+        c->data = render_error(make_error(
+            503, "store_unavailable",
+            reason.empty() ? std::string("The store could not make the delete durable; the error log says why.")
+                           : "The store could not make the delete durable (" + std::string(reason) + ")."));
+        release_store_after_failure(error);
+        return;
+    }
+    {
+        ZoneLock guard(zone);
+        sh()->store_commits = commits;
+    }
+    c->data = render_removed(c->series_id, c->version, versions, stream);
+}
+
+// ---- export: runs in a pool thread, one at a time ----
+
+// Writes all of data to fd; false with *error on failure.
+bool write_all(int fd, const std::string &data, std::string *error) {
+    std::size_t done = 0;
+    while (done < data.size()) {
+        const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            *error = std::string("write: ") + std::strerror(errno);
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool abandoned(Job *job) { return __atomic_load_n(&job->abandoned, __ATOMIC_ACQUIRE) != 0; }
+
+constexpr std::size_t kExportPiece = 4 << 20;  // bytes of records a store call gives at a time
+
+// The store as of one moment (a LevelDB snapshot), written to the export's
+// file piece by piece while its submitter sends what is there.
+void export_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
+    TransferCtx *ctx = static_cast<TransferCtx *>(data);
+    ctx->error.clear();
+    Zone *zone = rt->settings.zone;
+    Zone::Claim c;
+    if (!zone->claim_transfer(JobKind::exporting, &c)) return;
+    const std::string path(c.path);
+    int fd = -1;
+    try {
+        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + std::strerror(errno));
+        // Which series go: a prefix of their ids, and the servers of a ring
+        // with the one whose series these are.
+        const std::string prefix(c.series_id);
+        std::unique_ptr<HashRing> ring;
+        std::string node;
+        if (!c.extra.empty()) {
+            const std::size_t bar = c.extra.find('|');
+            std::vector<std::string> servers;
+            std::string why;
+            if (bar == std::string_view::npos || !parse_ring(c.extra.substr(0, bar), &servers, &why))
+                throw std::runtime_error("a ring filter that does not parse: " + why);
+            ring.reset(new HashRing(servers));
+            node.assign(c.extra.substr(bar + 1));
+        }
+        std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+        if (!rt->store) throw std::runtime_error("the store was closed");
+        Store::ExportScope scope;
+        scope.prefix = prefix;
+        scope.since = c.since;
+        if (ring) scope.filter = [&](std::string_view id) { return ring->owner(id) == node; };
+        {
+            // The streams' states as of now, not of their last checkpoint.
+            std::lock_guard<std::mutex> streams(rt->stream_writes);
+            CheckpointCtx checkpoint;
+            write_checkpoints(rt->store.get(), &checkpoint);
+            if (!checkpoint.error.empty()) throw std::runtime_error("stream checkpoints: " + checkpoint.error);
+        }
+        std::unique_ptr<Store::Snapshot> snapshot = rt->store->snapshot();
+        const std::uint64_t commits = snapshot->commits();
+
+        std::string out;
+        append_transfer_magic(&out);
+        TransferHeader header;
+        header.commits = commits;
+        header.since = c.since;
+        header.created_ms = now_ms();
+        append_header(&out, header);
+        std::uint64_t written = 0;
+        std::string why;
+        if (!write_all(fd, out, &why)) throw std::runtime_error(why);
+        written += out.size();
+        zone->set_progress(c.job, written, commits);
+
+        TransferEnd end;
+        end.commits = commits;
+        bool too_large = false;
+        Store::ExportVisitor visit;
+        visit.version = [&](const TransferVersion &v) {
+            if (!append_version(&out, v)) return !(too_large = true);
+            end.versions++;
+            return true;
+        };
+        visit.stream = [&](const TransferStream &st) {
+            if (!append_stream(&out, st)) return !(too_large = true);
+            end.streams++;
+            return true;
+        };
+        std::string after, next;
+        for (;;) {
+            if (abandoned(c.job)) break;
+            // A reload or a stop waits for the pool's tasks: it does not
+            // wait for a whole export, which the client then sees cut short.
+            if (ngx_exiting || ngx_quit || ngx_terminate) throw std::runtime_error("nginx is reloading or stopping");
+            out.clear();
+            std::string error;
+            const Store::ExportStep step =
+                rt->store->export_records(*snapshot, scope, after, kExportPiece, visit, &next, &error);
+            if (step == Store::ExportStep::failed) throw std::runtime_error(error);
+            if (too_large) throw std::runtime_error("a record too large for the export format");
+            if (!write_all(fd, out, &why)) throw std::runtime_error(why);
+            written += out.size();
+            zone->set_progress(c.job, written, commits);
+            if (step == Store::ExportStep::done) break;
+            after = next;
+        }
+        if (!abandoned(c.job)) {
+            out.clear();
+            append_end(&out, end);
+            if (!write_all(fd, out, &why)) throw std::runtime_error(why);
+            written += out.size();
+            zone->set_progress(c.job, written, commits);
+        }
+    } catch (const std::exception &e) {
+        c.fail_status = 503;
+        try {
+            ctx->error = "export: " + std::string(e.what());
+            c.data = render_error(make_error(0, "store_unavailable", "The export could not be read from the store; the error log says why."));
+        } catch (const std::exception &) {
+        }
+    }
+    if (fd >= 0) ::close(fd);
+    // The submitter opened the file already, or never will.
+    if (c.fail_status != 0 || abandoned(c.job)) ::unlink(path.c_str());
+    zone->finish_job(c);
+    send_wakeup(c.submitter.pid, 'd');
+}
+
+// ---- import: runs in a pool thread, one at a time ----
+
+constexpr std::size_t kImportBatchBytes = 16 << 20;  // record bytes a synced write takes at a time
+
+// Reads an export from the file nginx kept the request body in, and makes
+// its versions and streams durable and visible in batches, in order with
+// the fits. A version the node has, byte for byte, is passed over (a rerun
+// of an interrupted import); one it has with other bytes stops the import.
+void import_thread(void *data, ngx_log_t *) {
+    BackgroundPriority background;
+    TransferCtx *ctx = static_cast<TransferCtx *>(data);
+    ctx->error.clear();
+    ctx->store_lost = false;
+    Zone *zone = rt->settings.zone;
+    Zone::Claim c;
+    if (!zone->claim_transfer(JobKind::importing, &c)) return;
+    ImportFigures figures;
+    std::string code, detail;
+    int fd = -1;
+    try {
+        if (int status = sh()->load_incomplete) {
+            c.fail_status = status;
+            code = status == 507 ? "zone_full" : "store_unavailable";
+            detail = "Imports are refused until every stored version is in the zone; the error log says why.";
+        } else {
+            fd = ::open(std::string(c.path).c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) throw std::runtime_error("cannot open the request body: " + std::string(std::strerror(errno)));
+        }
+        TransferReader reader;
+        std::vector<TransferVersion> versions;
+        std::vector<TransferStream> streams;
+        std::set<std::pair<std::string, std::uint32_t>> batched;  // versions in this batch
+        std::set<std::string> seen;
+        std::size_t batch_bytes = 0;
+        auto flush = [&]() {
+            if (versions.empty() && streams.empty()) return true;
+            std::lock_guard<std::mutex> guard(rt->version_writes);
+            std::string error;
+            bool ok;
+            {
+                std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
+                ok = rt->store && rt->store->import(versions, streams, &error);
+                if (ok) {
+                    ZoneLock lock(zone);
+                    sh()->store_commits = rt->store->commits();
+                }
+            }
+            if (!ok) {
+                ctx->store_lost = true;
+                ctx->error = error;
+                c.fail_status = 503;
+                code = "store_unavailable";
+                detail = "The store could not make the import durable; the error log says why. What the answer "
+                         "counts as imported is stored.";
+                release_store_after_failure(error);
+                return false;
+            }
+            bool full = false;
+            for (const TransferVersion &v : versions) {
+                if (!full && zone->add_version(v.series_id, v.image)) figures.versions_imported++;
+                else full = true;
+            }
+            for (const TransferStream &st : streams) {
+                if (!full && zone->load_stream(st.series_id, st.state, st.written_ms)) figures.streams_imported++;
+                else full = true;
+            }
+            if (full) {
+                // On disk and not in the zone: as after a start into a zone
+                // too small, fits are refused until it is raised.
+                ZoneLock lock(zone);
+                sh()->load_incomplete = 507;
+                c.fail_status = 507;
+                code = "zone_full";
+                detail = "The shared zone has no room for the imported versions, which are stored: raise the "
+                         "anomaly_zone size and reload nginx.";
+                return false;
+            }
+            versions.clear();
+            streams.clear();
+            batched.clear();
+            batch_bytes = 0;
+            return true;
+        };
+        auto note_series = [&](const std::string &id) {
+            if (seen.insert(id).second) figures.series.push_back(id);
+        };
+        std::vector<char> buf(1 << 20);
+        bool eof = fd < 0, stop = fd < 0, ended = false;
+        while (!stop) {
+            TransferReader::Item item = reader.next();
+            if (item == TransferReader::Item::need_more) {
+                if (eof) {
+                    reader.finish();
+                    item = reader.next();
+                } else {
+                    const ssize_t n = ::read(fd, buf.data(), buf.size());
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n < 0) throw std::runtime_error("reading the request body: " + std::string(std::strerror(errno)));
+                    if (n == 0) eof = true;
+                    else reader.feed(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+                    continue;
+                }
+            }
+            switch (item) {
+            case TransferReader::Item::need_more:
+                break;
+            case TransferReader::Item::header:
+                figures.source_commits = reader.header().commits;
+                break;
+            case TransferReader::Item::version: {
+                const TransferVersion &v = reader.version();
+                note_series(v.series_id);
+                Zone::Present present = zone->has_version(v.series_id, v.version, v.image);
+                if (present == Zone::Present::absent && batched.count({v.series_id, v.version}) != 0) {
+                    for (const TransferVersion &b : versions)
+                        if (b.series_id == v.series_id && b.version == v.version)
+                            present = b.image == v.image ? Zone::Present::same : Zone::Present::conflict;
+                }
+                if (present == Zone::Present::same) {
+                    figures.versions_present++;
+                } else if (present == Zone::Present::conflict) {
+                    c.fail_status = 409;
+                    code = "version_conflict";
+                    detail = "This node has version v" + std::to_string(v.version) + " of " + v.series_id +
+                             " with another model: the import stopped there. Delete that version here, or import "
+                             "into another node.";
+                    stop = true;
+                } else {
+                    batch_bytes += v.model.size() + v.training_data.size() + v.plot_envelope.size();
+                    batched.insert({v.series_id, v.version});
+                    versions.push_back(v);
+                }
+                break;
+            }
+            case TransferReader::Item::stream: {
+                const TransferStream &st = reader.stream();
+                note_series(st.series_id);
+                bool have = zone->find_stream(st.series_id) != nullptr;
+                for (const TransferStream &b : streams) have = have || b.series_id == st.series_id;
+                if (have) {
+                    figures.streams_kept++;
+                } else {
+                    batch_bytes += st.state.size();
+                    streams.push_back(st);
+                }
+                break;
+            }
+            case TransferReader::Item::end:
+                ended = true;
+                stop = true;
+                break;
+            case TransferReader::Item::error:
+                c.fail_status = 400;
+                code = "malformed_export";
+                detail = "The body is not a whole export: " + reader.error() +
+                         " What came before it was imported.";
+                stop = true;
+                break;
+            }
+            if (batch_bytes >= kImportBatchBytes && !flush()) stop = true;
+        }
+        (void)ended;
+        if (c.fail_status == 0 || c.fail_status == 409 || c.fail_status == 400) {
+            const int before = c.fail_status;
+            if (!flush() && before != 0) {
+                // the store's failure is the answer now
+            }
+        }
+    } catch (const std::exception &e) {
+        c.fail_status = 503;
+        code = "store_unavailable";
+        detail = "The import failed; the error log says why. What the answer counts as imported is stored.";
+        try {
+            ctx->error = "import: " + std::string(e.what());
+        } catch (const std::exception &) {
+        }
+    }
+    if (fd >= 0) ::close(fd);
+    try {
+        c.data = render_imported(figures, code, detail);
+    } catch (const std::exception &) {
+        c.data.clear();
+    }
+    zone->finish_job(c);
+    send_wakeup(c.submitter.pid, 'd');
+}
+
 // ---- commit: runs in a pool thread ----
 
 void commit_thread(void *data, ngx_log_t *) {
@@ -687,9 +1111,17 @@ void commit_thread(void *data, ngx_log_t *) {
     ctx->error.clear();
     Zone *zone = rt->settings.zone;
     std::vector<Zone::Claim> claims;
+    std::unique_lock<std::mutex> versions(rt->version_writes, std::defer_lock);
     try {
         zone->claim_pending(&claims, kBatchJobs, kBatchPoints);
         if (claims.empty()) return;
+        versions.lock();
+        if (claims.size() == 1 && claims[0].remove) {
+            remove_series(&claims[0], ctx);
+            zone->finish_job(claims[0]);
+            send_wakeup(claims[0].submitter.pid, 'd');
+            return;
+        }
 
         std::vector<Store::NewVersion> batch(claims.size());
         std::vector<std::string> models(claims.size());  // their images
@@ -736,6 +1168,14 @@ void commit_thread(void *data, ngx_log_t *) {
         for (std::size_t i = 0; i < claims.size(); i++) image_bytes[i] = models[i].size();
         zone->assign_versions(&claims, image_bytes);
 
+        // anomaly_keep_versions: the versions these fits push out go in
+        // the same batch.
+        std::vector<Zone::VersionRef> past;
+        zone->past_retention(claims, rt->settings.keep_versions, &past);
+        std::vector<Store::Removal> removals;
+        removals.reserve(past.size());
+        for (const Zone::VersionRef &v : past) removals.push_back(Store::Removal{std::string(v.first), v.second});
+
         const std::int64_t trained_at = now_ms();
         std::vector<Store::NewVersion> ready;
         ready.reserve(claims.size());
@@ -752,7 +1192,7 @@ void commit_thread(void *data, ngx_log_t *) {
         bool ok = true;
         if (!ready.empty()) {
             std::shared_lock<std::shared_mutex> shared(rt->store_mutex);
-            ok = rt->store->commit(ready, &error);
+            ok = rt->store->commit(ready, removals, &error);
         }
         if (!ok) {
             ctx->store_lost = true;
@@ -771,6 +1211,16 @@ void commit_thread(void *data, ngx_log_t *) {
                 commits = rt->store->commits();
             }
             zone->finish_commit(claims, nullptr);
+            if (!removals.empty()) {
+                // After the new versions are in place (their slots were
+                // reserved), and named by the removals' own strings: an
+                // abandoned job is gone once finish_commit returns.
+                past.clear();
+                for (const Store::Removal &v : removals) past.emplace_back(v.series_id, v.version);
+                std::lock_guard<std::mutex> guard(rt->retired_mutex);
+                rt->retired.reserve(rt->retired.size() + past.size());
+                zone->drop_versions(past, &rt->retired);
+            }
             ZoneLock guard(zone);
             sh()->store_commits = commits;
         }
@@ -807,14 +1257,45 @@ void kick_reads() {
     rt->read_running = true;
 }
 
-// Commits, and plot reads beside them.
+void kick_transfers();
+
+// Commits, and plot reads, exports and imports beside them.
 void kick_commit() {
     kick_reads();
+    kick_transfers();
     if (!rt->owner || rt->commit_running) return;
     if (sh()->jobs_pending == 0) return;
     rt->commit_task.ctx = &rt->commit;
     if (ngx_thread_task_post(rt->settings.pool, &rt->commit_task) != NGX_OK) return;
     rt->commit_running = true;
+}
+
+void kick_transfers() {
+    if (!rt->owner) return;
+    if (!rt->export_running && rt->settings.zone->has_pending(JobKind::exporting)) {
+        rt->export_task.ctx = &rt->exporting;
+        if (ngx_thread_task_post(rt->settings.pool, &rt->export_task) == NGX_OK) rt->export_running = true;
+    }
+    if (!rt->import_running && rt->settings.zone->has_pending(JobKind::importing)) {
+        rt->import_task.ctx = &rt->importing;
+        if (ngx_thread_task_post(rt->settings.pool, &rt->import_task) == NGX_OK) rt->import_running = true;
+    }
+}
+
+void export_done(ngx_event_t *) noexcept {
+    rt->export_running = false;
+    if (!rt->exporting.error.empty()) ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly %s", rt->exporting.error.c_str());
+    kick_transfers();
+}
+
+void import_done(ngx_event_t *) noexcept {
+    rt->import_running = false;
+    if (rt->importing.store_lost) {
+        rt->owner = false;
+        rt->next_takeover = ngx_current_msec + kRetryAfterFailure;
+    }
+    if (!rt->importing.error.empty()) ngx_log_error(NGX_LOG_ERR, rt->log, 0, "anomaly %s", rt->importing.error.c_str());
+    kick_transfers();
 }
 
 void read_done(ngx_event_t *) noexcept {
@@ -919,8 +1400,18 @@ void try_takeover() {
         rt->takeover_running = true;
 }
 
+// What deletes unlinked: this process marks that it holds nothing of the
+// zone now, and the owner frees what every process has passed.
+void reclaim_deleted() {
+    Zone *zone = rt->settings.zone;
+    if (zone_holds == 0 && !rt->commit_running && !rt->checkpoint_running && !rt->import_running) zone->quiescent();
+    std::unique_lock<std::mutex> guard(rt->retired_mutex, std::try_to_lock);
+    if (guard.owns_lock() && !rt->retired.empty()) zone->reclaim(&rt->retired);
+}
+
 void timer_handler(ngx_event_t *ev) noexcept {
     try {
+        reclaim_deleted();
         try_takeover();
         if (rt->owner) {
             kick_commit();
@@ -1013,6 +1504,13 @@ BackgroundPriority::~BackgroundPriority() {
 
 std::uint64_t next_spool_seq() { return ++rt->spool_seq; }
 
+void hold_zone() { zone_holds++; }
+void release_zone() { zone_holds--; }
+
+std::string export_path(std::uint64_t seq) {
+    return rt->spool_dir + "/export." + std::to_string(ngx_pid) + "." + std::to_string(seq);
+}
+
 void store_wake_owner() {
     if (rt == nullptr) return;
     ngx_pid_t pid = sh()->owner_pid;
@@ -1070,6 +1568,12 @@ ngx_int_t store_start(ngx_cycle_t *cycle, const StoreSettings &settings, void (*
     rt->checkpoint_task.handler = checkpoint_thread;
     rt->checkpoint_task.event.handler = checkpoint_done;
     rt->checkpoint_task.event.log = cycle->log;
+    rt->export_task.handler = export_thread;
+    rt->export_task.event.handler = export_done;
+    rt->export_task.event.log = cycle->log;
+    rt->import_task.handler = import_thread;
+    rt->import_task.event.handler = import_done;
+    rt->import_task.event.log = cycle->log;
     rt->next_checkpoint = ngx_current_msec + settings.checkpoint;
 
     rt->timer.handler = timer_handler;
@@ -1105,6 +1609,16 @@ void store_stop() {
         zone->lock();
         if (sh()->owner_pid == ngx_pid) sh()->owner_pid = 0;
         zone->unlock();
+    }
+    {
+        // Freed now if every other process has passed it; else left in the
+        // zone until it restarts (a delete in the last moments of an owner).
+        std::lock_guard<std::mutex> guard(rt->retired_mutex);
+        rt->settings.zone->quiescent();
+        if (!rt->settings.zone->reclaim(&rt->retired))
+            ngx_log_error(NGX_LOG_NOTICE, rt->log, 0,
+                          "anomaly: %uz blocks of deleted versions stay in the zone until nginx restarts",
+                          rt->retired.size());
     }
     rt->settings.zone->release_stats_slot();
     if (rt->timer.timer_set) ngx_del_timer(&rt->timer);

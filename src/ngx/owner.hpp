@@ -23,6 +23,7 @@ struct StoreSettings {
     std::string dir;                    // the LevelDB directory (anomaly_store)
     ngx_thread_pool_t *pool = nullptr;  // anomaly_thread_pool
     ngx_msec_t checkpoint = 5000;       // anomaly_checkpoint: streams written at most this often
+    std::uint32_t keep_versions = 0;    // anomaly_keep_versions: the newest versions kept a series, 0 all
 };
 
 // init_process: opens this worker's wake-up socket and starts competing for
@@ -34,6 +35,15 @@ void store_stop();
 
 // After queueing a job: wakes the owner.
 void store_wake_owner();
+
+// A pool task or a wait of this process is about to hold a pointer into the
+// zone (an image, a stream) beyond the event handler that found it: what a
+// delete unlinks meanwhile is not freed until release_zone().
+void hold_zone();
+void release_zone();
+
+// Where an export is written for its submitter to send (in the store's spool directory).
+std::string export_path(std::uint64_t seq);
 
 // Hands a validated fit over for commit (from a pool thread): the model, its
 // encoded plot envelope and training data. In the owner it stays in this

@@ -5,6 +5,7 @@
 
 #include "ngx/http.hpp"
 
+#include <cstring>
 #include <exception>
 #include <string>
 #include <string_view>
@@ -201,7 +202,11 @@ ngx_int_t plot_handler(ngx_http_request_t *r) noexcept {
         }
         if (lookup != Lookup::found) return lookup_error(r, lookup);
         ctx->version = model->version;
-        ctx->model = model;
+        // A copy: a delete while the owner reads must not free what is drawn.
+        void *copy = ngx_palloc(r->pool, model->bytes);
+        if (copy == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        std::memcpy(copy, model, model->bytes);
+        ctx->model = static_cast<const ModelHeader *>(copy);
         bool busy = false;
         Job *job = zone->add_read(series, model->version, &busy);
         if (job == nullptr && busy)

@@ -6,6 +6,7 @@
 
 #include "ngx/http.hpp"
 
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
@@ -52,10 +53,10 @@ struct ScoreWork {
     bool csv_in = false;
     bool csv_out = false;
     Query query;
-    // Mode::version: the image in the zone. Published images are immutable
-    // and never freed today, so the task judges with it in place; a future
-    // delete of versions must keep an image alive while a task holds it.
+    // Mode::version: the image, copied from the zone on the event loop, so
+    // that a delete of the version meanwhile cannot free it under the task.
     const ModelHeader *image = nullptr;
+    std::vector<std::uint64_t> image_copy;  // 8-byte aligned, as images are
     std::string series;
     FitLimits limits;
     std::size_t min_points = 10;  // to train a batch detector
@@ -255,9 +256,13 @@ ngx_int_t score_answer(ngx_http_request_t *r, RequestCtx *ctx) {
     if (Error e = read_query(r, &work->query)) return send_error(r, e);  // checked before: cannot fail here
     work->series.assign(view(ctx->series_id));
     if (work->query.mode == Mode::version) {
-        const Lookup lookup = zone_of(r)->find_model(work->series, work->query.version, &work->image);
+        const ModelHeader *found = nullptr;
+        const Lookup lookup = zone_of(r)->find_model(work->series, work->query.version, &found);
         if (lookup == Lookup::not_loaded && wait_for_load(r, ctx, score_run)) return NGX_DONE;
         if (lookup != Lookup::found) return lookup_error(r, lookup);
+        work->image_copy.resize((found->bytes + 7) / 8);
+        std::memcpy(work->image_copy.data(), found, found->bytes);
+        work->image = reinterpret_cast<const ModelHeader *>(work->image_copy.data());
     }
     ngx_http_request_body_t *rb = r->request_body;
     bool in_file = false;

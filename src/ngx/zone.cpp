@@ -24,6 +24,11 @@ std::string_view id_of(const SeriesNode *n) {
     return std::string_view(reinterpret_cast<const char *>(n->id), n->id_len);
 }
 
+// Version v's image, nullptr when there is none (under the lock).
+const ModelHeader *image_at(const SeriesNode *n, std::uint32_t v) {
+    return v >= n->first && v - n->first < n->capacity ? n->versions[v - n->first] : nullptr;
+}
+
 void copy_text(char *dst, std::size_t cap, const char *src) {
     std::size_t n = std::min(std::strlen(src), cap - 1);
     std::memcpy(dst, src, n);
@@ -226,11 +231,13 @@ void Zone::count_scored(SeriesNode *node, std::uint64_t points, std::uint64_t an
     if (points > 0) __atomic_fetch_add(&node->points_scored, points, __ATOMIC_RELAXED);
     if (anomalies == 0) return;
     if (__atomic_fetch_add(&node->anomalies, anomalies, __ATOMIC_RELAXED) != 0) return;
-    // Its first anomaly: this caller alone links it in.
-    SeriesNode *head = __atomic_load_n(&sh_->anomalous, __ATOMIC_RELAXED);
-    do {
-        __atomic_store_n(&node->next_anomalous, head, __ATOMIC_RELAXED);
-    } while (!__atomic_compare_exchange_n(&sh_->anomalous, &head, node, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    // Its first anomaly: linked in under the lock, once a series, so that a
+    // delete can unlink it (readers walk the list without the lock).
+    ZoneLock guard(this);
+    if (node->removed || node->in_anomalous) return;
+    node->in_anomalous = 1;
+    node->next_anomalous = sh_->anomalous;
+    __atomic_store_n(&sh_->anomalous, node, __ATOMIC_RELEASE);
 }
 
 void Zone::anomalous_series(std::vector<SeriesAnomalies> *out) {
@@ -283,6 +290,14 @@ std::size_t zone_bytes_of(std::size_t image_bytes) {
     return chunk + sizeof(const ModelHeader *);
 }
 
+std::size_t slab_chunk(std::size_t bytes) {
+    const std::size_t page = ngx_pagesize;
+    if (bytes > page / 2) return (bytes + page - 1) / page * page;
+    std::size_t chunk = 8;
+    while (chunk < bytes) chunk *= 2;
+    return chunk;
+}
+
 void count_version(Shared *sh, const ModelHeader &image) {
     sh->versions_stored++;
     const auto k = static_cast<std::size_t>(image.kind);
@@ -312,6 +327,7 @@ SeriesNode *Zone::find_or_add_node(std::string_view series_id) {
     s = static_cast<SeriesNode *>(ngx_slab_calloc_locked(pool_, size));
     if (s == nullptr) return nullptr;
     s->node.key = hash;
+    s->first = 1;
     s->id_len = static_cast<std::uint8_t>(series_id.size());
     std::memcpy(s->id, series_id.data(), series_id.size());
     ngx_rbtree_insert(&sh_->tree, &s->node);
@@ -321,24 +337,64 @@ SeriesNode *Zone::find_or_add_node(std::string_view series_id) {
     return s;
 }
 
-bool Zone::ensure_capacity(SeriesNode *node, std::uint32_t versions) {
-    if (versions <= node->capacity) return true;
-    std::uint32_t cap = std::max<std::uint32_t>(versions, node->capacity * 2);
+bool Zone::ensure_slot(SeriesNode *node, std::uint32_t v) {
+    if (node->capacity != 0 && v >= node->first && v - node->first < node->capacity) return true;
+    const std::uint32_t lo = node->capacity == 0 ? v : std::min(node->first, v);
+    const std::uint32_t hi = node->capacity == 0 ? v : std::max(node->first + node->capacity - 1, v);
+    const std::uint32_t need = hi - lo + 1;
+    // Doubling when a series grows at its newest end, as fits make it.
+    std::uint32_t cap = lo == node->first ? std::max<std::uint32_t>(need, node->capacity * 2) : need;
     using Slot = const ModelHeader *;
     auto *grown = static_cast<Slot *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Slot)));
-    if (grown == nullptr && cap > versions) {  // try the exact size before giving up
-        cap = versions;
+    if (grown == nullptr && cap > need) {  // try the exact size before giving up
+        cap = need;
         grown = static_cast<Slot *>(ngx_slab_alloc_locked(pool_, cap * sizeof(Slot)));
     }
     if (grown == nullptr) return false;
+    for (std::uint32_t i = 0; i < cap; i++) grown[i] = nullptr;
     if (node->versions != nullptr) {
-        std::memcpy(grown, node->versions, node->capacity * sizeof(Slot));
+        std::memcpy(grown + (node->first - lo), node->versions, node->capacity * sizeof(Slot));
         ngx_slab_free_locked(pool_, node->versions);
     }
-    for (std::uint32_t i = node->capacity; i < cap; i++) grown[i] = nullptr;
     node->versions = grown;
     node->capacity = cap;
+    node->first = lo;
     return true;
+}
+
+void Zone::compact_locked(SeriesNode *node) {
+    using Slot = const ModelHeader *;
+    std::uint32_t lo = 0, hi = 0;  // indexes of the oldest and newest image, hi exclusive
+    bool any = false;
+    for (std::uint32_t i = 0; i < node->capacity; i++) {
+        if (node->versions[i] == nullptr) continue;
+        if (!any) lo = i;
+        any = true;
+        hi = i + 1;
+    }
+    if (!any) {
+        if (node->versions != nullptr) ngx_slab_free_locked(pool_, node->versions);
+        node->versions = nullptr;
+        node->capacity = 0;
+        node->first = 1;
+        node->latest = 0;
+        return;
+    }
+    node->latest = node->first + hi - 1;
+    const std::uint32_t span = hi - lo;
+    if (lo == 0 && node->capacity <= 2 * span + 8) return;
+    // Exactly the versions left: what older versions took comes back.
+    auto *smaller = static_cast<Slot *>(ngx_slab_alloc_locked(pool_, span * sizeof(Slot)));
+    if (smaller != nullptr) {
+        std::memcpy(smaller, node->versions + lo, span * sizeof(Slot));
+        ngx_slab_free_locked(pool_, node->versions);
+        node->versions = smaller;
+        node->capacity = span;
+    } else {  // no room even for that: move down in place
+        std::memmove(node->versions, node->versions + lo, span * sizeof(Slot));
+        for (std::uint32_t i = span; i < node->capacity; i++) node->versions[i] = nullptr;
+    }
+    node->first += lo;
 }
 
 // Under the lock: the node of a series with at least one version, or why
@@ -358,9 +414,9 @@ Lookup Zone::find_model(std::string_view series_id, std::uint32_t version, const
     Lookup result = trained_node_locked(series_id, hash, &s);
     if (result == Lookup::found) {
         if (node != nullptr) *node = s;
-        const std::uint32_t v = version == 0 ? s->latest : version;
-        if (v > s->latest || s->versions[v - 1] == nullptr) result = Lookup::version_not_found;
-        else *out = s->versions[v - 1];
+        const ModelHeader *image = image_at(s, version == 0 ? s->latest : version);
+        if (image == nullptr) result = Lookup::version_not_found;
+        else *out = image;
     }
     return result;
 }
@@ -376,20 +432,21 @@ Lookup Zone::versions(std::string_view series_id, std::uint32_t after, std::size
     Lookup result = trained_node_locked(series_id, hash, &s);
     if (result != Lookup::found) return result;
     auto take = [&](std::uint32_t v) {  // false once the page is full
-        if (s->versions[v - 1] == nullptr) return true;
+        const ModelHeader *image = image_at(s, v);
+        if (image == nullptr) return true;
         if (out->size() == limit) {
             *more = true;
             return false;
         }
-        out->push_back(summary_of(*s->versions[v - 1]));
+        out->push_back(summary_of(*image));
         return true;
     };
     if (newest) {
         const std::uint32_t from = after == 0 || after > s->latest + 1 ? s->latest + 1 : after;
-        for (std::uint32_t v = from - 1; v >= 1 && take(v); v--) {
+        for (std::uint32_t v = from - 1; v >= s->first && take(v); v--) {
         }
     } else {
-        for (std::uint32_t v = after + 1; v <= s->latest && take(v); v++) {
+        for (std::uint32_t v = std::max(after + 1, s->first); v <= s->latest && take(v); v++) {
         }
     }
     return result;
@@ -435,7 +492,7 @@ Lookup Zone::list_series(std::string_view after, std::size_t limit, std::vector<
         std::memcpy(summary.id, s->id, s->id_len);
         if (s->latest != 0) {
             summary.has_versions = true;
-            summary.latest = summary_of(*s->versions[s->latest - 1]);
+            summary.latest = summary_of(*image_at(s, s->latest));
         }
         if (stream != nullptr) {
             summary.has_stream = true;
@@ -475,6 +532,102 @@ Job *Zone::add(JobKind kind, std::string_view series_id, std::uint32_t version, 
     return job;
 }
 
+Job *Zone::add_remove(std::string_view series_id, std::uint32_t version) {
+    ZoneLock guard(this);
+    return add(JobKind::remove, series_id, version, 0, 0, false);
+}
+
+Job *Zone::add_transfer(JobKind kind, std::string_view path, std::string_view prefix, std::string_view extra,
+                        std::uint64_t since) {
+    if (path.size() >= kJobPathLength || prefix.size() > kMaxSeriesIdLength) return nullptr;
+    ZoneLock guard(this);
+    u_char *data = nullptr;
+    if (!extra.empty()) {
+        data = static_cast<u_char *>(ngx_slab_alloc_locked(pool_, extra.size()));
+        if (data == nullptr) return nullptr;
+        std::memcpy(data, extra.data(), extra.size());
+    }
+    // Transfers are not fits waiting: they stay out of jobs_pending.
+    Job *job = add(kind, prefix, 0, 0, 0, false);
+    if (job == nullptr) {
+        if (data != nullptr) ngx_slab_free_locked(pool_, data);
+        return nullptr;
+    }
+    ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+    job->data = data;
+    job->data_len = static_cast<std::uint32_t>(extra.size());
+    std::memcpy(job->path, path.data(), path.size());
+    job->path[path.size()] = '\0';
+    job->counts[0] = since;
+    return job;
+}
+
+JobState Zone::transfer_state(Job *job, std::uint64_t *progress, std::uint64_t *commits) {
+    ZoneLock guard(this);
+    *progress = job->progress;
+    *commits = job->counts[1];
+    return job->state;
+}
+
+bool Zone::has_pending(JobKind kind) {
+    ZoneLock guard(this);
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs); q = ngx_queue_next(q)) {
+        const Job *job = ngx_queue_data(q, Job, link);
+        if (job->state == JobState::pending && job->kind == kind) return true;
+    }
+    return false;
+}
+
+bool Zone::claim_transfer(JobKind kind, Claim *c) {
+    ZoneLock guard(this);
+    for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
+         q = ngx_queue_next(q)) {
+        Job *job = ngx_queue_data(q, Job, link);
+        if (job->state != JobState::pending || job->kind != kind) continue;
+        job->state = JobState::committing;
+        c->job = job;
+        c->submitter = job->submitter;
+        c->series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
+        c->path = std::string_view(job->path);
+        c->extra = std::string_view(reinterpret_cast<char *>(job->data), job->data_len);
+        c->since = job->counts[0];
+        return true;
+    }
+    return false;
+}
+
+void Zone::set_progress(Job *job, std::uint64_t bytes, std::uint64_t commits) {
+    ZoneLock guard(this);
+    job->progress = bytes;
+    job->counts[1] = commits;
+}
+
+void Zone::finish_job(const Claim &c) {
+    ZoneLock guard(this);
+    if (c.job->data != nullptr) {  // a transfer's filter
+        ngx_slab_free_locked(pool_, c.job->data);
+        c.job->data = nullptr;
+        c.job->data_len = 0;
+    }
+    if (c.job->abandoned) {
+        free_job_locked(c.job);
+        return;
+    }
+    c.job->status = c.fail_status == 0 ? 200 : c.fail_status;
+    if (!c.data.empty()) {
+        auto *data = static_cast<u_char *>(ngx_slab_alloc_locked(pool_, c.data.size()));
+        if (data == nullptr) {
+            fail_job_locked(c.job, 507, "zone_full",
+                            "The shared zone has no room for the answer; raise its size in the anomaly_zone directive.");
+            return;
+        }
+        std::memcpy(data, c.data.data(), c.data.size());
+        c.job->data = data;
+        c.job->data_len = static_cast<std::uint32_t>(c.data.size());
+    }
+    c.job->state = JobState::done;
+}
+
 Job *Zone::add_read(std::string_view series_id, std::uint32_t version, bool *busy) {
     ZoneLock guard(this);
     *busy = sh_->reads_queued >= kMaxReads;
@@ -485,7 +638,8 @@ Job *Zone::add_read(std::string_view series_id, std::uint32_t version, bool *bus
 // Under the lock: unlinks and frees a job and the answer it still holds.
 void Zone::free_job_locked(Job *job) {
     if (job->kind == JobKind::read) sh_->reads_queued--;
-    else if (job->state == JobState::pending) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+    else if (job->state == JobState::pending && (job->kind == JobKind::fit || job->kind == JobKind::remove))
+        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
     if (job->data != nullptr) ngx_slab_free_locked(pool_, job->data);
     ngx_queue_remove(&job->link);
     ngx_slab_free_locked(pool_, job);
@@ -542,7 +696,7 @@ bool Zone::take_result(Job *job, const char *withdraw, Job *outcome) {
     ZoneLock guard(this);
     bool finished = job->state == JobState::done || job->state == JobState::failed;
     if (!finished && withdraw != nullptr && job->state == JobState::pending) {
-        if (job->kind == JobKind::fit) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        if (job->kind == JobKind::fit || job->kind == JobKind::remove) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
         fail_job_locked(job, 503, "store_unavailable", withdraw);
         finished = true;
     }
@@ -590,12 +744,15 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
-        if (job->state != JobState::pending || job->kind != JobKind::fit) continue;
+        if (job->state != JobState::pending || (job->kind != JobKind::fit && job->kind != JobKind::remove)) continue;
+        // Fits and deletes take effect in the order they came: a delete
+        // ends the batch before it and runs alone.
+        if (job->kind == JobKind::remove && !claims->empty()) break;
         if (!claims->empty() && (claims->size() >= max_jobs || points + job->points > max_points))
             break;
         ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
         job->state = JobState::committing;
-        job->version = 0;
+        if (job->kind == JobKind::fit) job->version = 0;  // a delete's is the version it deletes
         points += job->points;
         Claim c;
         c.job = job;
@@ -603,7 +760,10 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
         c.in_memory = job->in_memory;
         c.submitter = job->submitter;
         c.series_id = std::string_view(reinterpret_cast<char *>(job->series_id), job->id_len);
+        c.remove = job->kind == JobKind::remove;
+        c.version = c.remove ? job->version : 0;
         claims->push_back(std::move(c));
+        if (c.remove) break;
     }
 }
 
@@ -623,7 +783,7 @@ void Zone::assign_versions(std::vector<Claim> *claims, const std::vector<std::si
         if (c.fail_status != 0) continue;
         SeriesNode *node = find_or_add_node(c.series_id);
         void *slot = nullptr;
-        if (node != nullptr && ensure_capacity(node, node->latest + node->reserved + 1))
+        if (node != nullptr && ensure_slot(node, node->latest + node->reserved + 1))
             slot = ngx_slab_alloc_locked(pool_, image_bytes[i]);
         if (slot == nullptr) {
             c.fail_status = 507;
@@ -644,7 +804,7 @@ void Zone::finish_commit(const std::vector<Claim> &claims, const char *commit_er
         if (c.node != nullptr) c.node->reserved = 0;
         const bool published = c.fail_status == 0 && commit_error == nullptr && c.slot != nullptr;
         if (published) {
-            c.node->versions[c.version - 1] = c.slot;
+            c.node->versions[c.version - c.node->first] = c.slot;  // ensure_slot made room
             if (c.version > c.node->latest) {
                 if (c.node->latest == 0) sh_->series_trained++;
                 c.node->latest = c.version;
@@ -693,6 +853,17 @@ void Zone::committing_jobs(std::vector<Claim> *claims, std::size_t max_jobs) {
         if (job->state != JobState::committing) continue;
         if (job->kind == JobKind::read) {  // a read a dead owner began: begin it again
             job->state = JobState::pending;
+            continue;
+        }
+        if (job->kind == JobKind::remove) {  // a delete runs again: what it already did is done
+            job->state = JobState::pending;
+            ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
+            continue;
+        }
+        if (job->kind != JobKind::fit) {  // an export or import a dead owner began
+            // (collect_orphans frees it if nobody waits any more)
+            fail_job_locked(job, 503, "store_unavailable",
+                            "The worker that owned the store stopped during the transfer; run it again.");
             continue;
         }
         if (claims->size() == max_jobs) break;
@@ -795,6 +966,7 @@ void Zone::claim_stats_slot() {
             claimed = w.process == seen[pick];
             if (claimed) {
                 w.process = me;
+                __atomic_store_n(&w.quiescent, __atomic_load_n(&sh_->epoch, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
                 // The counters keep counting; only the gauge of requests in
                 // flight is the process's own, and those of a gone one ended.
                 __atomic_store_n(&w.predict.in_flight, 0, __ATOMIC_RELAXED);
@@ -807,8 +979,11 @@ void Zone::claim_stats_slot() {
         }
     }
     // Every slot has a live worker (more than kStatSlots of them): share one.
-    // The counters are atomic, so nothing is lost.
+    // The counters are atomic, so nothing is lost; deleted memory is then
+    // never freed, since two processes' quiescent points would mix.
     stats_slot_ = static_cast<ngx_uint_t>(me.pid) % kStatSlots;
+    ZoneLock guard(this);
+    sh_->slots_shared = 1;
 }
 
 void Zone::release_stats_slot() {
@@ -830,7 +1005,7 @@ bool Zone::load_version(std::string_view series_id, const std::string &image) {
     {
         ZoneLock guard(this);
         SeriesNode *node = find_node(series_id, hash_of(series_id));
-        if (node != nullptr && version <= node->capacity && node->versions[version - 1] != nullptr) return true;
+        if (node != nullptr && image_at(node, version) != nullptr) return true;
         slot = ngx_slab_alloc_locked(pool_, image.size());
     }
     if (slot == nullptr) return false;
@@ -838,22 +1013,207 @@ bool Zone::load_version(std::string_view series_id, const std::string &image) {
     std::memcpy(slot, image.data(), image.size());
     ZoneLock guard(this);
     SeriesNode *node = find_or_add_node(series_id);
-    if (node == nullptr || !ensure_capacity(node, version)) {
+    if (node == nullptr || !ensure_slot(node, version)) {
         ngx_slab_free_locked(pool_, slot);
         return false;
     }
-    if (node->versions[version - 1] != nullptr) {  // loaded meanwhile: the same version
+    if (image_at(node, version) != nullptr) {  // loaded meanwhile: the same version
         ngx_slab_free_locked(pool_, slot);
         return true;
     }
-    node->versions[version - 1] = static_cast<const ModelHeader *>(slot);
-    count_version(sh_, *node->versions[version - 1]);
+    node->versions[version - node->first] = static_cast<const ModelHeader *>(slot);
+    count_version(sh_, *static_cast<const ModelHeader *>(slot));
     if (version > node->latest) {
         if (node->latest == 0) sh_->series_trained++;
         node->latest = version;
     }
     return true;
 }
+
+// ---- deletes and retention ----
+
+namespace {
+
+void uncount_version(Shared *sh, const ModelHeader &image) {
+    sh->versions_stored--;
+    sh->versions_deleted++;
+    const auto k = static_cast<std::size_t>(image.kind);
+    if (k < kDetectorSlots) {
+        sh->kind_versions[k]--;
+        sh->kind_bytes[k] -= zone_bytes_of(image.bytes);
+    }
+}
+
+}  // namespace
+
+void Zone::quiescent() {
+    if (stats_slot_ >= kStatSlots) return;
+    __atomic_store_n(&sh_->stats[stats_slot_].quiescent, __atomic_load_n(&sh_->epoch, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELEASE);
+}
+
+bool Zone::reclaim(std::vector<Retired> *retired) {
+    if (retired->empty()) return true;
+    // The oldest epoch a live process may still hold something of. Whether a
+    // lagging process lives is asked of /proc outside the lock.
+    std::array<ProcessId, kStatSlots> lagging;
+    std::array<std::uint64_t, kStatSlots> seen;
+    std::size_t n = 0;
+    std::uint64_t safe;
+    {
+        ZoneLock guard(this);
+        if (sh_->slots_shared) return false;
+        safe = sh_->epoch;
+        for (ngx_uint_t i = 0; i < kStatSlots; i++) {
+            const WorkerStats &w = sh_->stats[i];
+            if (w.process.none()) continue;
+            const std::uint64_t q = __atomic_load_n(&w.quiescent, __ATOMIC_ACQUIRE);
+            if (q < retired->back().epoch) {  // it holds back some of them, if it lives
+                lagging[n] = w.process;
+                seen[n++] = q;
+            }
+        }
+    }
+    for (std::size_t i = 0; i < n; i++)
+        if (lagging[i].alive()) safe = std::min(safe, seen[i]);
+    std::size_t freed = 0;
+    {
+        ZoneLock guard(this);
+        while (freed < retired->size() && (*retired)[freed].epoch <= safe) ngx_slab_free_locked(pool_, (*retired)[freed++].mem);
+    }
+    retired->erase(retired->begin(), retired->begin() + freed);
+    return retired->empty();
+}
+
+Lookup Zone::removable(std::string_view series_id, std::uint32_t version, std::size_t *bound) {
+    ZoneLock guard(this);
+    if (!sh_->loaded) return Lookup::not_loaded;
+    SeriesNode *node = find_node(series_id, hash_of(series_id));
+    if (node == nullptr || (node->latest == 0 && node->stream == nullptr)) return Lookup::series_not_found;
+    *bound = node->capacity + 2;  // every image, the stream and the node
+    if (version != 0 && image_at(node, version) == nullptr) return Lookup::version_not_found;
+    return Lookup::found;
+}
+
+// Under the lock.
+void Zone::unlink_version_locked(SeriesNode *node, std::uint32_t v, std::vector<Retired> *retired) {
+    const ModelHeader *image = image_at(node, v);
+    if (image == nullptr) return;
+    node->versions[v - node->first] = nullptr;
+    uncount_version(sh_, *image);
+    retired->push_back(Retired{const_cast<ModelHeader *>(image), retire_epoch_locked()});
+}
+
+// Under the lock: the node and its stream leave every list; readers that
+// found them before keep reading them until reclaim.
+void Zone::unlink_node_locked(SeriesNode *node, std::vector<Retired> *retired) {
+    if (StreamSlot *st = node->stream) {
+        __atomic_store_n(&st->removed, std::uint8_t{1}, __ATOMIC_RELEASE);
+        if (st->prev != nullptr) st->prev->next = st->next;
+        else __atomic_store_n(&sh_->streams, st->next, __ATOMIC_RELEASE);
+        if (st->next != nullptr) st->next->prev = st->prev;
+        sh_->stream_count--;
+        const auto k = static_cast<std::size_t>(st->kind());
+        if (k < kDetectorSlots) {
+            sh_->kind_streams[k]--;
+            sh_->kind_stream_bytes[k] -= slab_chunk(sizeof(StreamSlot) + st->bytes);
+        }
+        __atomic_store_n(&node->stream, static_cast<StreamSlot *>(nullptr), __ATOMIC_RELEASE);
+        retired->push_back(Retired{st, retire_epoch_locked()});
+    }
+    node->removed = 1;
+    SeriesNode **p = &sh_->buckets[node->node.key & sh_->bucket_mask];
+    while (*p != nullptr && *p != node) p = &(*p)->next;
+    if (*p == node) __atomic_store_n(p, node->next, __ATOMIC_RELEASE);  // node->next stays for readers on it
+    ngx_rbtree_delete(&sh_->tree, &node->node);
+    if (node->in_anomalous) {
+        SeriesNode **a = &sh_->anomalous;
+        while (*a != nullptr && *a != node) a = &(*a)->next_anomalous;
+        if (*a == node) __atomic_store_n(a, node->next_anomalous, __ATOMIC_RELEASE);
+    }
+    if (node->versions != nullptr) ngx_slab_free_locked(pool_, node->versions);  // read under the lock only
+    node->versions = nullptr;
+    node->capacity = 0;
+    sh_->series_deleted++;
+    retired->push_back(Retired{node, retire_epoch_locked()});
+}
+
+void Zone::remove(std::string_view series_id, std::uint32_t version, std::vector<Retired> *retired,
+                  std::uint32_t *versions, bool *stream) {
+    *versions = 0;
+    *stream = false;
+    ZoneLock guard(this);
+    SeriesNode *node = find_node(series_id, hash_of(series_id));
+    if (node == nullptr) return;
+    const bool had_versions = node->latest != 0;
+    if (version != 0) {
+        if (image_at(node, version) == nullptr) return;
+        unlink_version_locked(node, version, retired);
+        *versions = 1;
+        compact_locked(node);
+    } else {
+        for (std::uint32_t i = 0; i < node->capacity; i++)
+            if (node->versions[i] != nullptr) {
+                unlink_version_locked(node, node->first + i, retired);
+                ++*versions;
+            }
+        node->latest = 0;
+        *stream = node->stream != nullptr;
+    }
+    if (had_versions && node->latest == 0) sh_->series_trained--;
+    // A series left with nothing goes, and its id with it.
+    if (node->latest == 0 && (version == 0 || node->stream == nullptr)) unlink_node_locked(node, retired);
+}
+
+void Zone::past_retention(const std::vector<Claim> &claims, std::uint32_t keep, std::vector<VersionRef> *out) {
+    out->clear();
+    if (keep == 0) return;
+    for (int pass = 0; pass < 2; pass++) {
+        std::size_t count = 0;
+        {
+            ZoneLock guard(this);
+            for (std::size_t i = 0; i < claims.size(); i++) {
+                const Claim &c = claims[i];
+                if (c.fail_status != 0 || c.node == nullptr) continue;
+                bool newest = true;  // the series' newest claim speaks for it
+                for (std::size_t j = i + 1; j < claims.size() && newest; j++)
+                    if (claims[j].node == c.node && claims[j].fail_status == 0) newest = false;
+                if (!newest || c.version <= keep) continue;
+                const std::uint32_t below = c.version - keep + 1;  // the oldest kept
+                for (std::uint32_t v = c.node->first; v < below; v++) {
+                    if (image_at(c.node, v) == nullptr) continue;
+                    if (pass == 1 && out->size() < out->capacity()) out->emplace_back(c.series_id, v);
+                    count++;
+                }
+            }
+        }
+        if (pass == 0) out->reserve(count);  // outside the lock; the commit thread alone changes versions
+    }
+}
+
+void Zone::drop_versions(const std::vector<VersionRef> &versions, std::vector<Retired> *retired) {
+    ZoneLock guard(this);
+    SeriesNode *node = nullptr;
+    for (const VersionRef &v : versions) {
+        if (node == nullptr || id_of(node) != v.first) {
+            if (node != nullptr) compact_locked(node);
+            node = find_node(v.first, hash_of(v.first));
+        }
+        if (node != nullptr) unlink_version_locked(node, v.second, retired);
+    }
+    if (node != nullptr) compact_locked(node);
+}
+
+Zone::Present Zone::has_version(std::string_view series_id, std::uint32_t version, std::string_view image) {
+    ZoneLock guard(this);
+    SeriesNode *node = find_node(series_id, hash_of(series_id));
+    const ModelHeader *have = node == nullptr ? nullptr : image_at(node, version);
+    if (have == nullptr) return Present::absent;
+    return have->bytes == image.size() && std::memcmp(have, image.data(), image.size()) == 0 ? Present::same
+                                                                                              : Present::conflict;
+}
+
+bool Zone::add_version(std::string_view series_id, const std::string &image) { return load_version(series_id, image); }
 
 void Zone::set_store_state(StoreState state, const char *error) {
     ZoneLock guard(this);
@@ -890,13 +1250,6 @@ bool holder_alive(std::uint64_t word) {
     return kill(pid, 0) == 0 || errno == EPERM;
 }
 
-std::size_t slab_chunk(std::size_t bytes) {
-    const std::size_t page = ngx_pagesize;
-    if (bytes > page / 2) return (bytes + page - 1) / page * page;
-    std::size_t chunk = 8;
-    while (chunk < bytes) chunk *= 2;
-    return chunk;
-}
 
 }  // namespace
 
@@ -932,6 +1285,8 @@ StreamSlot *Zone::publish_stream(std::string_view series_id, StreamSlot *slot, s
     }
     slot->series = node;
     slot->next = sh_->streams;
+    slot->prev = nullptr;
+    if (sh_->streams != nullptr) sh_->streams->prev = slot;
     __atomic_store_n(&node->stream, slot, __ATOMIC_RELEASE);
     __atomic_store_n(&sh_->streams, slot, __ATOMIC_RELEASE);
     sh_->stream_count++;

@@ -35,7 +35,9 @@ namespace anomaly {
 // 4: streams (SeriesNode::stream, StreamSlot), observe statistics.
 // 5: alerts (Shared::alerts), the anomaly history (Shared::history,
 // SeriesNode's scored counters).
-constexpr std::uint32_t kZoneLayout = 5;
+// 6: deletes and retention (SeriesNode::first and removed, StreamSlot::prev
+// and removed, Shared::epoch, WorkerStats::quiescent), export and import jobs.
+constexpr std::uint32_t kZoneLayout = 6;
 constexpr std::size_t kDetectorSlots = 8;  // predictions counted by DetectorKind
 
 constexpr ngx_uint_t kStatSlots = 32;      // statistics slots, one per worker process
@@ -96,23 +98,28 @@ struct WorkerStats {
     // /predict and /observe scored, and the anomalous ones among them.
     std::uint64_t history_points;
     std::uint64_t history_anomalies;
+    // The last Shared::epoch this process saw while it held no pointer into
+    // the zone beyond one event handler (see Zone::quiescent): memory
+    // unlinked at an epoch every live process has passed can be freed.
+    std::uint64_t quiescent;
 };
 
 struct SeriesNode {
     ngx_rbtree_node_t node;    // key: crc32 of the id
     SeriesNode *next;          // the next node of its hash bucket
-    std::uint32_t latest;      // newest visible version, 0 when none yet
+    std::uint32_t latest;      // newest visible version, 0 when none
     std::uint32_t reserved;    // versions claimed by the commit in flight
     std::uint32_t capacity;    // slots in versions
-    // versions[v - 1] is version v's image, nullptr while there is none.
-    // Images are immutable once published: a worker finds one under the
-    // lock and judges with it after letting go. None is freed yet (nothing
-    // deletes a version); when something does, it must wait until every
-    // worker has moved past the moment the image was unlinked.
+    std::uint32_t first;       // the version in versions[0] (old ones deleted or past retention)
+    // versions[v - first] is version v's image, nullptr while there is none
+    // (read under the lock only). Images are immutable once published: a
+    // worker finds one under the lock and judges with it after letting go,
+    // so a deleted image is freed only once every process has passed a
+    // quiescent point (Zone::reclaim).
     const ModelHeader **versions;
-    // The series' stream, nullptr until its first observe. Set once (under
-    // the lock, after the stream is whole) and never changed or freed, so a
-    // worker reads it without the zone's lock.
+    // The series' stream, nullptr until its first observe. Set under the
+    // lock once the stream is whole, read without it; a delete unlinks it
+    // and frees it as it frees images.
     struct StreamSlot *stream;
     // The anomaly history's counts (CONTRACT section 8), since the zone
     // began: points predicted or observed, and how many were anomalous.
@@ -121,6 +128,8 @@ struct SeriesNode {
     std::uint64_t points_scored;
     std::uint64_t anomalies;
     SeriesNode *next_anomalous;
+    std::uint8_t removed;      // deleted: unlinked from everything, freed after a grace period
+    std::uint8_t in_anomalous; // linked into Shared::anomalous
     std::uint8_t id_len;
     u_char id[1];
 };
@@ -139,20 +148,22 @@ struct StreamSlot {
     std::uint64_t checkpointed;    // `changes` of the last checkpoint the owner took
     std::int64_t checkpoint_ms;    // Unix ms of the last durable checkpoint, 0 none yet
     StreamSlot *next;              // every stream of the zone, newest first
+    StreamSlot *prev;              // (a delete unlinks one under the lock)
     SeriesNode *series;
     std::uint32_t bytes;           // of the state
     std::uint8_t updating;         // set while the holder changes the state
     std::uint8_t broken;           // its holder died mid-update and the state failed check_stream:
                                    // the owner puts its checkpoint back (or starts it again)
-    std::uint8_t reserved[2];
-    // 56 bytes: with the 168 of an adaptive state, one 256-byte slab chunk.
+    std::uint8_t removed;          // deleted: no more checkpoints
+    std::uint8_t reserved;
+    // 64 bytes: with the 168 of an adaptive state, one 256-byte slab chunk.
     // What the stream was created with is in its state (stream_params_of).
 
     StreamHeader *state() { return reinterpret_cast<StreamHeader *>(this + 1); }
     const StreamHeader *state() const { return reinterpret_cast<const StreamHeader *>(this + 1); }
     DetectorKind kind() const { return state()->kind; }  // set at creation, never changed
 };
-static_assert(sizeof(StreamSlot) == 56, "the state after a StreamSlot is 8-byte aligned; 56 keeps an adaptive stream in 256 bytes");
+static_assert(sizeof(StreamSlot) == 64, "the state after a StreamSlot is 8-byte aligned; 64 keeps an adaptive stream in 256 bytes");
 
 // Alerts (alert.cpp): their counters and the suppression table, zone-wide,
 // updated with atomic operations only (no lock).
@@ -168,7 +179,10 @@ struct AlertState {
 };
 
 enum class JobState : std::uint32_t { pending, committing, done, failed };
-enum class JobKind : std::uint8_t { fit, read };  // read: what /plot draws of a version
+// read: what /plot draws of a version; remove: a delete (version 0: the
+// whole series); export and import: see lifecycle.cpp.
+enum class JobKind : std::uint8_t { fit, read, remove, exporting, importing };
+constexpr std::size_t kJobPathLength = 256;
 
 // One fit on its way to the store.
 struct Job {
@@ -191,6 +205,12 @@ struct Job {
     u_char series_id[kMaxSeriesIdLength];
     char code[32];                // error code when failed
     char error[kJobErrorLength];  // error detail when failed
+    // Export and import: the file the owner writes the export to, or reads
+    // the import from; *progress counts bytes written (export) as the owner
+    // goes, which the submitter sends on.
+    char path[kJobPathLength];
+    std::uint64_t progress;
+    std::uint64_t counts[4];      // a remove's or an import's figures (lifecycle.cpp)
 };
 
 struct Shared {
@@ -252,6 +272,15 @@ struct Shared {
     // Sequences below this are on disk, or were given up by the owner
     // (written by the owner under the lock).
     std::uint64_t history_persisted;
+
+    // ---- deletes (CONTRACT section 9) ----
+    // Advanced (under the lock) each time something is unlinked to be freed.
+    std::uint64_t epoch;
+    std::uint64_t versions_deleted;   // by DELETE, and by anomaly_keep_versions
+    std::uint64_t series_deleted;
+    // Some process shares a statistics slot (more than kStatSlots of them):
+    // its quiescent points cannot be told apart, so nothing is freed.
+    ngx_uint_t slots_shared;
 };
 
 // Shared memory holds plain data only: no constructors or destructors run
@@ -337,6 +366,17 @@ public:
     // Asks the owner for what /plot draws of a version; nullptr when kMaxReads
     // are queued (*busy set) or the zone has no room.
     Job *add_read(std::string_view series_id, std::uint32_t version, bool *busy);
+    // Asks the owner to delete a version (0: the whole series); nullptr when
+    // the zone has no room.
+    Job *add_remove(std::string_view series_id, std::uint32_t version);
+    // Asks the owner for an export or an import (lifecycle.cpp): path is the
+    // file, prefix a series id prefix (export), extra the ring filter
+    // (export), since the commit count (export); nullptr when the zone has
+    // no room.
+    Job *add_transfer(JobKind kind, std::string_view path, std::string_view prefix, std::string_view extra,
+                      std::uint64_t since);
+    // An export job's state and the bytes written so far, read in one go.
+    JobState transfer_state(Job *job, std::uint64_t *progress, std::uint64_t *commits);
     // Takes a finished job's outcome and frees it; false while still running.
     // A pending job is withdrawn when withdraw is set: failed with 503
     // store_unavailable and withdraw as the detail.
@@ -360,9 +400,22 @@ public:
         std::string fail_detail;
         std::string data;                // a read's answer
         ModelHeader *slot = nullptr;     // where the image goes, reserved by assign_versions
+        bool remove = false;             // a delete, not a fit
+        // An export or an import: views into the job, which stays while it runs.
+        std::string_view path, extra;
+        std::uint64_t since = 0;
     };
     // Marks pending jobs as committing: at most max_jobs, about max_points points.
     void claim_pending(std::vector<Claim> *claims, std::size_t max_jobs, std::uint64_t max_points);
+    // Whether a job of that kind waits for the owner.
+    bool has_pending(JobKind kind);
+    // Marks the oldest pending export or import (kind) as running; false when none.
+    bool claim_transfer(JobKind kind, Claim *claim);
+    // The owner's progress on an export: bytes written, the commit count of its snapshot.
+    void set_progress(Job *job, std::uint64_t bytes, std::uint64_t commits);
+    // Ends a remove, an import or an export: done with the claim's data as
+    // the answer's body (status: fail_status, 200 when 0).
+    void finish_job(const Claim &claim);
     // Marks pending reads as running (at most kMaxReads).
     void claim_reads(std::vector<Claim> *claims);
     // Ends reads: done with the claim's data, or failed with its fail_* fields.
@@ -408,6 +461,43 @@ public:
     }
 
     void set_store_state(StoreState state, const char *error);
+
+    // --- deletes and retention (CONTRACT section 9): the owner alone ---
+    // Workers read images, nodes and streams after letting go of the lock,
+    // so what a delete unlinks is freed later: once every live process has
+    // passed a quiescent point (an event-loop timer while none of its pool
+    // tasks or waits holds a zone pointer) after the unlinking.
+    struct Retired {
+        void *mem;
+        std::uint64_t epoch;
+    };
+    using VersionRef = std::pair<std::string_view, std::uint32_t>;  // a series and one of its versions
+    // This process holds no pointer into the zone now (a timer's call).
+    void quiescent();
+    // Frees what in *retired every live process has passed; false when
+    // something is left for a later call.
+    bool reclaim(std::vector<Retired> *retired);
+    // What a remove would find: found, series_not_found or version_not_found
+    // (version 0: the whole series, versions and stream). *bound: blocks it
+    // may unlink, to reserve before the lock.
+    Lookup removable(std::string_view series_id, std::uint32_t version, std::size_t *bound);
+    // Unlinks the version (0: every version, the stream, the series) and
+    // adds what to free to *retired (its capacity reserved by the caller);
+    // *versions and *stream say what went.
+    void remove(std::string_view series_id, std::uint32_t version, std::vector<Retired> *retired,
+                std::uint32_t *versions, bool *stream);
+    // The versions anomaly_keep_versions drops once the claims' new versions
+    // are published: those older than each series' newest `keep`.
+    void past_retention(const std::vector<Claim> &claims, std::uint32_t keep, std::vector<VersionRef> *out);
+    // Unlinks such versions (after their removal is durable).
+    void drop_versions(const std::vector<VersionRef> &versions, std::vector<Retired> *retired);
+
+    // --- import (lifecycle.cpp): the owner alone ---
+    enum class Present { absent, same, conflict };
+    // Whether the zone has that version of a series, and with these bytes.
+    Present has_version(std::string_view series_id, std::uint32_t version, std::string_view image);
+    // Publishes an imported version (durable already); false when the zone is full.
+    bool add_version(std::string_view series_id, const std::string &image);
 
     // --- streams ---
     // What /series/{id} shows of a series' stream, read without any lock
@@ -471,7 +561,14 @@ private:
     SeriesNode *find_node(std::string_view series_id, std::uint32_t hash);
     Lookup trained_node_locked(std::string_view series_id, std::uint32_t hash, SeriesNode **node);
     SeriesNode *find_or_add_node(std::string_view series_id);
-    bool ensure_capacity(SeriesNode *node, std::uint32_t versions);
+    // Makes room in node->versions for version v; false when the zone is full.
+    bool ensure_slot(SeriesNode *node, std::uint32_t v);
+    // After versions were unlinked: moves the array down to its oldest
+    // version and shrinks it.
+    void compact_locked(SeriesNode *node);
+    void unlink_version_locked(SeriesNode *node, std::uint32_t v, std::vector<Retired> *retired);
+    void unlink_node_locked(SeriesNode *node, std::vector<Retired> *retired);
+    std::uint64_t retire_epoch_locked() { return ++sh_->epoch; }
     StreamSlot *publish_stream(std::string_view series_id, StreamSlot *slot, std::size_t bytes);
     void fail_job_locked(Job *job, std::uint32_t status, const char *code, const char *detail);
     ngx_int_t init_history(ngx_log_t *log);

@@ -352,24 +352,284 @@ bool Store::read_checkpoint(std::string_view series_id, std::string *state, std:
     return decode_checkpoint(value, state, written_ms);
 }
 
-bool Store::commit(const std::vector<NewVersion> &versions, std::string *error) {
-    leveldb::WriteBatch batch;
-    for (const NewVersion &v : versions) {
-        const std::uint32_t version = image_version(v.model);
-        batch.Put(model_key(v.series_id, version), encode_model(v.model));
-        batch.Put(training_data_key(v.series_id, version), v.training_data);
-        if (!v.plot_envelope.empty()) batch.Put(plot_envelope_key(v.series_id, version), v.plot_envelope);
+namespace {
+
+leveldb::Slice slice(std::string_view s) { return leveldb::Slice(s.data(), s.size()); }
+
+// Every key of the store that starts with prefix, from the database as it is.
+bool keys_with_prefix(leveldb::DB *db, const std::string &prefix,
+                      const std::function<void(std::string_view key, std::string_view value)> &visit,
+                      std::string *error) {
+    std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+        visit(std::string_view(it->key().data(), it->key().size()),
+              std::string_view(it->value().data(), it->value().size()));
+    if (!it->status().ok()) {
+        *error = it->status().ToString();
+        return false;
     }
-    batch.Put(leveldb::Slice(kCommitCountKey.data(), kCommitCountKey.size()), encode_u64(commits_ + 1));
+    return true;
+}
+
+// Deletes the commit index key ("x/") of a version, found by its "y/" value.
+void delete_index_key(leveldb::WriteBatch *batch, std::string_view series_id, std::uint32_t version,
+                      std::string_view commit_record) {
+    std::uint64_t commit = 0;
+    if (decode_u64(commit_record, &commit)) batch->Delete(commit_index_key(commit, series_id, version));
+}
+
+// A version's keys, with the commit index for commit number `commit`.
+void put_version(leveldb::WriteBatch *batch, std::string_view series_id, std::uint32_t version,
+                 std::string_view model_record, std::string_view training_data, std::string_view plot_envelope,
+                 std::uint64_t commit) {
+    batch->Put(model_key(series_id, version), slice(model_record));
+    batch->Put(training_data_key(series_id, version), slice(training_data));
+    if (!plot_envelope.empty()) batch->Put(plot_envelope_key(series_id, version), slice(plot_envelope));
+    batch->Put(commit_index_key(commit, series_id, version), leveldb::Slice());
+    batch->Put(version_commit_key(series_id, version), encode_u64(commit));
+}
+
+}  // namespace
+
+// The deletes of one removal, found in the database as it is before the batch.
+bool Store::add_removal(leveldb::WriteBatch *batch, const Removal &r, std::string *error) {
+    if (r.version != 0) {
+        std::string commit;
+        leveldb::Status s = db_->Get(leveldb::ReadOptions(), version_commit_key(r.series_id, r.version), &commit);
+        if (!s.ok() && !s.IsNotFound()) {
+            *error = s.ToString();
+            return false;
+        }
+        if (s.ok()) delete_index_key(batch, r.series_id, r.version, commit);
+        batch->Delete(model_key(r.series_id, r.version));
+        batch->Delete(training_data_key(r.series_id, r.version));
+        batch->Delete(plot_envelope_key(r.series_id, r.version));
+        batch->Delete(version_commit_key(r.series_id, r.version));
+        return true;
+    }
+    // Every key of the series, whatever is left of each version.
+    const std::string id = r.series_id + "/";
+    for (const char *kind : {"m/", "d/", "p/"}) {
+        if (!keys_with_prefix(db_, kind + id, [batch](std::string_view key, std::string_view) { batch->Delete(slice(key)); },
+                              error))
+            return false;
+    }
+    const std::string commits = std::string(version_commit_key(r.series_id, 0)).substr(0, 2 + id.size());
+    const bool ok = keys_with_prefix(
+        db_, commits,
+        [&](std::string_view key, std::string_view value) {
+            std::uint32_t version = 0;
+            for (std::size_t i = key.size() - 4; i < key.size(); i++)
+                version = (version << 8) | static_cast<unsigned char>(key[i]);
+            delete_index_key(batch, r.series_id, version, value);
+            batch->Delete(slice(key));
+        },
+        error);
+    if (!ok) return false;
+    batch->Delete(stream_key(r.series_id));
+    return true;
+}
+
+bool Store::write_commit(leveldb::WriteBatch *batch, std::uint64_t number, std::string *error) {
+    batch->Put(slice(kCommitCountKey), encode_u64(number));
     leveldb::WriteOptions wo;
     wo.sync = true;  // a 200 promises durability
-    leveldb::Status s = db_->Write(wo, &batch);
+    leveldb::Status s = db_->Write(wo, batch);
     if (!s.ok()) {
         *error = s.ToString();
         return false;
     }
-    commits_++;
+    commits_ = number;
     return true;
+}
+
+bool Store::commit(const std::vector<NewVersion> &versions, const std::vector<Removal> &removals,
+                   std::string *error) {
+    const std::uint64_t number = commits_ + 1;
+    leveldb::WriteBatch batch;
+    for (const Removal &r : removals)
+        if (!add_removal(&batch, r, error)) return false;
+    for (const NewVersion &v : versions)
+        put_version(&batch, v.series_id, image_version(v.model), encode_model(v.model), v.training_data,
+                    v.plot_envelope, number);
+    return write_commit(&batch, number, error);
+}
+
+bool Store::import(const std::vector<TransferVersion> &versions, const std::vector<TransferStream> &streams,
+                   std::string *error) {
+    const std::uint64_t number = commits_ + 1;
+    leveldb::WriteBatch batch;
+    for (const TransferVersion &v : versions) {
+        // A version imported again: its old commit index key goes, and so
+        // does an envelope the new record has none of.
+        std::string commit;
+        leveldb::Status s = db_->Get(leveldb::ReadOptions(), version_commit_key(v.series_id, v.version), &commit);
+        if (!s.ok() && !s.IsNotFound()) {
+            *error = s.ToString();
+            return false;
+        }
+        if (s.ok()) delete_index_key(&batch, v.series_id, v.version, commit);
+        if (v.plot_envelope.empty()) batch.Delete(plot_envelope_key(v.series_id, v.version));
+        put_version(&batch, v.series_id, v.version, v.model, v.training_data, v.plot_envelope, number);
+    }
+    for (const TransferStream &st : streams) batch.Put(stream_key(st.series_id), encode_checkpoint(st.state, st.written_ms));
+    return write_commit(&batch, number, error);
+}
+
+bool Store::read_model_record(std::string_view series_id, std::uint32_t version, std::string *record,
+                              std::string *error) {
+    leveldb::Status s = db_->Get(leveldb::ReadOptions(), model_key(series_id, version), record);
+    if (s.IsNotFound()) return false;
+    if (!s.ok()) {
+        *error = s.ToString();
+        return false;
+    }
+    return true;
+}
+
+Store::Snapshot::~Snapshot() { db_->ReleaseSnapshot(snapshot_); }
+
+std::unique_ptr<Store::Snapshot> Store::snapshot() {
+    std::unique_ptr<Snapshot> snap(new Snapshot(db_, db_->GetSnapshot()));
+    // The count the snapshot itself holds, not commits_: a commit may be
+    // between its write and its count's update in another thread.
+    leveldb::ReadOptions ro;
+    ro.snapshot = snap->snapshot_;
+    std::string count;
+    if (!db_->Get(ro, slice(kCommitCountKey), &count).ok() || !decode_u64(count, &snap->commits_)) snap->commits_ = 0;
+    return snap;
+}
+
+namespace {
+
+// Reads one version's records from a snapshot into *v (its model checked as
+// the load checks it). False with *error empty when the version is not there.
+bool read_version_at(leveldb::DB *db, const leveldb::ReadOptions &ro, std::string_view series_id,
+                     std::uint32_t version, TransferVersion *v, std::string *error) {
+    leveldb::Status s = db->Get(ro, model_key(series_id, version), &v->model);
+    if (s.IsNotFound()) return false;
+    if (s.ok()) s = db->Get(ro, training_data_key(series_id, version), &v->training_data);
+    if (!s.ok()) {
+        *error = "cannot read " + std::string(series_id) + " v" + std::to_string(version) + ": " + s.ToString();
+        return false;
+    }
+    s = db->Get(ro, plot_envelope_key(series_id, version), &v->plot_envelope);
+    if (s.IsNotFound()) {
+        v->plot_envelope.clear();
+    } else if (!s.ok()) {
+        *error = s.ToString();
+        return false;
+    }
+    if (!decode_model(v->model, &v->image) || image_version(v->image) != version) {
+        *error = "the model of " + std::string(series_id) + " v" + std::to_string(version) + " does not decode";
+        return false;
+    }
+    v->series_id.assign(series_id);
+    v->version = version;
+    return true;
+}
+
+bool in_scope(const Store::ExportScope &scope, std::string_view series_id) {
+    return series_id.substr(0, scope.prefix.size()) == scope.prefix && (!scope.filter || scope.filter(series_id));
+}
+
+std::string since_key(std::uint64_t since) {
+    std::string k = commit_index_key(since + 1, "", 0);
+    return k.substr(0, 10);  // "x/" and the commit: before every key of that commit
+}
+
+}  // namespace
+
+Store::ExportStep Store::export_records(const Snapshot &snapshot, const ExportScope &scope, std::string_view after,
+                                        std::size_t max_bytes, const ExportVisitor &visit, std::string *next,
+                                        std::string *error) {
+    leveldb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot_;
+    ro.fill_cache = false;  // a one-off scan: leave the cache to predictions' plots
+    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
+    std::size_t given = 0;
+    *next = std::string(after);
+    auto failed = [&](const std::string &what) {
+        *error = what;
+        return ExportStep::failed;
+    };
+
+    // The phase `after` is in: its key's kind.
+    const std::string_view versions_kind = scope.since == 0 ? kModelKeyPrefix : kCommitIndexPrefix;
+    const bool in_versions = after.empty() || after.substr(0, 2) == versions_kind;
+    if (!in_versions && after.substr(0, 2) != kStreamKeyPrefix)
+        return failed("the export cannot continue from that key: it is not one this export gave");
+
+    // Nothing is committed after the last commit number there can be.
+    if (in_versions && scope.since != UINT64_MAX) {
+        if (!after.empty()) it->Seek(slice(after));
+        else if (scope.since == 0) it->Seek(std::string(kModelKeyPrefix) + scope.prefix);
+        else it->Seek(since_key(scope.since));
+        if (!after.empty() && it->Valid() && it->key() == slice(after)) it->Next();
+        const std::string first = scope.since == 0 ? std::string(kModelKeyPrefix) + scope.prefix
+                                                   : std::string(kCommitIndexPrefix);
+        for (; it->Valid() && it->key().starts_with(first); it->Next()) {
+            const std::string_view key(it->key().data(), it->key().size());
+            std::string_view series;
+            std::uint32_t version = 0;
+            std::uint64_t commit = 0;
+            TransferVersion v;
+            if (scope.since == 0) {
+                if (!parse_model_key(key, &series, &version))
+                    return failed("the key " + std::string(key.substr(0, 160)) + " is not a model key");
+                if (!in_scope(scope, series)) continue;
+                std::string record;
+                leveldb::Status s = db_->Get(ro, version_commit_key(series, version), &record);
+                if (s.ok() && decode_u64(record, &commit)) v.commit = commit;
+                else if (!s.ok() && !s.IsNotFound()) return failed(s.ToString());
+            } else {
+                if (!parse_commit_index_key(key, &commit, &series, &version)) continue;
+                if (!in_scope(scope, series)) continue;
+                // A key its version's "y/" does not name is stale: skip it.
+                std::string record;
+                std::uint64_t current = 0;
+                leveldb::Status s = db_->Get(ro, version_commit_key(series, version), &record);
+                if (!s.ok() && !s.IsNotFound()) return failed(s.ToString());
+                if (!s.ok() || !decode_u64(record, &current) || current != commit) continue;
+                v.commit = commit;
+            }
+            std::string why;
+            if (!read_version_at(db_, ro, series, version, &v, &why)) {
+                if (!why.empty()) return failed(why);
+                continue;  // a commit index key whose version is gone
+            }
+            if (!visit.version(v)) return ExportStep::stopped;
+            next->assign(key);
+            given += v.model.size() + v.training_data.size() + v.plot_envelope.size() + v.series_id.size();
+            if (given >= max_bytes) return ExportStep::more;
+        }
+        if (!it->status().ok()) return failed(it->status().ToString());
+    }
+    if (in_versions) after = {};
+
+    const std::string streams = std::string(kStreamKeyPrefix) + scope.prefix;
+    if (!after.empty()) {
+        it->Seek(slice(after));
+        if (it->Valid() && it->key() == slice(after)) it->Next();
+    } else {
+        it->Seek(streams);
+    }
+    for (; it->Valid() && it->key().starts_with(streams); it->Next()) {
+        const std::string_view key(it->key().data(), it->key().size());
+        std::string_view series;
+        TransferStream st;
+        if (!parse_stream_key(key, &series) || !in_scope(scope, series)) continue;
+        if (!decode_checkpoint(std::string_view(it->value().data(), it->value().size()), &st.state, &st.written_ms))
+            continue;
+        st.series_id.assign(series);
+        if (!visit.stream(st)) return ExportStep::stopped;
+        next->assign(key);
+        given += st.state.size() + st.series_id.size();
+        if (given >= max_bytes) return ExportStep::more;
+    }
+    if (!it->status().ok()) return failed(it->status().ToString());
+    next->clear();
+    return ExportStep::done;
 }
 
 bool Store::read_model(std::string_view series_id, std::uint32_t version, std::string *model,

@@ -14,9 +14,12 @@
 #include "core/history.hpp"
 #include "core/model.hpp"
 #include "core/plot.hpp"
+#include "core/transfer.hpp"
 
 namespace leveldb {
 class DB;
+class Snapshot;
+class WriteBatch;
 }
 
 namespace anomaly {
@@ -52,9 +55,92 @@ public:
         std::string training_data;    // encode_training_data() bytes
         std::string plot_envelope;    // encode_plot_envelope() bytes; empty writes none
     };
-    // Writes all versions in one WriteBatch with sync=true: all or nothing.
-    // The batch also writes commits() + 1 under kCommitCountKey.
-    bool commit(const std::vector<NewVersion> &versions, std::string *error);
+    // What a commit deletes: one version, or a whole series.
+    struct Removal {
+        std::string series_id;
+        std::uint32_t version = 0;  // 0: the whole series, every version and its stream checkpoint
+    };
+    // Writes all versions and deletes all removals in one WriteBatch with
+    // sync=true: all or nothing. The batch also writes commits() + 1 under
+    // kCommitCountKey, and each version's commit index keys ("x/", "y/") with
+    // that number. A removed version loses its m/, d/, p/, x/ and y/ keys;
+    // removing what is not there deletes nothing. Removals come first: a
+    // version both removed and written in one commit is written.
+    bool commit(const std::vector<NewVersion> &versions, const std::vector<Removal> &removals, std::string *error);
+    bool commit(const std::vector<NewVersion> &versions, std::string *error) { return commit(versions, {}, error); }
+    // A commit of removals only: it counts as a commit.
+    bool remove(const std::vector<Removal> &removals, std::string *error) { return commit({}, removals, error); }
+
+    // Writes imported versions (keeping their numbers, with m/, d/, p/, x/
+    // and y/ keys for this store's next commit number) and stream
+    // checkpoints in one WriteBatch with sync=true, counting one commit.
+    // The records are as TransferReader gave them; whether they conflict
+    // with versions already here is the caller's to check. A version that
+    // is already here is replaced, and leaves no stale commit index key.
+    bool import(const std::vector<TransferVersion> &versions, const std::vector<TransferStream> &streams,
+                std::string *error);
+
+    // One version's model record as stored (encode_model() bytes, or an old
+    // format 1 record): false with *error empty when it is not on disk.
+    bool read_model_record(std::string_view series_id, std::uint32_t version, std::string *record,
+                           std::string *error);
+
+    // The store as of one moment, for an export that is read in pieces while
+    // commits go on. It must not outlive its Store. Reading through it
+    // takes no lock of the Store's: a pool thread may export while another
+    // commits.
+    class Snapshot {
+    public:
+        ~Snapshot();
+        Snapshot(const Snapshot &) = delete;
+        Snapshot &operator=(const Snapshot &) = delete;
+        // The commit count the snapshot shows (the export header's commits).
+        std::uint64_t commits() const { return commits_; }
+
+    private:
+        friend class Store;
+        Snapshot(leveldb::DB *db, const leveldb::Snapshot *snapshot) : db_(db), snapshot_(snapshot) {}
+        leveldb::DB *db_;
+        const leveldb::Snapshot *snapshot_;
+        std::uint64_t commits_ = 0;
+    };
+    std::unique_ptr<Snapshot> snapshot();
+
+    // Which records an export holds.
+    struct ExportScope {
+        std::string prefix;  // series ids that start with it; empty: every series
+        // Optional: series ids it passes (say, those a new ring gives another node).
+        std::function<bool(std::string_view series_id)> filter;
+        // 0: every version. N: only the versions committed after commit N
+        // (versions committed before the commit index was kept are never in
+        // such an export). Removals are not exported.
+        std::uint64_t since = 0;
+    };
+    // Called for each record; false stops the export (the client went away).
+    struct ExportVisitor {
+        std::function<bool(const TransferVersion &)> version;
+        std::function<bool(const TransferStream &)> stream;
+    };
+    enum class ExportStep {
+        done,     // every record was given
+        more,     // about max_bytes were given: call again with after = *next
+        stopped,  // a visitor returned false; *next is the last record it accepted
+        failed,   // *error says why (a read error, a model record that does not decode)
+    };
+    // Gives the records of scope as snapshot shows them, in pieces: first
+    // the versions (since 0: series by id, versions ascending, each with the
+    // commit that wrote it, 0 when unknown; since N: in commit order, from
+    // commit N + 1), then the stream checkpoints of the same series, by id.
+    // Stream checkpoints are always exported, whatever since: a checkpoint
+    // has no commit number, and the latest state is what an importer wants.
+    // One that does not decode is skipped, as loading the store skips it.
+    // after: empty to start, else the *next of the previous call, with the
+    // same snapshot and scope. Returns after the record that takes the
+    // bytes given (models, training data, plot envelopes, states) to
+    // max_bytes or more, so each call gives at least one record.
+    ExportStep export_records(const Snapshot &snapshot, const ExportScope &scope, std::string_view after,
+                              std::size_t max_bytes, const ExportVisitor &visit, std::string *next,
+                              std::string *error);
 
     // Stream checkpoints (CONTRACT section 6): each stream's latest state.
     struct Checkpoint {
@@ -121,6 +207,8 @@ private:
     explicit Store(leveldb::DB *db) : db_(db) {}
     leveldb::DB *db_;
     bool next_history_key(std::uint64_t *next, std::string *error);
+    bool add_removal(leveldb::WriteBatch *batch, const Removal &removal, std::string *error);
+    bool write_commit(leveldb::WriteBatch *batch, std::uint64_t number, std::string *error);
     std::uint64_t commits_ = 0;
     std::uint64_t history_next_ = 0;  // the number of the next history record
     std::uint64_t history_first_ = 0; // of the oldest one kept

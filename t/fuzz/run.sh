@@ -8,9 +8,10 @@ seconds=${FUZZ_SECONDS:-60}
 out=build/fuzz
 mkdir -p "$out"
 core="src/core/request.cpp src/core/encoding.cpp src/core/series.cpp src/core/detector.cpp src/core/plot.cpp src/core/model.cpp src/core/parameters.cpp src/core/stream.cpp src/core/csv.cpp src/core/score.cpp src/core/render.cpp src/core/history.cpp $(echo src/core/detectors/*.cpp src/core/streams/*.cpp)"
+core="$core src/core/transfer.cpp"
 flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I src"
 status=0
-for target in fit_body predict_body observe_body records stream_state csv_body; do
+for target in fit_body predict_body observe_body records stream_state csv_body transfer_body; do
     clang++ $flags -o "$out/$target" "t/fuzz/$target.cpp" $core -lsimdjson
     corpus=t/fuzz/corpus/${target%_body}
     [ "$target" = records ] && corpus=t/fuzz/corpus/records
