@@ -5,15 +5,20 @@
 # consistent`, and the rebalance script that moves series with export and
 # import when a node is added or removed.
 #
-# Three nodes and the front on loopback; 1000 series fitted through the
-# front (every 10th with three versions), 50 of them with a stream; each
-# node holds only its own series. rebalance --dry-run says what would move.
-# A fourth node is added while a client predicts through the front without
-# pause: no prediction fails, every series answers each of its versions with
-# the same score as before, its versions and its stream are where the front
-# sends it, the new node holds about a quarter of the series and the old ones
-# no longer hold what moved. Then a node is removed (4 -> 3) the same way,
-# and a conflicting version stops a move before the front is switched.
+# Three nodes and the front on loopback. The front's own answers (any
+# node's /healthcheck, /nodes/<host:port>/..., JSON errors, a node's 404
+# passed through); 1000 series fitted through the front (every 10th with
+# three versions, some ids percent-encoded), 50 of them with a stream; each
+# node holds only its own series, the one the front sends it to; /plot by
+# series_id. rebalance --dry-run (the script's copy of nginx's ring) says
+# nothing is misplaced and what would move. A fourth node is added while a
+# client predicts through the front without pause: no prediction fails,
+# every series answers each of its versions with the same score as before,
+# its versions and its stream are where the front sends it, the new node
+# holds about a quarter of the series (those the dry run named) and the old
+# ones no longer hold what moved. Then a node is removed (4 -> 3) the same
+# way, a conflicting version stops a move before the front is switched, and
+# a DELETE through the front reaches the series' node.
 
 use strict;
 use warnings;
@@ -21,7 +26,7 @@ use Test::More;
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use JSON::PP;
-use POSIX qw(WNOHANG);
+use POSIX ();
 use Time::HiRes qw(sleep time);
 use AnomalyTest qw(make_series encode_body wait_until);
 
@@ -30,7 +35,7 @@ plan skip_all => 'python3 is not installed (the rebalance script needs it)'
 
 my $ROOT = $AnomalyTest::ROOT;
 my $EXAMPLE = "$ROOT/conf/examples/cluster";
-my $NODE_CONF = $ENV{ANOMALY_CLUSTER_NODE_CONF} // "$EXAMPLE/node.conf";
+my $NODE_CONF = "$EXAMPLE/node.conf";
 my $REBALANCE = "$EXAMPLE/rebalance";
 my $T0 = time;
 
@@ -58,6 +63,7 @@ package ClusterNode {
     sub name { "127.0.0.1:$_[0]{port}" }
 }
 
+ok(-x $REBALANCE, 'conf/examples/cluster/rebalance is executable');
 my @nodes = map { ClusterNode->new(workers => 1, zone_size => '16m') } 1 .. 3;
 my %node_by_name = map { ($_->name => $_) } @nodes;
 
@@ -299,6 +305,13 @@ note(sprintf 'snapshot at %.1f s', time - $T0);
 }
 my ($where3, $count3) = check_placement(\@nodes, $before, 'three nodes');
 ok(!grep({ ($count3->{ $_->name } // 0) < 200 } @nodes), 'each of the three nodes holds a share');
+{
+    my $id = 'host:7.cpu';
+    my $res = $ua->get("http://127.0.0.1:$fport/plot?series_id=$id&version=v1");
+    is($res->{status}, 200, "GET /plot?series_id=$id through the front");
+    like($res->{headers}{'content-type'} // '', qr{^image/svg\+xml}, 'an SVG');
+    is($res->{headers}{'x-anomaly-node'}, $where3->{$id}, 'from the node that holds the series');
+}
 
 # The script's own ring (for --dry-run) agrees with nginx's.
 {
@@ -430,6 +443,16 @@ my ($after4, $where4, $count4) = check_after(\@nodes, 'four nodes');
     is(join(' ', $st, AnomalyTest::raw_field($raw, 'score') // ''),
        '200 ' . (split ' ', $before->{$victim}{predict}{v1})[0],
        'the series still answers from its node with its own v1');
+}
+
+# --- a delete through the front ---------------------------------------------------------------
+{
+    my $id = $ids[10];
+    my ($st, $j, $raw) = front('DELETE', "/series/$id");
+    is_deeply([ $st, $j->{series_id}, $j->{deleted_versions} ], [ 200, $id, 3 ],
+              "DELETE /series/$id through the front deletes its 3 versions") or diag($raw);
+    ($st, $j) = front('GET', "/series/$id");
+    is_deeply([ $st, $j->{code} ], [ 404, 'series_not_found' ], 'and the series is gone');
 }
 
 is(scalar @front_ctype_bad, 0, 'every answer of the front was JSON') or diag(join "\n", @front_ctype_bad[0 .. 4]);
