@@ -266,6 +266,8 @@ TEST(Prometheus, HelpAndTypeOncePerFamily) {
                                             "anomaly_request_duration_seconds",
                                             "anomaly_series",
                                             "anomaly_versions",
+                                            "anomaly_versions_deleted_total",
+                                            "anomaly_series_deleted_total",
                                             "anomaly_zone_bytes",
                                             "anomaly_zone_free_bytes",
                                             "anomaly_store_queue_fits",
