@@ -30,6 +30,23 @@ my $LOCATIONS = <<'EOF';
         location /ro/ {
             anomaly_versions;
         }
+        # DELETE guarded by method, as conf/nginx.conf does: limit_except is
+        # a location of its own, which must answer as this one does
+        location /guarded/ {
+            anomaly_versions;
+            anomaly_delete on;
+            limit_except GET {
+                allow 127.0.0.1;
+                deny all;
+            }
+        }
+        location /locked/ {
+            anomaly_versions;
+            anomaly_delete on;
+            limit_except GET {
+                deny all;
+            }
+        }
 EOF
 
 # An instance whose `location /series/` has `anomaly_delete on` (the
@@ -582,6 +599,23 @@ my $IFOREST = '?detector=iforest&trees=25';
     $r->start;
     is(join(' ', map { listed($r, $_) } qw(r1 r2 r3)), 'v51,v52 v1,v2 v3,v4', 'after a restart: the same');
     $r->stop;
+}
+
+# ---- limit_except: DELETE for some addresses only --------------------------------
+{
+    my $g = instance();
+    my ($small) = make_series(30, seed => 91);
+    fit_ok($g, 'g1', $small, "v$_") for 1 .. 2;
+    my ($st, $j) = $g->request('DELETE', '/locked/g1', undef, quiet => 1);
+    is($st, 403, 'limit_except GET { deny all; }: DELETE is 403');
+    ($st, $j) = $g->request('GET', '/locked/g1', undef, quiet => 1);
+    is($st, 200, '... GET still answers there');
+    is(listed($g, 'g1'), 'v1,v2', '... and nothing was deleted');
+    ($st, $j) = $g->request('DELETE', '/guarded/g1?version=v1', undef, quiet => 1);
+    is($st, 200, 'limit_except GET { allow 127.0.0.1; deny all; }: a DELETE from 127.0.0.1 deletes');
+    is($j->{deleted_versions}, 1, '... one version');
+    is(listed($g, 'g1'), 'v2', '... v1 is gone');
+    $g->stop;
 }
 
 AnomalyTest::done();

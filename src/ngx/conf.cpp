@@ -104,9 +104,23 @@ DetectorParams location_params(const LocConf *lcf) {
     return p;
 }
 
+namespace {
+ngx_http_handler_pt handler_for(Endpoint endpoint);
+}  // namespace
+
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) noexcept {
     LocConf *prev = static_cast<LocConf *>(parent);
     LocConf *conf = static_cast<LocConf *>(child);
+    // A limit_except block is a location of its own that nginx switches a
+    // request to (for the methods it limits): it answers as its location
+    // does, as ngx_http_proxy_module's merge makes it.
+    ngx_http_core_loc_conf_t *clcf =
+        static_cast<ngx_http_core_loc_conf_t *>(ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    if (clcf->lmt_excpt && conf->endpoint == 0 && prev->endpoint != 0) {
+        conf->endpoint = prev->endpoint;
+        conf->series_id = prev->series_id;
+        if (clcf->handler == nullptr) clcf->handler = handler_for(static_cast<Endpoint>(conf->endpoint));
+    }
     if (conf->sigma == kUnsetSigma) conf->sigma = prev->sigma == kUnsetSigma ? 3.0 : prev->sigma;
     ngx_conf_merge_uint_value(conf->tail, prev->tail, static_cast<ngx_uint_t>(Tail::both));
     ngx_conf_merge_size_value(conf->min_points, prev->min_points, 10);
@@ -241,29 +255,33 @@ char *set_store(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept {
     return NGX_CONF_OK;
 }
 
+ngx_http_handler_pt handler_for(Endpoint endpoint) {
+    switch (endpoint) {
+    case Endpoint::fit: return fit_handler;
+    case Endpoint::predict: return predict_handler;
+    case Endpoint::observe: return observe_handler;
+    case Endpoint::metrics: return metrics_handler;
+    case Endpoint::error: return error_handler;
+    case Endpoint::plot: return plot_handler;
+    case Endpoint::series: return series_handler;
+    case Endpoint::versions: return versions_handler;
+    case Endpoint::dashboard: return dashboard_handler;
+    case Endpoint::score: return score_handler;
+    case Endpoint::anomalies: return anomalies_handler;
+    case Endpoint::anomalies_summary: return anomalies_summary_handler;
+    case Endpoint::exporting: return export_handler;
+    case Endpoint::importing: return import_handler;
+    default: return healthcheck_handler;
+    }
+}
+
 char *set_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept {
     LocConf *lcf = static_cast<LocConf *>(conf);
     if (lcf->endpoint != 0) return const_cast<char *>("is duplicate");
     lcf->endpoint = reinterpret_cast<uintptr_t>(cmd->post);
     ngx_http_core_loc_conf_t *clcf =
         static_cast<ngx_http_core_loc_conf_t *>(ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
-    switch (static_cast<Endpoint>(lcf->endpoint)) {
-    case Endpoint::fit: clcf->handler = fit_handler; break;
-    case Endpoint::predict: clcf->handler = predict_handler; break;
-    case Endpoint::observe: clcf->handler = observe_handler; break;
-    case Endpoint::metrics: clcf->handler = metrics_handler; break;
-    case Endpoint::error: clcf->handler = error_handler; break;
-    case Endpoint::plot: clcf->handler = plot_handler; break;
-    case Endpoint::series: clcf->handler = series_handler; break;
-    case Endpoint::versions: clcf->handler = versions_handler; break;
-    case Endpoint::dashboard: clcf->handler = dashboard_handler; break;
-    case Endpoint::score: clcf->handler = score_handler; break;
-    case Endpoint::anomalies: clcf->handler = anomalies_handler; break;
-    case Endpoint::anomalies_summary: clcf->handler = anomalies_summary_handler; break;
-    case Endpoint::exporting: clcf->handler = export_handler; break;
-    case Endpoint::importing: clcf->handler = import_handler; break;
-    default: clcf->handler = healthcheck_handler; break;
-    }
+    clcf->handler = handler_for(static_cast<Endpoint>(lcf->endpoint));
     if (cf->args->nelts == 2) {
         ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
         lcf->series_id = static_cast<ngx_http_complex_value_t *>(ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t)));

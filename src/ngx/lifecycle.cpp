@@ -269,6 +269,12 @@ void export_poll(ngx_event_t *ev) noexcept {
             export_finish(st, send_body(r, outcome.status, body.data(), body.size()));
             return;
         }
+        // The owner writes the header record once its snapshot is taken:
+        // until then the commit count is not known.
+        if (progress == 0 && state != JobState::done) {
+            ngx_add_timer(&st->poll, kExportPoll);
+            return;
+        }
         if (st->file.fd == NGX_INVALID_FILE && progress > 0) {
             st->file.fd = ::open(st->path.c_str(), O_RDONLY | O_CLOEXEC);
             if (st->file.fd == NGX_INVALID_FILE) {
