@@ -1616,6 +1616,9 @@ void store_stop() {
         // zone until it restarts (a delete in the last moments of an owner).
         std::lock_guard<std::mutex> guard(rt->retired_mutex);
         rt->settings.zone->quiescent();
+        // The other workers pass a quiescent point every kOwnerCheck: wait
+        // for a few of those rather than leave the memory behind.
+        for (int i = 0; i < 5 && !rt->settings.zone->reclaim(&rt->retired); i++) usleep(kOwnerCheck * 1000 / 2);
         if (!rt->settings.zone->reclaim(&rt->retired))
             ngx_log_error(NGX_LOG_NOTICE, rt->log, 0,
                           "anomaly: %uz blocks of deleted versions stay in the zone until nginx restarts",
