@@ -565,8 +565,8 @@ Job *Zone::add_transfer(JobKind kind, std::string_view path, std::string_view pr
 
 JobState Zone::transfer_state(Job *job, std::uint64_t *progress, std::uint64_t *commits) {
     ZoneLock guard(this);
-    *progress = job->progress;
-    *commits = job->counts[1];
+    *progress = __atomic_load_n(&job->progress, __ATOMIC_ACQUIRE);
+    *commits = __atomic_load_n(&job->counts[1], __ATOMIC_RELAXED);
     return job->state;
 }
 
@@ -598,9 +598,11 @@ bool Zone::claim_transfer(JobKind kind, Claim *c) {
 }
 
 void Zone::set_progress(Job *job, std::uint64_t bytes, std::uint64_t commits) {
-    ZoneLock guard(this);
-    job->progress = bytes;
-    job->counts[1] = commits;
+    // Without the zone's lock: the export's thread runs at nice 19, and one
+    // preempted while holding it would hold up every prediction. A running
+    // job is never freed (an abandoned one is only flagged).
+    __atomic_store_n(&job->counts[1], commits, __ATOMIC_RELAXED);
+    __atomic_store_n(&job->progress, bytes, __ATOMIC_RELEASE);
 }
 
 void Zone::finish_job(const Claim &c) {
