@@ -78,13 +78,7 @@ sub write_conf {
 
 my $TS = 1_800_000_000;
 
-sub health {
-    my ($t) = @_;
-    my ($st, $j, $raw) = $t->request('GET', '/healthcheck', undef, quiet => 1);
-    return $j if $st == 200 && ref $j eq 'HASH';
-    diag("/healthcheck: $st $raw");
-    return { zone => {}, streams => {} };
-}
+sub health { $_[0]->health_json }
 sub bytes_free { health($_[0])->{zone}{bytes_free} }
 
 sub del {
@@ -107,18 +101,7 @@ sub listed {
 }
 
 # Every series GET /series lists.
-sub all_series {
-    my ($t) = @_;
-    my (@s, $after);
-    for (1 .. 100) {
-        my ($st, $j, $raw) = $t->request('GET', '/series?limit=1000' . (defined $after ? "&after=$after" : ''));
-        do { diag("GET /series: $st $raw"); last } unless $st == 200;
-        push @s, @{ $j->{series} };
-        $after = $j->{next_after};
-        last unless defined $after;
-    }
-    return { map { $_->{series_id} => $_ } @s };
-}
+sub all_series { $_[0]->all_series }
 
 # Sends the same request over fresh connections until both workers have
 # answered (at least 8 requests); CHECK returns '' or what is wrong.

@@ -132,27 +132,10 @@ sub import_error_ok {
     return $ok;
 }
 
-sub health {
-    my ($t) = @_;
-    my ($st, $j, $raw) = $t->request('GET', '/healthcheck', undef, quiet => 1);
-    return $j if $st == 200 && ref $j eq 'HASH';
-    diag("/healthcheck: $st $raw");
-    return { zone => {}, streams => {} };
-}
+sub health { $_[0]->health_json }
 
 # Every series GET /series lists: { id => row }
-sub all_series {
-    my ($t) = @_;
-    my (@s, $after);
-    for (1 .. 100) {
-        my ($st, $j, $raw) = $t->request('GET', '/series?limit=1000' . (defined $after ? "&after=$after" : ''));
-        do { diag("GET /series: $st $raw"); last } unless $st == 200;
-        push @s, @{ $j->{series} };
-        $after = $j->{next_after};
-        last unless defined $after;
-    }
-    return { map { $_->{series_id} => $_ } @s };
-}
+sub all_series { $_[0]->all_series }
 
 # GET /series/{id}: its versions as canonical JSON, and its stream's lasting fields.
 my @STREAM_FIELDS = qw(detector points_processed stage warmup hold last_timestamp state_bytes);

@@ -2,6 +2,7 @@
 
 #include "core/render.hpp"
 #include "core/series.hpp"
+#include "core/text.hpp"
 
 namespace anomaly {
 
@@ -36,6 +37,11 @@ std::string render_imported(const ImportFigures &f, std::string_view code, std::
     }
     out += "]}";
     return out;
+}
+
+bool is_export_media_type(std::string_view content_type) noexcept {
+    const std::string_view type = trim_blanks(content_type.substr(0, content_type.find(';')));
+    return equals_lower(type, "application/octet-stream") || equals_lower(type, "application/vnd.anomaly-export");
 }
 
 bool parse_commit_count(std::string_view text, std::uint64_t *count) {

@@ -29,6 +29,10 @@ struct ImportFigures {
 std::string render_imported(const ImportFigures &figures, std::string_view code = {},
                             std::string_view detail = {});
 
+// The Content-Type of POST /import: application/octet-stream or
+// application/vnd.anomaly-export, parameters and case aside.
+bool is_export_media_type(std::string_view content_type) noexcept;
+
 // ?since= of /export: a commit count, digits only; false otherwise.
 bool parse_commit_count(std::string_view text, std::uint64_t *count);
 // ?series_id= of /export: a prefix of series ids (empty: every series);

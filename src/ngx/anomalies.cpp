@@ -46,8 +46,6 @@ bool query_arg(ngx_http_request_t *r, const char *name, ngx_str_t *out) {
     return true;
 }
 
-std::string_view view(const ngx_str_t &s) { return std::string_view(reinterpret_cast<char *>(s.data), s.len); }
-
 // A whole number from lo to hi.
 bool whole(const ngx_str_t &s, std::uint64_t lo, std::uint64_t hi, std::uint64_t *out) {
     if (s.len == 0 || s.len > 19) return false;

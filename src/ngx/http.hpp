@@ -195,6 +195,7 @@ DetectorParams location_params(const LocConf *lcf);
 // ---- http_common.cpp ----
 
 std::uint64_t monotonic_ns();
+inline std::string_view view(const ngx_str_t &s) { return std::string_view(reinterpret_cast<char *>(s.data), s.len); }
 MainConf *main_conf(ngx_http_request_t *r);
 LocConf *loc_conf(ngx_http_request_t *r);
 Zone *zone_of(ngx_http_request_t *r);

@@ -23,8 +23,6 @@ namespace anomaly {
 
 namespace {
 
-std::string_view view(const ngx_str_t &s) { return std::string_view(reinterpret_cast<char *>(s.data), s.len); }
-
 bool query_arg(ngx_http_request_t *r, const char *name, ngx_str_t *value) {
     return ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>(name)), std::strlen(name), value) == NGX_OK;
 }
@@ -83,19 +81,6 @@ ngx_int_t delete_series(ngx_http_request_t *r) noexcept {
 // ---- POST /import ----
 
 namespace {
-
-bool is_export_media_type(std::string_view type) {
-    const std::size_t semicolon = type.find(';');
-    std::string_view base = type.substr(0, semicolon);
-    while (!base.empty() && (base.back() == ' ' || base.back() == '\t')) base.remove_suffix(1);
-    auto lower_equals = [](std::string_view a, std::string_view b) {
-        if (a.size() != b.size()) return false;
-        for (std::size_t i = 0; i < a.size(); i++)
-            if (static_cast<char>(std::tolower(static_cast<unsigned char>(a[i]))) != b[i]) return false;
-        return true;
-    };
-    return lower_equals(base, "application/octet-stream") || lower_equals(base, "application/vnd.anomaly-export");
-}
 
 void import_body_read(ngx_http_request_t *r) noexcept {
     RequestCtx *ctx = get_ctx(r);

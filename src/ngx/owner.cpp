@@ -947,6 +947,7 @@ void import_thread(void *data, ngx_log_t *) {
         std::vector<TransferVersion> versions;
         std::vector<TransferStream> streams;
         std::set<std::pair<std::string, std::uint32_t>> batched;  // versions in this batch
+        std::set<std::string> batched_streams;
         std::set<std::string> seen;
         std::size_t batch_bytes = 0;
         auto flush = [&]() {
@@ -974,7 +975,7 @@ void import_thread(void *data, ngx_log_t *) {
             }
             bool full = false;
             for (const TransferVersion &v : versions) {
-                if (!full && zone->add_version(v.series_id, v.image)) figures.versions_imported++;
+                if (!full && zone->load_version(v.series_id, v.image)) figures.versions_imported++;
                 else full = true;
             }
             for (const TransferStream &st : streams) {
@@ -995,6 +996,7 @@ void import_thread(void *data, ngx_log_t *) {
             versions.clear();
             streams.clear();
             batched.clear();
+            batched_streams.clear();
             batch_bytes = 0;
             return true;
         };
@@ -1002,7 +1004,7 @@ void import_thread(void *data, ngx_log_t *) {
             if (seen.insert(id).second) figures.series.push_back(id);
         };
         std::vector<char> buf(1 << 20);
-        bool eof = fd < 0, stop = fd < 0, ended = false;
+        bool eof = fd < 0, stop = fd < 0;
         while (!stop) {
             TransferReader::Item item = reader.next();
             if (item == TransferReader::Item::need_more) {
@@ -1045,25 +1047,23 @@ void import_thread(void *data, ngx_log_t *) {
                 } else {
                     batch_bytes += v.model.size() + v.training_data.size() + v.plot_envelope.size();
                     batched.insert({v.series_id, v.version});
-                    versions.push_back(v);
+                    versions.push_back(std::move(reader.version()));  // the reader refills it
                 }
                 break;
             }
             case TransferReader::Item::stream: {
                 const TransferStream &st = reader.stream();
                 note_series(st.series_id);
-                bool have = zone->find_stream(st.series_id) != nullptr;
-                for (const TransferStream &b : streams) have = have || b.series_id == st.series_id;
-                if (have) {
+                if (zone->find_stream(st.series_id) != nullptr || batched_streams.count(st.series_id) != 0) {
                     figures.streams_kept++;
                 } else {
                     batch_bytes += st.state.size();
-                    streams.push_back(st);
+                    batched_streams.insert(st.series_id);
+                    streams.push_back(std::move(reader.stream()));
                 }
                 break;
             }
             case TransferReader::Item::end:
-                ended = true;
                 stop = true;
                 break;
             case TransferReader::Item::error:
@@ -1077,13 +1077,9 @@ void import_thread(void *data, ngx_log_t *) {
             }
             if (batch_bytes >= kImportBatchBytes && !flush()) stop = true;
         }
-        (void)ended;
-        if (c.fail_status == 0 || c.fail_status == 409 || c.fail_status == 400) {
-            const int before = c.fail_status;
-            if (!flush() && before != 0) {
-                // the store's failure is the answer now
-            }
-        }
+        // What came before a conflict or a damaged record is imported too;
+        // a failing flush puts its own error in the answer.
+        if (c.fail_status == 0 || c.fail_status == 409 || c.fail_status == 400) flush();
     } catch (const std::exception &e) {
         c.fail_status = 503;
         code = "store_unavailable";

@@ -73,8 +73,6 @@ struct ScoreWork {
     double top_own_score = 0;     // the detector's own number of that point
 };
 
-std::string_view view(const ngx_str_t &s) { return std::string_view(reinterpret_cast<char *>(s.data), s.len); }
-
 bool query_arg(ngx_http_request_t *r, const char *name, std::size_t len, std::string_view *value) {
     ngx_str_t arg;
     if (ngx_http_arg(r, reinterpret_cast<u_char *>(const_cast<char *>(name)), len, &arg) != NGX_OK) return false;

@@ -279,17 +279,8 @@ void Zone::set_history_persisted(std::uint64_t sequence) {
 
 namespace {
 
-// What the slab allocator takes for an image: a power of two up to half a
-// page, whole pages above; and the version's slot in its series' array.
-std::size_t zone_bytes_of(std::size_t image_bytes) {
-    const std::size_t page = ngx_pagesize;
-    std::size_t chunk = 8;
-    if (image_bytes > page / 2) chunk = (image_bytes + page - 1) / page * page;
-    else
-        while (chunk < image_bytes) chunk *= 2;
-    return chunk + sizeof(const ModelHeader *);
-}
-
+// What the slab allocator takes for a block: a power of two up to half a
+// page, whole pages above.
 std::size_t slab_chunk(std::size_t bytes) {
     const std::size_t page = ngx_pagesize;
     if (bytes > page / 2) return (bytes + page - 1) / page * page;
@@ -297,6 +288,14 @@ std::size_t slab_chunk(std::size_t bytes) {
     while (chunk < bytes) chunk *= 2;
     return chunk;
 }
+
+// An image's chunk and the version's slot in its series' array.
+std::size_t zone_bytes_of(std::size_t image_bytes) { return slab_chunk(image_bytes) + sizeof(const ModelHeader *); }
+
+// Jobs the owner's commit task takes, counted in Shared::jobs_pending while
+// they wait (reads count in reads_queued; exports and imports have tasks of
+// their own and no count).
+bool commit_task_job(JobKind kind) { return kind == JobKind::fit || kind == JobKind::remove; }
 
 void count_version(Shared *sh, const ModelHeader &image) {
     sh->versions_stored++;
@@ -529,7 +528,7 @@ Job *Zone::add(JobKind kind, std::string_view series_id, std::uint32_t version, 
     std::memcpy(job->series_id, series_id.data(), series_id.size());
     ngx_queue_insert_tail(&sh_->jobs, &job->link);
     if (kind == JobKind::read) sh_->reads_queued++;  // reads are not fits waiting
-    else ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
+    else if (commit_task_job(kind)) ngx_atomic_fetch_add(&sh_->jobs_pending, 1);
     return job;
 }
 
@@ -548,13 +547,11 @@ Job *Zone::add_transfer(JobKind kind, std::string_view path, std::string_view pr
         if (data == nullptr) return nullptr;
         std::memcpy(data, extra.data(), extra.size());
     }
-    // Transfers are not fits waiting: they stay out of jobs_pending.
     Job *job = add(kind, prefix, 0, 0, 0, false);
     if (job == nullptr) {
         if (data != nullptr) ngx_slab_free_locked(pool_, data);
         return nullptr;
     }
-    ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
     job->data = data;
     job->data_len = static_cast<std::uint32_t>(extra.size());
     std::memcpy(job->path, path.data(), path.size());
@@ -641,8 +638,7 @@ Job *Zone::add_read(std::string_view series_id, std::uint32_t version, bool *bus
 // Under the lock: unlinks and frees a job and the answer it still holds.
 void Zone::free_job_locked(Job *job) {
     if (job->kind == JobKind::read) sh_->reads_queued--;
-    else if (job->state == JobState::pending && (job->kind == JobKind::fit || job->kind == JobKind::remove))
-        ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+    else if (job->state == JobState::pending && commit_task_job(job->kind)) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
     if (job->data != nullptr) ngx_slab_free_locked(pool_, job->data);
     ngx_queue_remove(&job->link);
     ngx_slab_free_locked(pool_, job);
@@ -699,7 +695,7 @@ bool Zone::take_result(Job *job, const char *withdraw, Job *outcome) {
     ZoneLock guard(this);
     bool finished = job->state == JobState::done || job->state == JobState::failed;
     if (!finished && withdraw != nullptr && job->state == JobState::pending) {
-        if (job->kind == JobKind::fit || job->kind == JobKind::remove) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
+        if (commit_task_job(job->kind)) ngx_atomic_fetch_add(&sh_->jobs_pending, -1);
         fail_job_locked(job, 503, "store_unavailable", withdraw);
         finished = true;
     }
@@ -747,7 +743,7 @@ void Zone::claim_pending(std::vector<Claim> *claims, std::size_t max_jobs,
     for (ngx_queue_t *q = ngx_queue_head(&sh_->jobs); q != ngx_queue_sentinel(&sh_->jobs);
          q = ngx_queue_next(q)) {
         Job *job = ngx_queue_data(q, Job, link);
-        if (job->state != JobState::pending || (job->kind != JobKind::fit && job->kind != JobKind::remove)) continue;
+        if (job->state != JobState::pending || !commit_task_job(job->kind)) continue;
         // Fits and deletes take effect in the order they came: a delete
         // ends the batch before it and runs alone.
         if (job->kind == JobKind::remove && !claims->empty()) break;
@@ -1219,8 +1215,6 @@ Zone::Present Zone::has_version(std::string_view series_id, std::uint32_t versio
                                                                                               : Present::conflict;
 }
 
-bool Zone::add_version(std::string_view series_id, const std::string &image) { return load_version(series_id, image); }
-
 void Zone::set_store_state(StoreState state, const char *error) {
     ZoneLock guard(this);
     sh_->store_state = state;
@@ -1255,7 +1249,6 @@ bool holder_alive(std::uint64_t word) {
     }
     return kill(pid, 0) == 0 || errno == EPERM;
 }
-
 
 }  // namespace
 

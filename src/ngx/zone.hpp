@@ -450,8 +450,8 @@ public:
     // Frees finished jobs whose worker is gone.
     void collect_orphans();
 
-    // Inserts a version read from disk at start (kept if the zone has it
-    // already: versions never change); false when the zone is full.
+    // Inserts a version read from disk at start, or imported (kept if the
+    // zone has it already: versions never change); false when the zone is full.
     bool load_version(std::string_view series_id, const std::string &image);
     // The versions of each detector in the zone and the bytes they take
     // (kDetectorSlots each), copied under the lock.
@@ -498,8 +498,6 @@ public:
     enum class Present { absent, same, conflict };
     // Whether the zone has that version of a series, and with these bytes.
     Present has_version(std::string_view series_id, std::uint32_t version, std::string_view image);
-    // Publishes an imported version (durable already); false when the zone is full.
-    bool add_version(std::string_view series_id, const std::string &image);
 
     // --- streams ---
     // What /series/{id} shows of a series' stream, read without any lock

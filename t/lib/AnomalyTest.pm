@@ -439,6 +439,30 @@ sub healthcheck {
     return $self->request('GET', '/healthcheck');
 }
 
+# /healthcheck as a hash; when it does not answer, says why and gives one
+# with empty zone and streams objects, so that a test's field reads fail.
+sub health_json {
+    my ($self) = @_;
+    my ($st, $j, $raw) = $self->request('GET', '/healthcheck', undef, quiet => 1);
+    return $j if $st == 200 && ref $j eq 'HASH';
+    Test::More::diag("/healthcheck: $st $raw");
+    return { zone => {}, streams => {} };
+}
+
+# Every series GET /series lists, page after page: { id => its row }.
+sub all_series {
+    my ($self) = @_;
+    my (@s, $after);
+    for (1 .. 100) {
+        my ($st, $j, $raw) = $self->request('GET', '/series?limit=1000' . (defined $after ? "&after=$after" : ''));
+        do { Test::More::diag("GET /series: $st $raw"); last } unless $st == 200;
+        push @s, @{ $j->{series} };
+        $after = $j->{next_after};
+        last unless defined $after;
+    }
+    return { map { $_->{series_id} => $_ } @s };
+}
+
 # The "store" object of /healthcheck ({} when it does not answer).
 sub store_status {
     my ($self) = @_;

@@ -31,6 +31,15 @@ TEST(Lifecycle, ImportedFiguresAndError) {
         << conflict;
 }
 
+TEST(Lifecycle, ExportMediaType) {
+    EXPECT_TRUE(is_export_media_type("application/octet-stream"));
+    EXPECT_TRUE(is_export_media_type("Application/Octet-Stream ; charset=binary"));
+    EXPECT_TRUE(is_export_media_type("application/vnd.anomaly-export"));
+    EXPECT_FALSE(is_export_media_type("application/json"));
+    EXPECT_FALSE(is_export_media_type("text/plain"));
+    EXPECT_FALSE(is_export_media_type(""));
+}
+
 TEST(Lifecycle, CommitCount) {
     std::uint64_t n = 7;
     EXPECT_TRUE(parse_commit_count("0", &n));
